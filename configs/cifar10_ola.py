@@ -5,7 +5,7 @@ computed by the exact layer-wise method.
 ``python -m gar_jax.main --config=configs/cifar10_ola.py --workdir=runs/cifar10_ola_wl``
 ``python -m gar_jax.main --config=configs/cifar10_ola.py:ra --workdir=runs/cifar10_ola_ra``
 """
-from gar_jax.train.ola import cifar_config
+from gar_jax.methods.ola import cifar_config
 
 
 def get_config(space: str = "wide"):

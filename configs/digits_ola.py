@@ -5,7 +5,7 @@ search space (CIFAR magnitudes, harsh on 8x8 images: something to learn), GAR re
 Variants: ``--config.ola.reward=nslr``, ``--config.ola.gar_method=jvp``,
 ``--config.ola.space=wide``; configs/digits_ola_destructive.py adds a destructive op.
 """
-from gar_jax.train.ola import digits_config
+from gar_jax.methods.ola import digits_config
 
 
 def get_config():

@@ -4,7 +4,7 @@ OLA should drive its keep probability down (policy_over_training.png in the work
 
 ``python -m gar_jax.main --config=configs/digits_ola_destructive.py --workdir=runs/digits_destr``
 """
-from gar_jax.train.ola import digits_config
+from gar_jax.methods.ola import digits_config
 
 
 def get_config():

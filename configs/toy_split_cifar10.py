@@ -8,7 +8,7 @@ Paper: 10 splits of 5000 images, split 0 with random labels; FC, FCBN, CNNBN; ba
 softmax, REINFORCE with rewards normalized per step, gradients aggregated over 10 steps, Adam
 lr 0.1; 10 seeds. Every other field is the digits default (configs/toy_split.py).
 """
-from gar_jax.train import toy_split
+from gar_jax.methods import toy_split
 
 
 def get_config():

@@ -5,7 +5,7 @@ device, and times these step pairs (two SGD steps, t on an augmented batch, t+1 
 
   fixed      the baseline: a fixed policy (UniformAugment over the same space, then the standard
              pipeline) on step t, the standard pipeline on step t+1 (`gar_jax.train.steps`);
-  layerwise  OLA (`gar_jax.train.ola`): the learned policy on step t, the plain step t+1, GAR by
+  layerwise  OLA (`gar_jax.methods.ola`): the learned policy on step t, the plain step t+1, GAR by
              the layer-wise method (`gar_jax.gar_layerwise`), REINFORCE update of the policy;
   jvp, vmap  the same with `gar.alignment(..., method="jvp" | "vmap")` ("jvp:C": in chunks of C
              examples, bounding the memory of the forward-mode pass);
@@ -47,7 +47,8 @@ import optax  # noqa: E402
 from gar_jax.augment import ops, policies, spaces  # noqa: E402
 from gar_jax.data import stats  # noqa: E402
 from gar_jax.models.wrn import WideResNet  # noqa: E402
-from gar_jax.train import defaults, ola, optim, steps  # noqa: E402
+from gar_jax.methods import ola  # noqa: E402
+from gar_jax.train import defaults, optim, steps  # noqa: E402
 from gar_jax.train.mesh import data_sharding, make_mesh, replicated  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 

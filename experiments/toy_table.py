@@ -9,7 +9,7 @@ curves (small enough to keep in git).
 import argparse
 import json
 
-from gar_jax.train import toy_split
+from gar_jax.methods import toy_split
 
 
 def main():

@@ -24,9 +24,9 @@ _WORKDIR = flags.DEFINE_string(
 
 # config.experiment -> module that implements it.
 EXPERIMENTS = {
-    "toy_split": "gar_jax.train.toy_split",
+    "toy_split": "gar_jax.methods.toy_split",
     "supervised": "gar_jax.train.loop",
-    "ola": "gar_jax.train.ola",
+    "ola": "gar_jax.methods.ola",
 }
 
 

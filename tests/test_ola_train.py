@@ -16,7 +16,8 @@ from gar_jax.augment import spaces
 from gar_jax.data import sources
 from gar_jax.data.device import DeviceDataset
 from gar_jax.errors import ConfigError
-from gar_jax.train import loop, ola
+from gar_jax.methods import ola
+from gar_jax.train import loop
 from gar_jax.train.checkpoint import Checkpointer
 from gar_jax.train.mesh import make_mesh, replicated
 

@@ -15,7 +15,7 @@ from gar_jax.data import sources
 from gar_jax.data import splits
 from gar_jax.errors import ConfigError
 from gar_jax.models import toy
-from gar_jax.train import toy_split
+from gar_jax.methods import toy_split
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

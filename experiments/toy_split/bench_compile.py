@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 
 from gar_jax.data import sources
-from gar_jax.train import toy_split
+from gar_jax.methods import toy_split
 
 
 def main():
