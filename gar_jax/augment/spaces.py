@@ -147,6 +147,18 @@ SPACES = {"ra": RANDAUG, "randaug": RANDAUG, "uniaug": RANDAUG,
           "wide": WIDE, "wl": WIDE, "long_wide": WIDE, "ta_wide": TA_WIDE}
 
 
+# A planted destructive op for experiments: sample_pairing at alpha = 1 replaces the image by its
+# batch neighbour (whose label differs in 9 of 10 cases). Every learned-augmentation method should
+# learn to switch it off; its name is what results.json's learned_policy.destructive_op reports.
+DESTRUCTIVE_OP = Op("sample_pairing", Level(0.0, offset=1.0))
+
+
+def with_destructive_op(space: "SearchSpace") -> "SearchSpace":
+    """`space` plus `DESTRUCTIVE_OP` as its last op, named ``<space>+destructive``."""
+    return SearchSpace(f"{space.name}+destructive", space.ops + (DESTRUCTIVE_OP,),
+                       space.num_levels)
+
+
 def get_space(name) -> SearchSpace:
     """The named space: "ra"/"randaug"/"uniaug" (14 ops), "wide"/"wl"/"long_wide" (19 ops), or
     "ta_wide" (TrivialAugment's: the 14 RA ops with the wide ranges).

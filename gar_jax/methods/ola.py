@@ -118,9 +118,7 @@ def options(config) -> Options:
                    replace=c.replace, nslr_decay=c.nslr_decay)
 
 
-# A destructive op for experiments: sample_pairing at alpha = 1 replaces the image by its batch
-# neighbour (whose label differs in 9 of 10 cases): what OLA should learn to switch off.
-DESTRUCTIVE_OP = spaces.Op("sample_pairing", spaces.Level(0.0, offset=1.0))
+DESTRUCTIVE_OP = spaces.DESTRUCTIVE_OP
 
 
 def make_space(config) -> spaces.SearchSpace:
@@ -128,8 +126,7 @@ def make_space(config) -> spaces.SearchSpace:
     ``config.ola.destructive_op``."""
     space = spaces.get_space(config.ola.space)
     if config.ola.destructive_op:
-        space = spaces.SearchSpace(f"{space.name}+destructive", space.ops + (DESTRUCTIVE_OP,),
-                                   space.num_levels)
+        space = spaces.with_destructive_op(space)
     return space
 
 
