@@ -168,6 +168,7 @@ def compose(*policies):
 _KWARGS = {
     "none": (), "standard": ("pad", "cutout", "fill"), "ua": ("space",),
     "ra": ("space", "n", "m"), "ta": ("space",), "aa": ("dataset",),
+    "smart_aug": ("path",),  # a learned smart_augmentation policy.json, replayed (smart.py)
 }
 
 
@@ -190,6 +191,7 @@ def get_policy(name: str, *, with_standard: bool = False, **kwargs):
             "ra": lambda: rand_augment(**kwargs),
             "ta": lambda: trivial_augment(**kwargs),
             "aa": lambda: auto_augment(**kwargs),
+            "smart_aug": lambda: __import__("gar_jax.augment.smart").augment.smart.replay(**kwargs),
         }[name]
     elif name in SPACES:
         allowed, make = (), lambda: uniform_augment(name)
