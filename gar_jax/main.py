@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "toy_split": "gar_jax.methods.toy_split",
     "supervised": "gar_jax.methods.supervised",
     "ola": "gar_jax.methods.ola",
+    "smart_aug": "gar_jax.methods.smart_aug",
 }
 
 

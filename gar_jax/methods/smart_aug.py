@@ -316,3 +316,127 @@ def make_meta_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     if not jit:
         return meta_step
     return jax.jit(meta_step, donate_argnums=0, out_shardings=replicated(mesh))
+
+
+# ------------------------------------------------------------------------------------ the run
+
+
+def digits_config(*, destructive_op: bool = False) -> ml_collections.ConfigDict:
+    """The digits run (configs/digits_smart_aug*.py): WRN-10-2, 30 epochs, batch 64 (the
+    protocol of the digits baselines and OLA), smart_aug over the RA space with CIFAR ranges."""
+    from gar_jax.train import defaults
+
+    c = add_section(defaults.digits("baseline"), "randaug")
+    c.smart_aug.destructive_op = destructive_op
+    return c
+
+
+def cifar_config(dataset: str, space: str = "randaug") -> ml_collections.ConfigDict:
+    """Table 2's protocol (WRN-28-10, 200 epochs, batch 256, SGD Nesterov, warm-up + cosine,
+    clip 5) with smart_aug over `space`; the inner optimizer is that of the protocol."""
+    from gar_jax.train import defaults
+
+    return add_section(defaults.supervised(dataset),
+                       {"wl": "wide", "ra": "randaug"}.get(space, space))
+
+
+def run(config, workdir: str) -> dict:
+    """Trains (or resumes) a smart_aug run; writes results.json, policy.json and the plots."""
+    from gar_jax.data import sources
+    from gar_jax.data.device import DeviceDataset
+    from gar_jax.train import engine
+
+    validate(config)
+    space = make_space(config)
+    c = config.smart_aug
+    full = sources.load(config.dataset, "train", data_dir=config.data_dir or None)
+    train, heldout = split_heldout(full, c.heldout_fraction, config.seed)
+    if len(heldout["label"]) < heldout_batch_size(config):
+        raise ConfigError(f"the held-out split has {len(heldout['label'])} examples, fewer than "
+                          f"one held-out batch ({heldout_batch_size(config)}); raise "
+                          "smart_aug.heldout_fraction or lower smart_aug.heldout_batch_size")
+    setup = engine.build(config, train=train)
+    if setup.total_steps % c.inner_steps:
+        raise ConfigError(f"smart_aug runs whole groups of K={c.inner_steps} steps: num_epochs * "
+                          f"steps_per_epoch = {setup.total_steps} must be a multiple of K")
+    held_data = DeviceDataset.create(heldout, setup.mesh, batch_size=heldout_batch_size(config),
+                                     seed=config.seed + 1)
+    meta_step = make_meta_step(setup.model, setup.tx, setup.mesh, space, meta_optimizer(config),
+                               options(config), standard=setup.augment, schedule=setup.schedule)
+    k = c.inner_steps
+
+    def advance(state, step):
+        batches = tuple(setup.train_data.batch(step + i) for i in range(k))
+        return meta_step(state, batches, held_data.batch(step // k))
+
+    return engine.train(config, workdir, setup, engine.Method(
+        state=init_state(setup.state, config, space), advance=advance, steps_per_call=k,
+        report=PolicyRecorder(space, config)))
+
+
+# ------------------------------------------------------------------- what was learned, shown
+
+
+class PolicyRecorder:
+    """The method's ``report``: appends the policy to ``policy_history.jsonl`` (the newest
+    record of an epoch wins on resume), rewrites ``policy.json`` and
+    ``policy_over_training.png``, returns results.json's ``learned_policy`` and ``smart_aug``."""
+
+    def __init__(self, space: spaces.SearchSpace, config):
+        self.space, self.config = space, config
+
+    def __call__(self, workdir: str, state, epoch: int, evaluation: dict) -> dict:
+        c = self.config.smart_aug
+        path = os.path.join(workdir, "policy_history.jsonl")
+        history = []
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
+                by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
+            history = [by_epoch[e] for e in sorted(by_epoch) if e < epoch]
+        policy = smart.to_json(jax.device_get(state.aug_params), self.space, c.space,
+                               c.num_ops, c.temperature)
+        record = {"epoch": epoch, "test_accuracy": evaluation["accuracy"],
+                  **{k: policy[k] for k in ("distribution", "magnitude", "op_probability")}}
+        with open(path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        from gar_jax.train import engine
+        engine.write_json(os.path.join(workdir, "policy.json"), policy)
+        plot_policy_history(history + [record], self.space, workdir)
+        return {
+            "learned_policy": {
+                "op_probability": policy["op_probability"],
+                "destructive_op": spaces.DESTRUCTIVE_OP.name if c.destructive_op else None,
+                "distribution": dict(zip(self.space.op_names, policy["distribution"])),
+                "magnitude": dict(zip(self.space.op_names, policy["magnitude"])),
+                "policy_file": "policy.json"},
+            "smart_aug": {"space": self.space.name, "ops": list(self.space.op_names),
+                          **{k: c[k] for k in ("num_ops", "inner_steps", "temperature",
+                                               "heldout_fraction", "meta_learning_rate")}}}
+
+
+def plot_policy_history(history, space: spaces.SearchSpace, workdir: str) -> None:
+    """Writes policy_over_training.png: each op's draw probability and magnitude per epoch."""
+    from gar_jax.plots import plt
+
+    names = space.op_names
+    epochs = np.array([r["epoch"] for r in history])
+    p = np.array([r["distribution"] for r in history])      # [T, A]
+    mag = np.array([r["magnitude"] for r in history])       # [T, A]
+    learn = smart.learnable_magnitude(space)
+    colors = plt.cm.tab20(np.linspace(0, 1, len(names)))
+    fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(12, 4))
+    for a, name in enumerate(names):
+        wide = 2.5 if name == spaces.DESTRUCTIVE_OP.name else 1.2
+        ax_p.plot(epochs, p[:, a], color=colors[a], label=name, linewidth=wide, marker=".")
+        if learn[a]:
+            ax_m.plot(epochs, mag[:, a], color=colors[a], label=name, linewidth=wide, marker=".")
+    ax_p.axhline(1 / len(names), color="grey", linestyle=":", linewidth=1)
+    ax_p.set(xlabel="epoch", ylabel="p(op)", ylim=(0, None),
+             title="probability of drawing each op, softmax(prob * T)")
+    ax_m.set(xlabel="epoch", ylabel="magnitude (fraction of range)", ylim=(0, 1.05),
+             title="learned magnitudes (differentiable ops)")
+    ax_p.legend(fontsize=6, ncol=2, loc="best")
+    ax_m.legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "policy_over_training.png"), dpi=110)
+    plt.close(fig)
