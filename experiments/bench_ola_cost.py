@@ -65,7 +65,7 @@ def standard(key, images):
 def build(depth, width, batch, norm, seed=0):
     """Model, optimizer, OLA config and state, and two random CIFAR-shaped batches on 1 device."""
     mesh = make_mesh(jax.devices()[:1])
-    config = ola.cifar_config("cifar10", "wide")
+    config = defaults.load_config("cifar10_ola")
     config.model.norm = norm
     config.ola.ensemble_size = 8 if batch % 8 == 0 else 1
     mean, std = stats.mean_std("cifar10")

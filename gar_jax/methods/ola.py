@@ -34,7 +34,6 @@ from typing import Any, Callable, Optional
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
@@ -67,49 +66,6 @@ class Options:
     chunk_size: Optional[int] = None
     replace: bool = True
     nslr_decay: float = 0.9
-
-
-def add_ola_section(config, space: str = "wide") -> ml_collections.ConfigDict:
-    """Turns a supervised config (`gar_jax.train.defaults`) into an OLA one, with the paper's
-    meta hyper-parameters (ALGORITHMS.md §4). Returns the config (changed in place)."""
-    config.experiment = "ola"
-    config.augment = "standard"    # the standard pipeline after the policy, and alone on plain
-    config.augment_kwargs = ml_collections.ConfigDict()  # steps
-    c = config.ola = ml_collections.ConfigDict()
-    c.space = space                # "wide" (WL, 19 ops) or "randaug" (RA, 14 ops)
-    c.destructive_op = False       # add an op that replaces the image by its batch neighbour
-    c.max_ops = 4                  # k in 1..max_ops ops per image
-    c.replace = True               # draw the k ops with replacement (authors' code)
-    c.ensemble_size = 8            # independent samplers; the batch is cut into as many groups
-    c.reward = "gar"               # "gar" or "nslr" (next-step loss, normalized across steps)
-    c.gar_method = "layerwise"     # "layerwise", "jvp" or "vmap" (all exact, same numbers)
-    c.chunk_size = 0               # jvp/vmap: examples per chunk (bounds memory); 0 = all
-    c.learning_rate = 0.1          # Adam on the policy logits
-    c.b1 = 0.0
-    c.clip = 5.0                   # gradient value clipping (0 = none)
-    c.nslr_decay = 0.9             # NSLR: running reward statistics' decay
-    return config
-
-
-def cifar_config(dataset: str, space: str = "wide") -> ml_collections.ConfigDict:
-    """Table 2's OLA runs (configs/cifar10_ola.py, cifar100_ola.py): the RandAugment protocol
-    (WRN-28-10, 200 epochs, batch 256) with OLA over `space` ("wide"/"wl" or "randaug"/"ra")."""
-    from gar_jax.train import defaults
-
-    return add_ola_section(defaults.supervised(dataset),
-                           {"wl": "wide", "ra": "randaug"}.get(space, space))
-
-
-def digits_config(*, destructive_op: bool = False) -> ml_collections.ConfigDict:
-    """The digits OLA run (configs/digits_ola*.py): WRN-10-2, 30 epochs, batch 64 (a few minutes
-    on a CPU), the RA space with CIFAR magnitudes (harsh on 8x8 images: something to learn),
-    2 samplers of 32 images each."""
-    from gar_jax.train import defaults
-
-    c = add_ola_section(defaults.digits("baseline"), "randaug")
-    c.ola.ensemble_size = 2
-    c.ola.destructive_op = destructive_op
-    return c
 
 
 def options(config) -> Options:
