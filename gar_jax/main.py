@@ -222,12 +222,15 @@ class _DropMissingDatasetInfo(logging.Filter):
                     and "dataset_info" in str(record.msg) + str(record.args))
 
 
+_TFDS_FILTER = _DropMissingDatasetInfo()
+
+
 def main(argv):
     if len(argv) > 1:
         _fail(f"unexpected arguments {argv[1:]}; use --config=... and --workdir=...")
     if not flags.FLAGS["config"].present:  # defined with no default
         _fail("--config is required, e.g. --config=configs/toy_split.py")
-    logging.getLogger("absl").addFilter(_DropMissingDatasetInfo())
+    logging.getLogger("absl").addFilter(_TFDS_FILTER)  # once, however often main runs
     try:
         config = _CONFIG.value
         runner = get_runner(config)
