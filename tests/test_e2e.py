@@ -25,6 +25,11 @@ TINY = ["--config.model.depth=10", "--config.model.width=1", "--config.model.nor
         "--config.model.groups=4", "--config.num_epochs=1", "--config.warmup_epochs=0",
         "--config.progress_bar=False"]
 MOCK_EXAMPLES = 32  # per split under tfds' mock data
+# Each run compiles its own steps (~15 s of CPU for a supervised run, ~40 s for OLA), so CI runs
+# one run per experiment kind and dataset family; the remaining configs of the matrix (same code
+# paths, other dataset or method) run with GAR_JAX_E2E_ALL=1.
+FULL_MATRIX = pytest.mark.skipif(not os.environ.get("GAR_JAX_E2E_ALL"),
+                                 reason="the full end-to-end matrix runs with GAR_JAX_E2E_ALL=1")
 
 
 def run_cli(args, monkeypatch, capsys):
@@ -77,15 +82,16 @@ def _check_ola(workdir, space_size):
 
 def test_supervised_digits(tmp_path, monkeypatch, capsys):
     workdir = str(tmp_path / "run")
-    code, err = run_cli([f"--config={CONFIGS}/digits_supervised.py:ra", f"--workdir={workdir}",
+    code, err = run_cli([f"--config={CONFIGS}/digits_supervised.py", f"--workdir={workdir}",
                          *TINY, "--config.batch_size=256", "--config.eval_batch_size=256"],
                         monkeypatch, capsys)
     assert code == 0, err
     results = _check_supervised(workdir, steps=1437 // 256, n_test=360)
-    assert results["config"]["augment"] == "ra"  # the argument after the colon
+    assert results["config"]["augment"] == "standard"
     assert results["test_accuracy"] > 0.1  # better than chance after 5 steps on real digits
 
 
+@FULL_MATRIX
 def test_ola_digits(tmp_path, monkeypatch, capsys):
     workdir = str(tmp_path / "run")
     # 1437 // 160 = 8 steps: OLA runs whole step pairs; 160 = 8 devices x 2 samplers x 10.
@@ -98,8 +104,10 @@ def test_ola_digits(tmp_path, monkeypatch, capsys):
     assert len(policy["ops"]) == 14 and np.asarray(policy["p_keep"]).shape == (2, 14)
 
 
-@pytest.mark.parametrize("name,num_ops", [("cifar10_baseline", 0), ("cifar100_baseline", 0),
-                                          ("cifar10_ola", 19), ("cifar100_ola", 19)])
+@pytest.mark.parametrize("name,num_ops", [
+    ("cifar10_baseline", 0), ("cifar100_ola", 19),
+    pytest.param("cifar100_baseline", 0, marks=FULL_MATRIX),
+    pytest.param("cifar10_ola", 19, marks=FULL_MATRIX)])
 def test_cifar_configs_under_mock_data(name, num_ops, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # configs load their base config from any working directory
     args = [f"--config={CONFIGS}/{name}.py", *TINY, "--config.batch_size=16",
@@ -187,7 +195,7 @@ def test_notebook_runs_offline_inside_a_clone(tmp_path, monkeypatch):
     with open(run_dir / "results.json") as f:
         probs = np.asarray(json.load(f)["nslr"]["split_probs"])
     assert probs.shape == (2, 4, 10) and np.all(np.isfinite(probs))
-    # The run directory is ignored by git in the real checkout.
+    # The run directory is ignored by git in the real checkout (and wherever Jupyter starts).
     ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/toy_split_run/x.json"],
                              cwd=REPO)
     assert ignored.returncode == 0
