@@ -44,4 +44,8 @@ def get_config():
     # compiles the digits step ~2x faster than the default and runs it about as fast; level 0
     # compiles fastest and runs slowest (experiments/toy_split/bench_compile.py). CIFAR: -1.
     c.xla_opt_level = 1
+
+    # The engine's loop settings (gar_jax.train.engine.LOOP_DEFAULTS for the rest).
+    c.checkpoint_every_steps = 140  # 10 digits epochs; and at the end, and on SIGTERM / Ctrl-C
+    c.progress_bar = True
     return c

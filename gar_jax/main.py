@@ -31,8 +31,9 @@ _WORKDIR = flags.DEFINE_string(
     "workdir", None, "Directory for checkpoints, metrics, plots and results.json; rerunning the "
     "same config on the same workdir resumes. Default: runs/<config file name>[_<argument>].")
 
-# config.experiment -> module, for methods that do not (yet) live at gar_jax.methods.<name>.
-EXPERIMENTS = {"supervised": "gar_jax.train.loop"}
+# config.experiment -> module, for a method that does not live at gar_jax.methods.<name> (none
+# today: adding a method is adding its module there, with no edit here).
+EXPERIMENTS = {}
 
 CONFIG_FILE = "config.json"
 # Fields that cannot change a run's results: a rerun on the same workdir may change them.

@@ -53,7 +53,6 @@ def _start(cwd, args, workdir="run"):
                             env={**os.environ, "PYTHONPATH": REPO})
 
 
-
 def _finish(proc):
     out, err = proc.communicate(timeout=300)
     return proc.returncode, out, err
@@ -103,7 +102,7 @@ def test_tiny_run_writes_contract_results(runs):
     assert len(results["gar"]["auc_noisy"]) == len(results["gar"]["test_acc"]) == 2
     assert results["config"]["batch_size"] == 500
     assert "| fcbn | gar | 2 |" in out  # the table is printed
-    for name in ("table.md", "split_probs.png", "metrics.jsonl"):
+    for name in ("table.md", "split_probs.png", "fcbn_gar/metrics.jsonl"):  # engine run: subdir
         assert (workdir / name).exists()
     with open(workdir / "config.json") as f:  # the workdir remembers its config
         assert json.load(f) == results["config"]
