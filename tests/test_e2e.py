@@ -25,9 +25,10 @@ TINY = ["--config.model.depth=10", "--config.model.width=1", "--config.model.nor
         "--config.model.groups=4", "--config.num_epochs=1", "--config.warmup_epochs=0",
         "--config.progress_bar=False"]
 MOCK_EXAMPLES = 32  # per split under tfds' mock data
-# Each run compiles its own steps (~15 s of CPU for a supervised run, ~40 s for OLA), so CI runs
-# one run per experiment kind and dataset family; the remaining configs of the matrix (same code
-# paths, other dataset or method) run with GAR_JAX_E2E_ALL=1.
+# Each run compiles its own steps (~15-25 s of CPU for a supervised run, ~40 s for OLA), so CI
+# runs one config per experiment kind (CIFAR-10 supervised, CIFAR-100 OLA; the toy split in
+# tests/test_cli.py); the rest of the matrix (digits supervised and OLA, CIFAR-100 supervised,
+# CIFAR-10 OLA: the same code paths on another dataset) runs with GAR_JAX_E2E_ALL=1.
 FULL_MATRIX = pytest.mark.skipif(not os.environ.get("GAR_JAX_E2E_ALL"),
                                  reason="the full end-to-end matrix runs with GAR_JAX_E2E_ALL=1")
 
@@ -80,6 +81,7 @@ def _check_ola(workdir, space_size):
     assert (np.abs(moved - 0.1) < 1e-4).mean() > 0.5  # most ops got a non-zero gradient
 
 
+@FULL_MATRIX
 def test_supervised_digits(tmp_path, monkeypatch, capsys):
     workdir = str(tmp_path / "run")
     code, err = run_cli([f"--config={CONFIGS}/digits_supervised.py", f"--workdir={workdir}",
