@@ -198,10 +198,10 @@ def prepare_workdir(workdir: str, config) -> bool:
                 f"({_describe(saved, current, names)}); use another --workdir, or delete "
                 f"{workdir} to start over (fields that cannot change results are not compared: "
                 f"{', '.join(IGNORED_FIELDS)})")
-    tmp = os.path.join(workdir, f".{CONFIG_FILE}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(config.to_dict(), f, indent=1, sort_keys=True, default=str)
-    os.replace(tmp, os.path.join(workdir, CONFIG_FILE))
+    from gar_jax.train import engine  # (JAX is imported by then: the runner imports it)
+
+    engine.write_json(os.path.join(workdir, CONFIG_FILE),
+                      json.loads(json.dumps(config.to_dict(), default=str)))
     return created
 
 

@@ -54,7 +54,9 @@ def load_module(path: str) -> types.ModuleType:
     name = "gar_jax_config_" + os.path.splitext(os.path.basename(path))[0]
     spec = importlib.util.spec_from_file_location(name, path)
     if spec is None or not os.path.isfile(path):
-        raise FileNotFoundError(f"no config file {path!r}")
+        hint = ("; config files live in a checkout's configs/ (pip install -e <checkout>)"
+                if not os.path.isdir(CONFIGS_DIR) else "")
+        raise FileNotFoundError(f"no config file {path!r}{hint}")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
