@@ -248,12 +248,17 @@ def main(argv):
         _fail(str(e))
     if not _WORKDIR.value:
         print(f"gar_jax: no --workdir given; using {workdir}", file=sys.stderr)
+    from gar_jax.train import engine  # the runner has imported it (and jax) already
+
     try:
         runner.run(config, workdir)
     except ConfigError as e:  # A check that needs the data (e.g. a missing dataset).
         if created:
             _undo_workdir(workdir)
         _fail(str(e))
+    except engine.Preempted as e:  # SIGTERM / Ctrl-C: the engine checkpointed the current step
+        print(f"gar_jax: {e}", file=sys.stderr)
+        sys.exit(128 + e.signum)
 
 
 if __name__ == "__main__":

@@ -201,3 +201,34 @@ def test_notebook_runs_offline_inside_a_clone(tmp_path, monkeypatch):
     ignored = subprocess.run(["git", "check-ignore", "-q", "notebooks/toy_split_run/x.json"],
                              cwd=REPO)
     assert ignored.returncode == 0
+
+
+def test_sigterm_exits_143_after_a_checkpoint_and_the_rerun_resumes(tmp_path, monkeypatch, capsys):
+    """A cluster's preemption (SIGTERM) through the real entry point: the run checkpoints the
+    step it is at, says so in one line and exits 128 + 15; the same command resumes there."""
+    import signal
+
+    from gar_jax.train import engine
+
+    train = engine.train
+
+    def train_with_sigterm_after_epoch_1(*args, on_step=(), **kwargs):
+        def sigterm(step, state):
+            if step == 2:
+                os.kill(os.getpid(), signal.SIGTERM)
+        return train(*args, on_step=(*on_step, sigterm), **kwargs)
+
+    workdir = str(tmp_path / "run")
+    args = [f"--config={CONFIGS}/toy_split.py", f"--workdir={workdir}", "--config.net=fc",
+            "--config.methods=gar", "--config.seeds=2", "--config.epochs=3",
+            "--config.batch_size=500", "--config.xla_opt_level=0", "--config.progress_bar=False"]
+    monkeypatch.setattr(engine, "train", train_with_sigterm_after_epoch_1)
+    code, err = run_cli(args, monkeypatch, capsys)
+    assert code == 128 + signal.SIGTERM, err
+    assert "stopped by SIGTERM at step 2; checkpoint saved" in err.splitlines()[-1]
+    assert not os.path.exists(os.path.join(workdir, "results.json"))
+    monkeypatch.setattr(engine, "train", train)
+    code, err = run_cli(args, monkeypatch, capsys)
+    assert code == 0, err
+    assert "resumed from step 2 (epoch 1)" in err
+    assert np.asarray(_read(workdir, "results.json")["gar"]["split_probs"]).shape == (2, 6, 10)
