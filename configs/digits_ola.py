@@ -17,5 +17,6 @@ def get_config():
     c = digits.get_config("baseline")
     c.experiment = "ola"
     c.ola = ola.get_config("randaug").ola  # the OLA fields, commented in configs/cifar10_ola.py
-    c.ola.ensemble_size = 2
+    c.ola.ensemble_size = 2        # 2 samplers of 32 images, rewards normalized over the
+    c.ola.reward_normalization = "batch"  # whole batch (the recorded digits runs' protocol)
     return c

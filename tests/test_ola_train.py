@@ -190,7 +190,9 @@ def test_every_ola_config_validates():
             assert (config.dataset, config.ola.space, config.model.depth, config.model.width,
                     config.num_epochs, config.batch_size) == (dataset, space, 28, 10, 200, 256)
             assert (config.ola.learning_rate, config.ola.b1, config.ola.ensemble_size,
-                    config.ola.gar_method) == (0.1, 0.0, 8, "layerwise")
+                    config.ola.reward_normalization, config.ola.gar_method) == (
+                        0.1, 0.0, 32, "sampler", "layerwise")  # the authors' protocol
+            assert config.batch_size // config.ola.ensemble_size == 8
     destructive = _load_config("digits_ola_destructive.py")
     ola.validate(destructive)
     assert ola.make_space(destructive).op_names[-1] == "sample_pairing"
