@@ -36,7 +36,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # noqa: E402
@@ -291,6 +290,9 @@ def main():
     parser.add_argument("--quick", action="store_true", help="WRN-10-1 at batch 16 (smoke test)")
     parser.add_argument("--json", default="", help="also write the results here")
     args = parser.parse_args()
+    # A CPU benchmark unless told otherwise (experiments/bench_gpu.py imports this module and
+    # runs its programs on the accelerator); read when JAX first initializes its backends.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     models = "10-1:16" if args.quick else args.models
     methods = expand(args.methods)
     started = time.perf_counter()
