@@ -65,6 +65,8 @@ class Options:
     """The static choices of an OLA step pair (from ``config.ola``)."""
     reward: str = "gar"
     gar_method: str = "layerwise"
+    gar_convention: str = "contribution"
+    gar_remat: bool = False
     chunk_size: Optional[int] = None
     replace: bool = True
     nslr_decay: float = 0.9
@@ -74,6 +76,7 @@ class Options:
 def options(config) -> Options:
     c = config.ola
     return Options(reward=c.reward, gar_method=c.gar_method, chunk_size=c.chunk_size or None,
+                   gar_convention=c.gar_convention, gar_remat=c.gar_remat,
                    replace=c.replace, nslr_decay=c.nslr_decay,
                    reward_normalization=c.reward_normalization)
 
@@ -109,6 +112,7 @@ def validate(config) -> None:
                           "(GAR) would see other dropout masks than the training step")
     if c.gar_method not in GAR_METHODS:
         raise ConfigError(f"config.ola.gar_method={c.gar_method!r} must be one of {GAR_METHODS}")
+    gar_layerwise.check_convention(c.gar_convention)
     if c.reward_normalization not in REWARD_NORMALIZATIONS:
         raise ConfigError(f"config.ola.reward_normalization={c.reward_normalization!r} must be "
                           f"one of {REWARD_NORMALIZATIONS}")
@@ -150,19 +154,20 @@ def init_state(state: TrainState, config, space: spaces.SearchSpace) -> OLAState
 # ------------------------------------------------------------------------------- the step pair
 
 
-def _layerwise_fns(model, mesh):
+def _layerwise_fns(model, mesh, convention="frozen", remat=False):
     """Sharded (capture, replay) of `gar_layerwise` with the stack's grad_fn conventions."""
     def capture_local(params, batch_stats, images, labels):
         captured = gar_layerwise.capture(
             model, variables(params, batch_stats), {"image": images, "label": labels},
-            steps.cross_entropy, axis_name=DATA_AXIS, train=True)
+            steps.cross_entropy, axis_name=DATA_AXIS, convention=convention, remat=remat,
+            train=True)
         accuracy = jax.lax.pmean(jnp.mean(jnp.argmax(captured.logits, -1) == labels), DATA_AXIS)
         new_stats = (jax.lax.pmean(captured.model_state["batch_stats"], DATA_AXIS)
                      if batch_stats else batch_stats)
         metrics = {"loss": captured.loss, "accuracy": accuracy}
         return captured.grads, new_stats, metrics, captured.tape
 
-    tape_spec = gar_layerwise.Tape(layers=P(DATA_AXIS), scale=P())
+    tape_spec = gar_layerwise.Tape(layers=P(DATA_AXIS), scale=P(), params=P(), stats=P(DATA_AXIS))
     capture = jax.shard_map(capture_local, mesh=mesh,
                             in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
                             out_specs=(P(), P(), P(), tape_spec))
@@ -238,7 +243,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     the augmented batch of step t, `sample` its `PolicySample`, `labels` its labels."""
     grad_fn = steps.make_grad_fn(model, mesh)
     if opts.reward == "gar" and opts.gar_method == "layerwise":
-        capture, replay = _layerwise_fns(model, mesh)
+        capture, replay = _layerwise_fns(model, mesh, opts.gar_convention, opts.gar_remat)
     elif opts.reward == "gar":
         align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size)
     normalizer = reinforce.RunningNormalizer(decay=opts.nslr_decay)
