@@ -19,6 +19,7 @@ from gar_jax.errors import ConfigError
 from gar_jax.methods import ola
 from gar_jax.train import engine
 from gar_jax.train.checkpoint import Checkpointer
+from gar_jax.train.defaults import load_config
 from gar_jax.train.mesh import make_mesh, replicated
 
 
@@ -31,7 +32,7 @@ SPACE = spaces.SearchSpace("tiny", (spaces.Op("invert"),
 
 
 def _tiny_config(**overrides):
-    c = ola.digits_config()
+    c = load_config("digits_ola")
     c.model.depth, c.model.width, c.model.groups, c.model.norm = 10, 1, 4, "group"
     c.batch_size, c.eval_batch_size = 256, 360
     c.num_epochs, c.warmup_epochs = 2, 1.0   # 5 steps per epoch: pairs straddle epochs
@@ -189,7 +190,9 @@ def test_every_ola_config_validates():
             assert (config.dataset, config.ola.space, config.model.depth, config.model.width,
                     config.num_epochs, config.batch_size) == (dataset, space, 28, 10, 200, 256)
             assert (config.ola.learning_rate, config.ola.b1, config.ola.ensemble_size,
-                    config.ola.gar_method) == (0.1, 0.0, 8, "layerwise")
+                    config.ola.reward_normalization, config.ola.gar_method) == (
+                        0.1, 0.0, 32, "sampler", "layerwise")  # the authors' protocol
+            assert config.batch_size // config.ola.ensemble_size == 8
     destructive = _load_config("digits_ola_destructive.py")
     ola.validate(destructive)
     assert ola.make_space(destructive).op_names[-1] == "sample_pairing"

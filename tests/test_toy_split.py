@@ -281,26 +281,3 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
                            toy_split.method_for(config, "fc", "gar", *digits))
     assert resumed["toy_split"] == full["toy_split"]
     assert resumed["curves"]["train_loss"] == full["curves"]["train_loss"]
-
-
-# ---------------------------------------------------------------------------------------------
-# The notebook
-# ---------------------------------------------------------------------------------------------
-def test_notebook_runs_a_tiny_configuration(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(os.path.join(REPO, "notebooks", "toy_split.ipynb"), as_version=4)
-    assert "gar_jax @ git+" in nb.cells[1].source and "find_spec" in nb.cells[1].source
-    (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    params.source = ('NET = "cnnbn"\nMETHODS = "nslr"\nSEEDS = 2\nEPOCHS = 2\nBATCH_SIZE = 500\n'
-                     'WORKDIR = "run"\nOVERRIDES = {"xla_opt_level": 0}\n')
-    monkeypatch.setenv("PYTHONPATH", REPO)  # the kernel imports this checkout's gar_jax
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
-    assert any("| cnnbn | nslr | 2 |" in o.get("data", {}).get("text/markdown", "")
-               for o in outputs)
-    with open(tmp_path / "run" / "results.json") as f:
-        probs = np.asarray(json.load(f)["nslr"]["split_probs"])
-    assert probs.shape == (2, 4, 10) and np.all(np.isfinite(probs))
