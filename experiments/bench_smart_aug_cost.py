@@ -18,6 +18,10 @@ methods run round-robin for `--reps` rounds, so a change in the machine's load h
 the minimum over rounds is reported. Memory: XLA's compiled memory analysis, argument + output +
 temporaries - aliased (donated) bytes, besides the resident dataset.
 
+Timings are comparable within one run only (the same `plain` row is its reference); on a loaded
+machine, run the expensive methods in separate processes, each with `plain`, e.g.
+``--methods plain,smart_aug`` and ``--methods plain,ola,direct``.
+
 Usage: python experiments/bench_smart_aug_cost.py [--models 16-4:128,28-10:8]
        [--methods plain,smart_aug,smart_aug:2,ola,direct] [--reps 3] [--quick] [--json out.json]
 """
@@ -39,7 +43,7 @@ from gar_jax.augment import policies, spaces  # noqa: E402
 from gar_jax.data import stats  # noqa: E402
 from gar_jax.methods import ola, smart_aug  # noqa: E402
 from gar_jax.models.wrn import WideResNet  # noqa: E402
-from gar_jax.train import optim, steps  # noqa: E402
+from gar_jax.train import defaults, optim, steps  # noqa: E402
 from gar_jax.train.mesh import data_sharding, make_mesh, replicated  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 
@@ -91,7 +95,7 @@ def methods_for(names, mesh, config, model, tx, schedule, state, batches):
             inner = tuple(batches[i % 2] for i in range(k))
             out[name] = (fn, carry, lambda c, inner=inner: (c, inner, batches[2]), k)
         elif kind == "ola":
-            oc = ola.cifar_config("cifar10", "randaug")
+            oc = defaults.load_config("cifar10_ola:ra")
             oc.ola.ensemble_size = 8 if batches[0]["label"].shape[0] % 8 == 0 else 1
             space = spaces.get_space("randaug")
             fn = ola.make_pair_step(model, tx, mesh, space, ola.meta_optimizer(oc),
