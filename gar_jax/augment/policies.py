@@ -155,6 +155,12 @@ def auto_augment(dataset: str = "cifar10") -> SlotPolicy:
                       lambda h, w: autoaugment.tables(dataset, h, w)[0])
 
 
+def _dra_replay(**kwargs):
+    """A DRA policy (published, or a searched policy.json) as a fixed policy (augment/dra.py)."""
+    from gar_jax.augment import dra
+    return dra.replay_policy(**kwargs)
+
+
 def compose(*policies):
     """Apply policies left to right, each with its own split of the key."""
     def policy(key, images):
@@ -168,6 +174,7 @@ def compose(*policies):
 _KWARGS = {
     "none": (), "standard": ("pad", "cutout", "fill"), "ua": ("space",),
     "ra": ("space", "n", "m"), "ta": ("space",), "aa": ("dataset",),
+    "dra": ("policy", "name", "p_min", "p_max", "grid"),  # gar_jax.augment.dra.replay_policy
 }
 
 
@@ -190,6 +197,7 @@ def get_policy(name: str, *, with_standard: bool = False, **kwargs):
             "ra": lambda: rand_augment(**kwargs),
             "ta": lambda: trivial_augment(**kwargs),
             "aa": lambda: auto_augment(**kwargs),
+            "dra": lambda: _dra_replay(**kwargs),
         }[name]
     elif name in SPACES:
         allowed, make = (), lambda: uniform_augment(name)
