@@ -244,8 +244,8 @@ def test_replay_same_key_same_batch_and_searched_json_roundtrip(tmp_path):
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, fn(jax.random.PRNGKey(2), images))
     # op_probability by hand: 1 - prod_l (1 - 0.5 softmax(W[l])_j).
-    soft = np.exp(np.asarray(loaded["W"])) / np.exp(np.asarray(loaded["W"])).sum(1,
-                                                                                   keepdims=True)
+    w = np.asarray(loaded["W"], np.float64)
+    soft = np.exp(w) / np.exp(w).sum(1, keepdims=True)
     np.testing.assert_allclose(dra.op_probability(loaded), 1 - np.prod(1 - 0.5 * soft, 0),
                                rtol=1e-5)
 

@@ -49,11 +49,12 @@ from jax.sharding import PartitionSpec as P
 
 from gar_jax.augment import color, dra, policies
 from gar_jax.data import sources, stats
-from gar_jax.data.device import DeviceDataset, EvalBatches
+from gar_jax.data.device import DeviceDataset
 from gar_jax.errors import ConfigError
-from gar_jax.train import loop, optim, steps
-from gar_jax.train.mesh import DATA_AXIS, make_mesh
-from gar_jax.train.state import TrainState, create_state
+from gar_jax.methods import supervised
+from gar_jax.train import engine, steps
+from gar_jax.train.mesh import DATA_AXIS
+from gar_jax.train.state import TrainState
 
 
 @flax.struct.dataclass
@@ -140,7 +141,7 @@ def searches(config) -> bool:
 
 def validate(config) -> None:
     """ConfigError on a bad config, before any data is loaded or compiled."""
-    loop.validate(config)
+    engine.validate(config)
     if "dra" not in config:
         raise ConfigError("a DRA config needs a `dra` section (see configs/digits_dra.py)")
     c, s = config.dra, config.dra.search
@@ -207,20 +208,6 @@ def search_split(config) -> tuple:
     pick = (lambda idx: {k: v[np.sort(idx)] for k, v in train.items()})
     return pick(halves[0]), pick(halves[1]), sources.load(config.dataset, "test",
                                                           data_dir=data_dir)
-
-
-def build_search(config, weights: dict, test: dict, mesh=None) -> loop.Setup:
-    """`loop.build` on given data (the engine's ``build(config, train=, test=)``)."""
-    num_classes, image_shape = sources.info(config.dataset)
-    mesh = make_mesh() if mesh is None else mesh
-    train_data = DeviceDataset.create(weights, mesh, batch_size=config.batch_size,
-                                      seed=config.seed)
-    eval_data = EvalBatches(test, mesh, config.eval_batch_size)
-    model = loop.make_model(config, num_classes)
-    tx, schedule = optim.make_optimizer(config, train_data.steps_per_epoch)
-    state = create_state(model, tx, image_shape=image_shape, seed=config.seed, mesh=mesh)
-    return loop.Setup(config, mesh, model, train_data, eval_data, tx, schedule, state, None,
-                      steps.make_eval_step(model))
 
 
 def policy_optimizer(config) -> optax.GradientTransformation:
@@ -335,13 +322,12 @@ def make_search_step(config, model, tx, mesh, *, schedule=None, jit: bool = True
 
 
 def run_search(config, workdir: str) -> dict:
-    """Runs (or resumes) the search in `workdir`; returns its results (with the policy)."""
+    """Runs (or resumes) the search in `workdir` through the engine; returns its results."""
     sconfig = search_config(config)
     weights, policy_half, test = search_split(config)
-    setup = build_search(sconfig, weights, test)
+    setup = engine.build(sconfig, train=weights, test=test)
     policy_data = DeviceDataset.create(policy_half, setup.mesh, batch_size=sconfig.batch_size,
                                        seed=config.seed + 1)
-    state = init_state(setup.state, config)
     step_fn = make_search_step(config, setup.model, setup.tx, setup.mesh,
                                schedule=setup.schedule)
 
@@ -349,16 +335,13 @@ def run_search(config, workdir: str) -> dict:
         return step_fn(state, setup.train_data.batch(step), policy_data.batch(step))
 
     os.makedirs(workdir, exist_ok=True)
-    recorder = PolicyRecorder(workdir, op_names(config), config.dra.p_min, config.dra.p_max)
-    results = loop.fit(sconfig, workdir, setup, advance=advance, state=state,
-                       on_epoch_end=[recorder])
-    results["search"] = {"weight_examples": len(weights["label"]),
-                         "policy_examples": len(policy_half["label"]),
-                         "steps_per_epoch": setup.steps_per_epoch,
-                         "per_image": config.dra.search.per_image}
-    if jax.process_index() == 0:
-        _write_json(os.path.join(workdir, "results.json"), results)
-    return results
+    recorder = PolicyRecorder(workdir, op_names(config), config.dra.p_min, config.dra.p_max,
+                              extra={"weight_examples": len(weights["label"]),
+                                     "policy_examples": len(policy_half["label"]),
+                                     "steps_per_epoch": setup.steps_per_epoch,
+                                     "per_image": config.dra.search.per_image})
+    return engine.train(sconfig, workdir, setup, engine.Method(
+        state=init_state(setup.state, config), advance=advance, report=recorder))
 
 
 # ------------------------------------------------------------------------------------ training
@@ -406,11 +389,8 @@ def run(config, workdir: str) -> dict:
     search_results = None
     if searches(config):
         search_dir = os.path.join(workdir, "search")
-        done = os.path.join(search_dir, "results.json")
-        if os.path.exists(done) and os.path.exists(os.path.join(search_dir, "policy.json")):
-            with open(done, encoding="utf-8") as f:
-                search_results = json.load(f)
-        else:
+        search_results = engine.finished_results(search_dir)
+        if search_results is None or not os.path.exists(os.path.join(search_dir, "policy.json")):
             search_results = run_search(config, search_dir)
         policy, name = os.path.abspath(os.path.join(search_dir, "policy.json")), None
     else:
@@ -422,38 +402,35 @@ def run(config, workdir: str) -> dict:
     if jax.process_index() == 0:
         with open(os.path.join(train_dir, "policy.json"), "w", encoding="utf-8") as f:
             f.write(dra.to_json(params, names, name=name or "policy", source=str(policy)))
-    loop.validate(tconfig)
-    setup = loop.build(tconfig)
-    results = loop.fit(tconfig, train_dir, setup, advance=loop.supervised_advance(setup))
-    results["learned_policy"] = learned_policy_report(params, names, c.p_min, c.p_max,
-                                                      str(policy))
+    engine.validate(tconfig)
+    setup = engine.build(tconfig)
+    used = learned_policy_report(params, names, c.p_min, c.p_max, str(policy))
+    results = engine.train(tconfig, train_dir, setup, engine.Method(
+        state=setup.state, advance=supervised.advance_fn(setup),
+        report=lambda *_: {"learned_policy": used}))
     if search_results is not None:
         results["dra"] = {"search_test_accuracy": search_results["test_accuracy"],
                           "search_wall_time_s": search_results["wall_time_s"],
                           "search_steps": search_results["steps"],
-                          **search_results.get("search", {})}
+                          **search_results.get("dra_search", {})}
     results["config"] = config.to_dict()
     if jax.process_index() == 0:
-        _write_json(os.path.join(workdir, "results.json"), results)
+        engine.write_json(os.path.join(workdir, "results.json"), results)
     return results
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
 
 
 # ------------------------------------------------------------------- what was learned, shown
 
 
 class PolicyRecorder:
-    """``on_epoch_end`` hook of the search: appends the policy to ``policy_history.jsonl`` and
-    rewrites ``policy.json`` and the two plots (a resumed run keeps the epochs recorded)."""
+    """The search's engine ``report``: appends the policy to ``policy_history.jsonl``, rewrites
+    ``policy.json`` and the two plots (a resumed run keeps the epochs recorded) and returns the
+    results.json entries ``learned_policy`` and ``dra_search``."""
 
-    def __init__(self, workdir: str, names: tuple, p_min: float, p_max: float):
+    def __init__(self, workdir: str, names: tuple, p_min: float, p_max: float,
+                 extra: Optional[dict] = None):
         self.workdir, self.names, self.p_min, self.p_max = workdir, names, p_min, p_max
+        self.extra = extra or {}
         self.path = os.path.join(workdir, "policy_history.jsonl")
         self.history = []
         if os.path.exists(self.path):
@@ -461,18 +438,19 @@ class PolicyRecorder:
                 by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
             self.history = [by_epoch[e] for e in sorted(by_epoch)]
 
-    def __call__(self, epoch: int, state, evaluation: dict) -> None:
+    def __call__(self, workdir: str, state, epoch: int, evaluation: dict) -> dict:
         params = dra.clip_params(jax.device_get(state.policy))
         record = {"epoch": epoch, "test_accuracy": evaluation["accuracy"],
                   **{k: np.asarray(v).tolist() for k, v in params.items()}}
         self.history = [r for r in self.history if r["epoch"] < epoch] + [record]
-        if jax.process_index() != 0:
-            return
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         with open(os.path.join(self.workdir, "policy.json"), "w", encoding="utf-8") as f:
             f.write(dra.to_json(params, self.names, source=f"gar_jax DRA search, epoch {epoch}"))
         plot_policy(self.history, self.names, self.workdir)
+        return {"learned_policy": learned_policy_report(params, self.names, self.p_min,
+                                                        self.p_max, "search"),
+                "dra_search": self.extra}
 
 
 def plot_policy(history, names, workdir: str) -> None:
