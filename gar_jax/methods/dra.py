@@ -233,21 +233,21 @@ def _fill(config):
 def make_search_pipeline(config, names: tuple):
     """``fn(policy, key, images uint8 [B,H,W,C]) -> (clean uint8, augmented float32, aux)``:
     pad-crop + flip (clean), the relaxed DRA layers, then Cutout (config.standard)."""
-    s, std = config.dra.search, config.standard
-    fill = _fill(config)
+    # Read the settings now: the step is traced later, and the config may have changed since.
+    pad, cutout, fill = config.standard.pad, config.standard.cutout, _fill(config)
+    kwargs = dict(names=names, tau=config.dra.search.tau, p_min=config.dra.p_min,
+                  p_max=config.dra.p_max, per_image=bool(config.dra.search.per_image))
 
     def pipeline(policy, key, images):
         k_crop, k_dra, k_cy, k_cx = jax.random.split(key, 4)
-        clean = policies.standard(k_crop, images, pad=std.pad, cutout=0)
-        aug, aux = dra.search_augment(policy, k_dra, clean, names=names, tau=s.tau,
-                                      p_min=config.dra.p_min, p_max=config.dra.p_max,
-                                      per_image=s.per_image)
-        if std.cutout:
+        clean = policies.standard(k_crop, images, pad=pad, cutout=0)
+        aug, aux = dra.search_augment(policy, k_dra, clean, **kwargs)
+        if cutout:
             b, h, w, _ = aug.shape
             planar = jnp.moveaxis(aug, -1, 1)
             cy = jax.random.randint(k_cy, (b,), 0, h)
             cx = jax.random.randint(k_cx, (b,), 0, w)
-            aug = jnp.moveaxis(color.cutout(planar, jnp.full((b,), std.cutout), cy, cx, fill),
+            aug = jnp.moveaxis(color.cutout(planar, jnp.full((b,), cutout), cy, cx, fill),
                                1, -1)
         return clean, aug, aux
 
