@@ -64,7 +64,7 @@ class Options:
     """The static choices of an OLA step pair (from ``config.ola``)."""
     reward: str = "gar"
     gar_method: str = "layerwise"
-    gar_convention: str = "contribution"
+    gar_convention: str = "frozen"
     gar_remat: bool = False
     chunk_size: Optional[int] = None
     replace: bool = True
@@ -85,7 +85,7 @@ def add_ola_section(config, space: str = "wide") -> ml_collections.ConfigDict:
     c.ensemble_size = 8            # independent samplers; the batch is cut into as many groups
     c.reward = "gar"               # "gar" or "nslr" (next-step loss, normalized across steps)
     c.gar_method = "layerwise"     # "layerwise", "jvp" or "vmap" (all exact, same numbers)
-    c.gar_convention = "contribution"  # layerwise on BatchNorm nets: or "frozen" (== jvp/vmap)
+    c.gar_convention = "frozen"    # layerwise, BatchNorm nets: or "contribution" (cheaper)
     c.gar_remat = False            # layerwise: recompute layer inputs at step t+1 (less memory)
     c.chunk_size = 0               # jvp/vmap: examples per chunk (bounds memory); 0 = all
     c.learning_rate = 0.1          # Adam on the policy logits
@@ -119,7 +119,7 @@ def digits_config(*, destructive_op: bool = False) -> ml_collections.ConfigDict:
 def options(config) -> Options:
     c = config.ola
     return Options(reward=c.reward, gar_method=c.gar_method, chunk_size=c.chunk_size or None,
-                   gar_convention=c.get("gar_convention", "contribution"),
+                   gar_convention=c.get("gar_convention", "frozen"),
                    gar_remat=c.get("gar_remat", False),
                    replace=c.replace, nslr_decay=c.nslr_decay)
 
@@ -155,7 +155,7 @@ def validate(config) -> None:
                           "(GAR) would see other dropout masks than the training step")
     if c.gar_method not in GAR_METHODS:
         raise ConfigError(f"config.ola.gar_method={c.gar_method!r} must be one of {GAR_METHODS}")
-    gar_layerwise.check_convention(c.get("gar_convention", "contribution"))
+    gar_layerwise.check_convention(c.get("gar_convention", "frozen"))
     if c.reward not in REWARDS:
         raise ConfigError(f"config.ola.reward={c.reward!r} must be one of {REWARDS}")
     if c.max_ops < 1 or c.ensemble_size < 1:
