@@ -5,8 +5,11 @@ device, and times these step pairs (two SGD steps, t on an augmented batch, t+1 
 
   fixed      the baseline: a fixed policy (UniformAugment over the same space, then the standard
              pipeline) on step t, the standard pipeline on step t+1 (`gar_jax.train.steps`);
-  layerwise  OLA (`gar_jax.methods.ola`): the learned policy on step t, the plain step t+1, GAR by
-             the layer-wise method (`gar_jax.gar_layerwise`), REINFORCE update of the policy;
+  layerwise_frozen, layerwise_contrib, layerwise_lean
+             OLA (`gar_jax.methods.ola`): the learned policy on step t, the plain step t+1, GAR by
+             the layer-wise method (`gar_jax.gar_layerwise`) under frozen BatchNorm statistics,
+             under the contribution convention, or contribution with `remat` (the tape keeps
+             output-gradients only); `layerwise` = OLA's default; REINFORCE update of the policy;
   jvp, vmap  the same with `gar.alignment(..., method="jvp" | "vmap")` ("jvp:C": in chunks of C
              examples, bounding the memory of the forward-mode pass);
   direct     a direct meta-gradient through the SGD update (the paper's cheaper variant: re-use
@@ -19,16 +22,19 @@ pipeline; for `direct` only the standard pipeline, its differentiable op is insi
 and the rest. The augmentation programs are compiled once per policy and shared (compiling the
 Pillow-exact ops dominates compile time on a CPU); the reported time is the sum of both calls.
 
-Time: everything is compiled first, then each method is called round-robin for `--reps` rounds
-(state donated and fed back), so a change in the machine's load hits all methods alike; the
-minimum over rounds is reported (all rounds are in the JSON).
+Time: everything is compiled first, then `--reps` interleaved rounds (default 5; each round runs
+every method once, the first method rotating), state donated and fed back, so that a change in
+the machine's load hits all methods alike. Reported: the median over rounds of each round's time
+ratio to "fixed", and the ratio of the fastest rounds; the load average (os.getloadavg) is printed
+at the start, after every round and at the end. Run it with nothing else running.
 Memory: XLA's compiled memory analysis, argument + output + temporaries - aliased (donated) bytes,
 the larger of the two calls (the augmented batch passes from one to the other): what the pair
 needs on the device besides the resident dataset.
 
 Usage: python experiments/bench_ola_cost.py [--models 16-4:128,28-10:8] [--norm batch]
-       [--methods fixed,layerwise,jvp,jvp:16,vmap:16,direct] [--reps 2]
-       [--quick] [--json out.json]
+       [--methods fixed,exact,direct] [--reps 5] [--quick] [--json out.json]
+`exact` = every exact GAR method and convention fast enough to time on a CPU (`EXACT`: not the
+chunked vmap). `--reps 0`: memory only.
 """
 import argparse
 import json
@@ -47,7 +53,7 @@ from gar_jax.augment import ops, policies, spaces  # noqa: E402
 from gar_jax.data import stats  # noqa: E402
 from gar_jax.models.wrn import WideResNet  # noqa: E402
 from gar_jax.methods import ola  # noqa: E402
-from gar_jax.train import defaults, optim, steps  # noqa: E402
+from gar_jax.train import optim, steps  # noqa: E402
 from gar_jax.train.mesh import data_sharding, make_mesh, replicated  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 

@@ -65,7 +65,7 @@ class Options:
     """The static choices of an OLA step pair (from ``config.ola``)."""
     reward: str = "gar"
     gar_method: str = "layerwise"
-    gar_convention: str = "contribution"
+    gar_convention: str = "frozen"
     gar_remat: bool = False
     chunk_size: Optional[int] = None
     replace: bool = True
