@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from gar_jax.augment import autoaugment
 from gar_jax.augment import color
+from gar_jax.augment import faa
 from gar_jax.augment import ops
 from gar_jax.augment.applier import apply_sequence
 from gar_jax.augment.spaces import SPACES
@@ -168,6 +169,7 @@ def compose(*policies):
 _KWARGS = {
     "none": (), "standard": ("pad", "cutout", "fill"), "ua": ("space",),
     "ra": ("space", "n", "m"), "ta": ("space",), "aa": ("dataset",),
+    "faa": ("policy",),  # Fast AutoAugment: published name or "policy.json[:name]" (faa.py)
 }
 
 
@@ -190,6 +192,7 @@ def get_policy(name: str, *, with_standard: bool = False, **kwargs):
             "ra": lambda: rand_augment(**kwargs),
             "ta": lambda: trivial_augment(**kwargs),
             "aa": lambda: auto_augment(**kwargs),
+            "faa": lambda: faa.fast_autoaugment(**kwargs),
         }[name]
     elif name in SPACES:
         allowed, make = (), lambda: uniform_augment(name)
