@@ -257,23 +257,25 @@ def policy_names(policy) -> frozenset:
     return frozenset(OP_NAME[op] for sub in check_policy(policy) for op, _, _ in sub)
 
 
-def sample(tab: dict, key, batch_size: int) -> dict:
-    """One image's draws, vmapped: sub int32 [B], fire bool [B, K], negate bool [B, K],
-    centre float32 [B, K, 2] (cutout (y, x) as fractions of the height/width, uniform [0, 1)).
+def draw(key, probability):
+    """One image's random draws under a policy whose steps fire with ``probability`` [S, K].
 
-    ``tab`` holds the device (jnp) tables of `tables` ([S, K, ...]); keys are per image so that
-    one image's draws do not depend on the batch (the slow references in the tests rely on it).
+    Returns {sub int32 []: the sub-policy, fire bool [K], negate bool [K]: sign flips of the
+    signed ops, centre float32 [K, 2]: Cutout (y, x) as fractions of the height/width, uniform
+    [0, 1) as FAA's ``np.random.uniform(size)``}. Keys are per image, so one image's draws do not
+    depend on its batch (the slow references in the tests rely on it).
     """
-    def one(k):
-        k_sub, k_fire, k_sign, k_cut = jax.random.split(k, 4)
-        steps = tab["probability"].shape[1]
-        sub = jax.random.randint(k_sub, (), 0, tab["probability"].shape[0])
-        fire = jax.random.uniform(k_fire, (steps,)) < tab["probability"][sub]
-        return {"sub": sub, "fire": fire,
-                "negate": jax.random.bernoulli(k_sign, 0.5, (steps,)),
-                "centre": jax.random.uniform(k_cut, (steps, 2))}
+    k_sub, k_fire, k_sign, k_cut = jax.random.split(key, 4)
+    steps = probability.shape[1]
+    sub = jax.random.randint(k_sub, (), 0, probability.shape[0])
+    return {"sub": sub, "fire": jax.random.uniform(k_fire, (steps,)) < probability[sub],
+            "negate": jax.random.bernoulli(k_sign, 0.5, (steps,)),
+            "centre": jax.random.uniform(k_cut, (steps, 2))}
 
-    return jax.vmap(one)(jax.random.split(key, batch_size))
+
+def sample(tab: dict, key, batch_size: int) -> dict:
+    """`draw` for ``batch_size`` images (keys ``split(key, batch_size)``), batched [B, ...]."""
+    return jax.vmap(lambda k: draw(k, tab["probability"]))(jax.random.split(key, batch_size))
 
 
 def cutout_box(size_px, centre, height: int, width: int):
@@ -290,27 +292,42 @@ def cutout_box(size_px, centre, height: int, width: int):
     return side, top, left
 
 
-def apply_draws(tab: dict, names: frozenset, images, draws: dict):
-    """Applies the drawn steps to uint8 images [B, H, W, C] (see `sample`); uint8 out."""
+def apply_draws(tab: dict, names: frozenset, images, draws: dict, group: Optional[int] = None):
+    """Applies drawn steps to uint8 images [B, H, W, C]; uint8 out.
+
+    tab: device tables of `tables` [R, K, ...]; draws: batched `draw` outputs whose ``sub``
+    indexes the R rows (several policies can share one batch: stack their tables and offset
+    ``sub``). names: the ops.apply names of the ops in ``tab`` (passes not needed are not
+    compiled). group: SamplePairing takes the image before it within consecutive groups of
+    ``group`` images (default: the whole batch), so that batched candidates never mix.
+    """
     b, h, w, c = images.shape
+    group = b if group is None else group
     x = jnp.moveaxis(images, -1, 1).astype(jnp.int32)  # planar, as applier._slot
     sub, fire = draws["sub"], draws["fire"]
     identity = jnp.asarray(affine.fixed_point(affine.IDENTITY_MATRIX))
     fill = jnp.asarray(CUTOUT_FILL if c == 3 else (CUTOUT_FILL_GRAY,) * c, jnp.int32)
-    slot_names = names - {"cutout"}
+    # Cutout (FAA geometry and fill) and SamplePairing at alpha 1 (a copy of the neighbour, as
+    # Image.blend(a, b, 1.0)) are applied here; everything else by the shared slot pipeline.
+    slot_names = names - {"cutout", "sample_pairing", "identity"}
     for k in range(tab["probability"].shape[1]):
         f = fire[:, k]
         sign = draws["negate"][:, k].astype(jnp.int32)
-        p = {
-            "fixed": jnp.where(f[:, None], tab["fixed"][sub, k, sign], identity),
-            "factor": jnp.where(f, tab["factor"][sub, k], 0.0),
-            "integer": tab["integer"][sub, k],
-            "lut_code": jnp.where(f, tab["lut_code"][sub, k], 0),
-            "blend_code": jnp.where(f, tab["blend_code"][sub, k], 0),
-            "pairing": f & tab["pairing"][sub, k],
-        }
-        if slot_names - {"identity"}:
+        before = x
+        if slot_names:
+            p = {
+                "fixed": jnp.where(f[:, None], tab["fixed"][sub, k, sign], identity),
+                "factor": jnp.where(f, tab["factor"][sub, k], 0.0),
+                "integer": tab["integer"][sub, k],
+                "lut_code": jnp.where(f, tab["lut_code"][sub, k], 0),
+                "blend_code": jnp.where(f, tab["blend_code"][sub, k], 0),
+                "pairing": jnp.zeros_like(f),
+            }
             x = applier._slot(x, p, slot_names)
+        if "sample_pairing" in names:
+            grouped = before.reshape(b // group, group, *before.shape[1:])
+            other = jnp.roll(grouped, 1, axis=1).reshape(before.shape)
+            x = jnp.where((f & tab["pairing"][sub, k])[:, None, None, None], other, x)
         if "cutout" in names:
             side, top, left = cutout_box(jnp.where(f, tab["cutout"][sub, k], 0.0),
                                          draws["centre"][:, k], h, w)
