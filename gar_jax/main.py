@@ -27,6 +27,7 @@ EXPERIMENTS = {
     "toy_split": "gar_jax.methods.toy_split",
     "supervised": "gar_jax.train.loop",
     "ola": "gar_jax.methods.ola",
+    "faa": "gar_jax.methods.faa",
 }
 
 
