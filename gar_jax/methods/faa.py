@@ -23,7 +23,7 @@
    (then the standard pipeline); ``DIR/results.json`` = its results + ``learned_policy`` + ``faa``.
 
 Determinism and resume. Every asked batch uses a sampler seeded from (seed, fold, repeat, batch
-index), and a candidate's augmentation key from (seed, fold, repeat, trial number), so the same
+index), and a candidate's augmentation key from (seed, fold, repeat, its index), so the same
 seed gives the same trials. A killed search resumes its studies: trials left RUNNING by a kill
 before their batch was scored are marked FAIL and the batch is asked again (the same sampler
 seed and the same completed trials give the same candidates); scores computed but not yet told
@@ -408,10 +408,11 @@ def _sampler_seed(seed: int, fold: int, repeat: int, batch: int) -> int:
     return int(np.random.SeedSequence([seed, fold, repeat, batch]).generate_state(1)[0] >> 1)
 
 
-def candidate_key(seed: int, fold: int, repeat: int, number: int):
-    """The augmentation key of trial ``number`` of a study: independent of batching."""
+def candidate_key(seed: int, fold: int, repeat: int, index: int):
+    """The augmentation key of a study's ``index``-th candidate (in order of completion of its
+    batches; the trial's user attribute "index"): independent of batching and of failed trials."""
     key = jax.random.PRNGKey(seed)
-    for v in (fold, repeat, number):
+    for v in (fold, repeat, index):
         key = jax.random.fold_in(key, v)
     return key
 
@@ -448,6 +449,7 @@ def run_search(config, search_dir: str, scorer: Scorer, variables, da_images, da
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     f = config.faa
     ops = search_ops(config)
+    os.makedirs(search_dir, exist_ok=True)
     storage = optuna.storages.RDBStorage(storage_url(search_dir))
     pending_path = os.path.join(search_dir, "pending.json")
     pending = {}
@@ -496,9 +498,12 @@ def run_search(config, search_dir: str, scorer: Scorer, variables, da_images, da
                 study.sampler = optuna.samplers.TPESampler(
                     seed=_sampler_seed(config.seed, *key_fr, batch), constant_liar=True,
                     n_startup_trials=f.n_startup_trials)
-                trials = [study.ask() for _ in range(n_new)]
-                asked[key_fr] = [(t, suggest_policy(t, ops, f.num_sub_policies, f.num_ops))
-                                 for t in trials]
+                asked[key_fr] = []
+                for j in range(n_new):
+                    t = study.ask()
+                    t.set_user_attr("index", n_done + j)
+                    asked[key_fr].append(
+                        (t, suggest_policy(t, ops, f.num_sub_policies, f.num_ops)))
             if not asked:
                 break
             timing["ask_s"] += time.time() - t0
@@ -553,7 +558,7 @@ def _score_round(config, scorer, variables, da_images, da_labels, asked: dict, i
             else:
                 (fo, r), trial, pol = item
                 fold_tabs.append(faa.tables(pol, h, w))
-                keys.append(candidate_key(config.seed, fo, r, trial.number))
+                keys.append(candidate_key(config.seed, fo, r, trial.user_attrs["index"]))
         tabs.append({k: np.stack([t[k] for t in fold_tabs]) for k in fold_tabs[0]})
     tabs = {k: jnp.asarray(np.stack([t[k] for t in tabs])) for k in tabs[0]}
     keys = jnp.stack(keys).reshape(f.folds, width, -1)
@@ -571,12 +576,13 @@ def final_policy(config, studies: dict) -> tuple:
     f = config.faa
     policy, top = [], {}
     for name in sorted(studies):
-        trials = sorted(studies[name], key=lambda t: (-t.value, t.number))[: f.top_n]
+        trials = sorted(studies[name], key=lambda t: (-t.value, t.user_attrs["index"]))
+        trials = trials[: f.top_n]
         top[name] = []
         for t in trials:
             cand = decode(t.params, f.num_sub_policies, f.num_ops)
             policy += faa.remove_duplicates(cand)
-            top[name].append({"trial": t.number, "accuracy": t.value,
+            top[name].append({"trial": t.user_attrs["index"], "accuracy": t.value,
                               "min_loss": t.user_attrs.get("min_loss"),
                               "policy": [[list(s) for s in sub] for sub in cand]})
     return tuple(policy), top
