@@ -1,0 +1,67 @@
+"""Tables of experiments/faa/README.md from the run directories of run_digits.sh.
+
+``python experiments/faa/summarize.py /tmp/faa_digits``
+"""
+import glob
+import json
+import os
+import sys
+
+import numpy as np
+
+
+def _load(path):
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def _wall(run_dir):
+    path = f"{run_dir}.time"
+    if os.path.exists(path):
+        return float(open(path).read().split()[0])
+    return None
+
+
+def main(root):
+    groups = {}
+    for d in sorted(glob.glob(os.path.join(root, "*_s*"))):
+        if not os.path.isdir(d) or not os.path.exists(os.path.join(d, "results.json")):
+            continue
+        groups.setdefault(os.path.basename(d).rsplit("_s", 1)[0], []).append(d)
+    print("| run | seeds | test accuracy % (mean ± std) | per seed | wall s (mean) |")
+    print("|---|---|---|---|---|")
+    for name, dirs in groups.items():
+        acc = [100 * _load(os.path.join(d, "results.json"))["test_accuracy"] for d in dirs]
+        walls = [w for w in map(_wall, dirs) if w is not None]
+        print(f"| {name} | {len(dirs)} | {np.mean(acc):.2f} ± {np.std(acc):.2f} | "
+              f"{', '.join(f'{a:.2f}' for a in acc)} | "
+              f"{np.mean(walls):.0f} |" if walls else "| |")
+    print()
+    print("| search run | fold models s | search s | trials | trials/s | ask s | score s | "
+          "sub-policies | P(sample_pairing) |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, dirs in groups.items():
+        for d in dirs:
+            r = _load(os.path.join(d, "results.json"))
+            if "faa" not in r:
+                continue
+            f = r["faa"]
+            p = r["learned_policy"]["op_probability"].get("sample_pairing")
+            print(f"| {os.path.basename(d)} | {f['folds']['seconds']:.0f} | "
+                  f"{f['search_seconds']:.0f} | {f['trials_this_run']} | "
+                  f"{f['trials_per_s'] or 0:.3f} | {f['timing']['ask_s']:.0f} | "
+                  f"{f['timing']['score_s']:.0f} | {f['num_sub_policies_final']} | "
+                  f"{'-' if p is None else f'{p:.4f}'} |")
+    print()
+    for name, dirs in groups.items():
+        for d in dirs:
+            top = os.path.join(d, "search", "top_candidates.json")
+            if os.path.exists(top):
+                print(f"{os.path.basename(d)} top candidates (D_A accuracy, max over copies):")
+                for study, cands in _load(top).items():
+                    print(f"  {study}: " + ", ".join(f"#{c['trial']} {c['accuracy']:.4f}"
+                                                     for c in cands))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/faa_digits")
