@@ -30,7 +30,7 @@ Memory: the tape holds every Conv/Dense layer's input and output-gradient, about
 step's activations, kept through the plain step (`gar.alignment(..., method="jvp",
 chunk_size=C)` keeps only θ_t and the batch instead; experiments/ola/README.md has both measured).
 
-The result equals `gar.alignment(gar.frozen_bn_loss_fn(...), ..., method="vmap")` (tested in
+The result equals `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap")` (tested in
 float64). Supported layers: every parameter of the model must belong to a Conv, Dense, BatchNorm,
 GroupNorm, LayerNorm or RMSNorm (feature axis last) applied to a batch-major input; anything else
 raises ConfigError (use `gar.alignment(..., method="jvp")`, which is model-agnostic).
@@ -49,7 +49,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gar_jax import gar
+from gar_jax import batchnorm
 from gar_jax.errors import ConfigError
 
 PyTree = Any
@@ -153,24 +153,25 @@ def _update_running_stats(module: nn.BatchNorm, mean: jax.Array, var: jax.Array)
 def _capture_interceptor(rec: _Recorder, perturbations: dict | None, frozen_bn: bool):
     """Records layer inputs (Conv/Dense) or x̂ (norms) and adds `perturbations[name]` to each
     layer's output. With `frozen_bn`, train-mode BatchNorm normalizes with its batch statistics
-    held constant (as `gar.frozen_bn_loss_fn`). With perturbations None it only records shapes."""
+    held constant (as `batchnorm.frozen_bn_loss_fn`). With perturbations None it only records
+    shapes."""
     def interceptor(next_fun, args, kwargs, context):
         if not _is_layer_call(rec, context):
             return next_fun(*args, **kwargs)
         module = context.module
         name = rec.name(module)
         x = args[0]
-        bn_train = isinstance(module, nn.BatchNorm) and gar.bn_train_mode(args, kwargs, module)
+        bn_train = isinstance(module, nn.BatchNorm) and batchnorm.bn_train_mode(args, kwargs, module)
         rec.train_bn |= bn_train
         if bn_train:
             # Flax's train-mode BatchNorm, written with gar's helpers in both passes of `capture`
             # so that the two forwards are the same computation (XLA merges them); the frozen
             # pass only stops the gradient through the statistics.
-            mean, var = gar.bn_batch_stats(module, x)
+            mean, var = batchnorm.bn_batch_stats(module, x)
             _update_running_stats(module, mean, var)
             if frozen_bn:
                 mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
-            y = gar.bn_normalize(module, x, mean, var)
+            y = batchnorm.bn_normalize(module, x, mean, var)
         else:
             y = next_fun(*args, **kwargs)
         if perturbations is None:

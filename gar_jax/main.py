@@ -25,7 +25,7 @@ _WORKDIR = flags.DEFINE_string(
 # config.experiment -> module that implements it.
 EXPERIMENTS = {
     "toy_split": "gar_jax.methods.toy_split",
-    "supervised": "gar_jax.train.loop",
+    "supervised": "gar_jax.methods.supervised",
     "ola": "gar_jax.methods.ola",
     "faa": "gar_jax.methods.faa",
 }

@@ -66,7 +66,7 @@ def test_tiny_run_writes_contract_results(runs):
     assert len(results["gar"]["auc_noisy"]) == len(results["gar"]["test_acc"]) == 2
     assert results["config"]["batch_size"] == 500
     assert "| fcbn | gar | 2 |" in out  # the table is printed
-    for name in ("table.md", "split_probs.png", "metrics.jsonl"):
+    for name in ("table.md", "split_probs.png", "fcbn_gar/metrics.jsonl"):  # engine run: subdir
         assert (workdir / name).exists()
 
 

@@ -1,6 +1,6 @@
 """Layer-wise GAR equals gar.alignment (vmap and jvp) under frozen batch statistics, in float64.
 
-The references are `gar.alignment(gar.frozen_bn_loss_fn(...), method="vmap" | "jvp")`, which
+The references are `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap" | "jvp")`, which
 tests/test_gar.py checks against a hand-written per-example loop; the layer-wise path shares no
 code with them except flax's BatchNorm-statistics rule.
 """
@@ -12,7 +12,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from gar_jax import gar
+from gar_jax import batchnorm, gar
 from gar_jax import gar_layerwise
 from gar_jax.errors import ConfigError
 from gar_jax.models.wrn import WideResNet
@@ -89,7 +89,7 @@ def test_layerwise_equals_vmap_and_jvp(name):
 
     @jax.jit
     def everything(variables, batch, direction):
-        per_example = gar.frozen_bn_loss_fn(model, variables, batch, loss_fn, train=True)
+        per_example = batchnorm.frozen_bn_loss_fn(model, variables, batch, loss_fn, train=True)
         refs = [gar.alignment(per_example, variables["params"], batch, direction, method=m)
                 for m in ("vmap", "jvp")]
         cap = gar_layerwise.capture(model, variables, batch, loss_fn, train=True)
@@ -139,7 +139,7 @@ def test_sharded_wrn_is_per_device(float64):
     def reference(variables, batch, direction):
         """Each device's shard with its own frozen statistics (vmap over shards)."""
         def one_shard(part):
-            pel = gar.frozen_bn_loss_fn(model, variables, part, loss_fn, train=True)
+            pel = batchnorm.frozen_bn_loss_fn(model, variables, part, loss_fn, train=True)
             return gar.alignment(pel, variables["params"], part, direction, method="jvp")
         shards = jax.tree.map(lambda a: a.reshape((devices, -1) + a.shape[1:]), batch)
         return jax.vmap(one_shard)(shards).reshape(-1)
