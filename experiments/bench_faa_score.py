@@ -28,7 +28,7 @@ from gar_jax.augment import faa  # noqa: E402
 from gar_jax.augment import pil_reference  # noqa: E402
 from gar_jax.data import sources  # noqa: E402
 from gar_jax.methods import faa as method  # noqa: E402
-from gar_jax.train import loop, optim  # noqa: E402
+from gar_jax.train import engine, optim  # noqa: E402
 
 
 def random_candidates(rng, count, f):
@@ -64,7 +64,7 @@ def main():
     f = config.faa
     data = sources.load("digits", "train")
     dm, da = method.make_folds(data["label"], f.folds, f.test_fraction, 0)
-    model = loop.make_model(config, 10)
+    model = engine.make_model(config, 10)
     tx, _ = optim.make_optimizer(config, 10)
     states = method.init_fold_states(model, tx, (8, 8, 1), 0, 1)
     variables = {"params": states.params, "batch_stats": states.batch_stats}
@@ -72,7 +72,7 @@ def main():
     labels = jnp.asarray(data["label"][da[:1]])
     h, w = images.shape[2:4]
     scorer = method.Scorer(model, frozenset(faa.OP_NAME[o] for o in faa.FAA_OPS), f.copies,
-                           loop.make_augment(method._fold_config(config)), args.chunk)
+                           engine.make_augment(method._fold_config(config)), args.chunk)
     rng = np.random.RandomState(0)
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; load average "
           f"{os.getloadavg()[0]:.1f}; D_A {images.shape[1]} images x {f.copies} copies, "

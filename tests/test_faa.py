@@ -98,7 +98,6 @@ def test_policy_json_round_trip_and_bad_files(tmp_path):
 
 # ---- The search ---------------------------------------------------------------------------------
 
-from gar_jax.augment import policies  # noqa: E402
 from gar_jax.data import sources  # noqa: E402
 from gar_jax.methods import faa as method  # noqa: E402
 
@@ -117,8 +116,8 @@ def tiny_config(**overrides):
 def search_setup():
     """Two untrained WRN-10-1 fold models, D_A of 12 digits per fold, and the jitted scorer."""
     config = tiny_config()
-    from gar_jax.train import loop, optim
-    model = loop.make_model(config, 10)
+    from gar_jax.train import engine, optim
+    model = engine.make_model(config, 10)
     tx, _ = optim.make_optimizer(config, 10)
     states = method.init_fold_states(model, tx, (8, 8, 1), 0, 2)
     # Untrained nets predict one class whatever the augmentation; a large random classifier

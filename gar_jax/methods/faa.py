@@ -33,7 +33,6 @@ completed trials as an uninterrupted one.
 import dataclasses
 import functools
 import json
-import math
 import os
 import time
 from typing import Callable, Optional
@@ -48,8 +47,9 @@ from gar_jax.augment import faa
 from gar_jax.augment import spaces
 from gar_jax.data import sources
 from gar_jax.errors import ConfigError
+from gar_jax.methods import supervised
 from gar_jax.train import defaults
-from gar_jax.train import loop
+from gar_jax.train import engine
 from gar_jax.train import optim
 from gar_jax.train import steps as train_steps
 from gar_jax.train.state import INIT_STREAM, TrainState
@@ -160,13 +160,13 @@ def validate(config) -> None:
         raise ConfigError("config.faa.n_startup_trials and reduced_size must be >= 0")
     if f.top_n > f.trials:
         raise ConfigError(f"config.faa.top_n={f.top_n} > trials={f.trials}")
-    loop.validate(_fold_config(config))
+    engine.validate(_fold_config(config))
     n_train = sources.num_examples(config.dataset, "train")
     if f.reduced_size > n_train:
         raise ConfigError(f"config.faa.reduced_size={f.reduced_size} exceeds the {n_train} "
                           f"training images of {config.dataset}")
     if config.augment_kwargs.get("policy"):
-        loop.validate(_train_config(config, config.augment_kwargs.policy))
+        engine.validate(_train_config(config, config.augment_kwargs.policy))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -259,7 +259,7 @@ def train_fold_models(config, data: dict, dm, search_dir: str, *, progress: bool
     """
     fc = _fold_config(config)
     num_classes, image_shape = sources.info(config.dataset)
-    model = loop.make_model(fc, num_classes)
+    model = engine.make_model(fc, num_classes)
     spe = dm.shape[1] // fc.batch_size
     if spe < 1:
         raise ConfigError(f"D_M has {dm.shape[1]} images, fewer than batch_size={fc.batch_size}")
@@ -273,7 +273,7 @@ def train_fold_models(config, data: dict, dm, search_dir: str, *, progress: bool
             variables = flax.serialization.from_bytes(target, f.read())
         with open(info_path, encoding="utf-8") as f:
             return model, variables, json.load(f)
-    epoch_fn = make_fold_epoch(model, tx, loop.make_augment(fc), fc.batch_size, spe)
+    epoch_fn = make_fold_epoch(model, tx, engine.make_augment(fc), fc.batch_size, spe)
     images, labels, dm_dev = jnp.asarray(data["image"]), jnp.asarray(data["label"]), jnp.asarray(dm)
     from tqdm.auto import tqdm
     started = time.time()
@@ -289,7 +289,7 @@ def train_fold_models(config, data: dict, dm, search_dir: str, *, progress: bool
             "final_train_loss": history[-1]["loss"], "final_train_accuracy":
             history[-1]["accuracy"]}
     _write_bytes(path, flax.serialization.to_bytes(variables))
-    _write_json(info_path, info)
+    engine.write_json(info_path, info)
     return model, variables, info
 
 
@@ -393,7 +393,7 @@ class Scorer:
 
 def make_scorer(config, model) -> Scorer:
     names = frozenset(faa.OP_NAME[o] for o in search_ops(config))
-    standard = loop.make_augment(_fold_config(config)) if config.faa.score_with_standard else None
+    standard = engine.make_augment(_fold_config(config)) if config.faa.score_with_standard else None
     return Scorer(model, names, config.faa.copies, standard, config.faa.score_chunk)
 
 
@@ -513,7 +513,7 @@ def run_search(config, search_dir: str, scorer: Scorer, variables, da_images, da
             scores = _score_round(config, scorer, variables, da_images, da_labels, asked,
                                   image_hw)
             timing["score_s"] += time.time() - t0
-            _write_json(pending_path, {study_name(*k): {str(t.number): v for (t, _), v in
+            engine.write_json(pending_path, {study_name(*k): {str(t.number): v for (t, _), v in
                                                         zip(asked[k], scores[k])}
                                        for k in asked})
             t0 = time.time()
@@ -591,13 +591,6 @@ def final_policy(config, studies: dict) -> tuple:
 # ----------------------------------------------------------------------------------------------
 # The whole method.
 
-def _write_json(path, obj):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(obj, fh, indent=1)
-    os.replace(tmp, path)
-
-
 def _write_bytes(path, data: bytes):
     tmp = f"{path}.tmp"
     with open(tmp, "wb") as fh:
@@ -627,7 +620,7 @@ def search(config, workdir: str, *, progress: bool = True, scorer: Optional[Scor
     policy_path = os.path.join(workdir, "policy.json")
     faa.save(policy_path, {POLICY_NAME: policy},
              source=f"gar_jax FAA search on {config.dataset} (seed {config.seed})")
-    _write_json(os.path.join(search_dir, "top_candidates.json"), top)
+    engine.write_json(os.path.join(search_dir, "top_candidates.json"), top)
     n_trials = timing["trials"]
     report = {
         "folds": fold_info, "dm_size": int(dm.shape[1]), "da_size": int(da.shape[1]),
@@ -638,7 +631,7 @@ def search(config, workdir: str, *, progress: bool = True, scorer: Optional[Scor
         "top_candidates": {k: [{"trial": c["trial"], "accuracy": c["accuracy"],
                                 "min_loss": c["min_loss"]} for c in v] for k, v in top.items()},
     }
-    _write_json(os.path.join(search_dir, "report.json"), report)
+    engine.write_json(os.path.join(search_dir, "report.json"), report)
     return report
 
 
@@ -677,18 +670,28 @@ def plot_policy(policy, path: str, title: str = "") -> None:
 
 
 def run(config, workdir: str) -> dict:
-    """Search (resumable) then the final training in workdir/train; writes results.json."""
+    """Search (resumable) then the final training in workdir/train; writes results.json.
+
+    The final training is an ordinary engine run (`methods.supervised`'s step with
+    ``augment="faa"``), whose report adds ``learned_policy`` and ``faa`` (the search's report)
+    to its results. The fold models and the search are not engine runs: the engine trains one
+    model per run, the K fold models are one vmapped program, and the TPE search is no SGD loop;
+    they resume from ``search/folds.msgpack`` and the Optuna study instead.
+    """
     validate(config)
     os.makedirs(workdir, exist_ok=True)
     report = search(config, workdir, progress=config.progress_bar)
     policy_path = os.path.join(workdir, "policy.json")
     policy = faa.load(policy_path, POLICY_NAME)
     plot_policy(policy, os.path.join(workdir, "policy.png"), title=config.dataset)
-    results = {"faa": report, "learned_policy": learned_policy_report(config, policy)}
+    extra = {"faa": report, "learned_policy": learned_policy_report(config, policy)}
+    results = dict(extra)
     if config.faa.train_final:
         train_config = _train_config(config, os.path.abspath(policy_path))
-        loop.validate(train_config)
-        train_results = loop.run(train_config, os.path.join(workdir, TRAIN_DIR))
-        results = {**train_results, **results}
-    _write_json(os.path.join(workdir, "results.json"), results)
+        engine.validate(train_config)
+        setup = engine.build(train_config)
+        method = engine.Method(state=setup.state, advance=supervised.advance_fn(setup),
+                               report=lambda *args: extra)
+        results = engine.train(train_config, os.path.join(workdir, TRAIN_DIR), setup, method)
+    engine.write_json(os.path.join(workdir, "results.json"), results)
     return results
