@@ -58,7 +58,14 @@ def main():
     parser.add_argument("--reps", type=int, default=2)
     parser.add_argument("--chunk", type=int, default=8)
     parser.add_argument("--pillow_candidates", type=int, default=2)
+    parser.add_argument("--only", default="", help="'asks': only the Optuna ask/tell cost of a "
+                        "200-trial study; 'flops': only the FLOPs per image of the score's "
+                        "forward (digits WRN-10-2 vs CIFAR WRN-40-2)")
     args = parser.parse_args()
+    if args.only == "asks":
+        return bench_asks()
+    if args.only == "flops":
+        return flops_per_image()
 
     config = method.digits_config()
     f = config.faa
@@ -119,6 +126,57 @@ def main():
     t_pil = (time.perf_counter() - t0) / len(candidates)
     print(f"pillow (original's way, standard pipeline not included): {t_pil:.3f} s per "
           f"candidate = {1 / t_pil:.2f} candidates/s")
+
+
+def bench_asks(trials: int = 200, batch: int = 16):
+    """Seconds per trial of TPE ask + tell (SQLite, constant liar, 30 parameters, random
+    values), per block of 50 trials: the search's host cost, which grows with the trials."""
+    import tempfile
+
+    import optuna
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    config = method.digits_config()
+    f = config.faa
+    with tempfile.TemporaryDirectory() as d:
+        study = optuna.create_study(storage=method.storage_url(d), direction="maximize")
+        rng = np.random.RandomState(0)
+        t0, done, marks = time.perf_counter(), 0, []
+        while done < trials:
+            study.sampler = optuna.samplers.TPESampler(seed=done, constant_liar=True,
+                                                       n_startup_trials=f.n_startup_trials)
+            asked = [study.ask() for _ in range(batch)]
+            for t in asked:
+                method.suggest_policy(t, faa.FAA_OPS, f.num_sub_policies, f.num_ops)
+            for t in asked:
+                study.tell(t, rng.rand())
+            done += batch
+            marks.append((done, time.perf_counter() - t0))
+    print(f"Optuna TPE ask+tell, SQLite, batches of {batch}, load average "
+          f"{os.getloadavg()[0]:.1f}:")
+    prev_n, prev_t = 0, 0.0
+    for n, t in marks:
+        if n % 48 == 0 or n == marks[-1][0]:
+            print(f"  trials {prev_n:>3}-{n:>3}: {(t - prev_t) / (n - prev_n):.3f} s/trial")
+            prev_n, prev_t = n, t
+    print(f"  total {marks[-1][1]:.1f} s for {marks[-1][0]} trials")
+
+
+def flops_per_image():
+    """XLA's FLOP count per image of the score's forward: digits WRN-10-2 (8x8x1) and the
+    paper's search model WRN-40-2 on CIFAR (32x32x3)."""
+    for name, (depth, width, shape, dataset) in {
+            "digits WRN-10-2": (10, 2, (8, 8, 1), "digits"),
+            "CIFAR WRN-40-2": (40, 2, (32, 32, 3), "cifar10")}.items():
+        config = method.digits_config()
+        config.dataset = dataset
+        config.model.depth, config.model.width = depth, width
+        model = engine.make_model(config, 10)
+        x = jnp.zeros((64,) + shape, jnp.uint8)
+        variables = jax.eval_shape(lambda: model.init(jax.random.PRNGKey(0), x[:1], train=False))
+        fn = jax.jit(lambda v, im: model.apply(v, im, train=False))
+        cost = fn.lower(variables, x).compile().cost_analysis()
+        cost = cost[0] if isinstance(cost, list) else cost
+        print(f"{name}: {cost['flops'] / 64 / 1e6:.1f} MFLOP per image (forward)")
 
 
 if __name__ == "__main__":
