@@ -572,19 +572,24 @@ def _score_round(config, scorer, variables, da_images, da_labels, asked: dict, i
     return out
 
 
+def _index(trial) -> int:
+    # Studies written before the "index" attribute existed numbered candidates by trial number.
+    return trial.user_attrs.get("index", trial.number)
+
+
 def final_policy(config, studies: dict) -> tuple:
     """(policy, top): the pooled top_n candidates of every study (duplicates dropped within a
     candidate), and per study the top candidates with their scores."""
     f = config.faa
     policy, top = [], {}
     for name in sorted(studies):
-        trials = sorted(studies[name], key=lambda t: (-t.value, t.user_attrs["index"]))
+        trials = sorted(studies[name], key=lambda t: (-t.value, _index(t)))
         trials = trials[: f.top_n]
         top[name] = []
         for t in trials:
             cand = decode(t.params, f.num_sub_policies, f.num_ops)
             policy += faa.remove_duplicates(cand)
-            top[name].append({"trial": t.user_attrs["index"], "accuracy": t.value,
+            top[name].append({"trial": _index(t), "accuracy": t.value,
                               "min_loss": t.user_attrs.get("min_loss"),
                               "policy": [[list(s) for s in sub] for sub in cand]})
     return tuple(policy), top
