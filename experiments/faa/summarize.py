@@ -18,7 +18,8 @@ def _load(path):
 def _wall(run_dir):
     path = f"{run_dir}.time"
     if os.path.exists(path):
-        return float(open(path).read().split()[0])
+        lines = open(path).read().strip().splitlines()  # "Command terminated by signal" first
+        return float(lines[-1].split()[0]) if lines else None
     return None
 
 
