@@ -1,5 +1,5 @@
 """OLA on digits32_small (the benchmark of experiments/compare): the protocol of
-configs/digits32_supervised.py (WRN-10-1, batch 20, standard pipeline pad 4 / flip / Cutout 16)
+configs/digits32_supervised.py (WRN-10-1, batch 20, standard pipeline pad 4 / Cutout 16, no flip)
 with OLA over the RA space (14 ops, CIFAR magnitudes), GAR rewards (layer-wise), 2 samplers of 10.
 
 ``python -m gar_jax.main --config=configs/digits32_ola.py --workdir=runs/digits32_ola_ra``

@@ -109,3 +109,23 @@ def test_main_skips_finished_cells_reruns_others_and_reports_missing(compare, tm
     assert calls == []
     np.testing.assert_allclose(json.load(open(out / "results.json"))["standard"]["test_acc"],
                                [0.90, 0.92])
+
+
+def test_benchmark_standard_pipeline_does_not_flip():
+    """digits32_small's standard pipeline (flip=False): pad 0 / Cutout 0 leave images unchanged,
+    while the CIFAR default (flip=True) mirrors about half of them."""
+    import jax
+
+    from gar_jax.augment import policies
+
+    images = np.random.default_rng(0).integers(0, 256, (64, 6, 6, 1), dtype=np.uint8)
+    key = jax.random.PRNGKey(0)
+    kept = policies.get_policy("standard", pad=0, cutout=0, flip=False)(key, images)
+    np.testing.assert_array_equal(np.asarray(kept), images)
+    flipped = np.asarray(policies.get_policy("standard", pad=0, cutout=0)(key, images))
+    mirrored = np.all(flipped == images[:, :, ::-1], axis=(1, 2, 3))
+    assert np.all(mirrored | np.all(flipped == images, axis=(1, 2, 3)))
+    assert 16 <= mirrored.sum() <= 48
+    from gar_jax.train import defaults
+    assert defaults.digits32_small("ra").standard.flip is False
+    assert defaults.table2("cifar10", "ra").standard.flip is True

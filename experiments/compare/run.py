@@ -44,7 +44,8 @@ sys.path.insert(0, ROOT)
 # model, schedule, standard pipeline. Generated from the defaults so they cannot drift apart.
 PROTOCOL_FIELDS = ("dataset", "model.depth", "model.width", "num_epochs", "batch_size",
                    "eval_batch_size", "learning_rate", "warmup_epochs", "eval_every_epochs",
-                   "log_every_steps", "checkpoint_every_steps", "standard.pad", "standard.cutout")
+                   "log_every_steps", "checkpoint_every_steps", "standard.pad", "standard.cutout",
+                   "standard.flip")
 
 
 def protocol_overrides() -> list:
@@ -68,7 +69,7 @@ OLA = "configs/digits32_ola.py"
 METHODS = {
     # Fixed policies (then the standard pipeline, except none).
     "none": (f"{SUPERVISED}:none", [], "no augmentation at all"),
-    "standard": (f"{SUPERVISED}:baseline", [], "standard pipeline: pad-crop 4, flip, Cutout 16"),
+    "standard": (f"{SUPERVISED}:baseline", [], "standard pipeline: pad-crop 4, Cutout 16 (no flip)"),
     "ua_ra": (f"{SUPERVISED}:ua_ra", [], "UniformAugment over the RA space"),
     "ua_wl": (f"{SUPERVISED}:ua_wl", [], "UniformAugment over the wide space"),
     "ra": (f"{SUPERVISED}:ra", [], "RandAugment N=3, M=5"),

@@ -72,7 +72,8 @@ def make_augment(config) -> Optional[Callable]:
                           f"not augment_kwargs={kwargs}")
     try:
         standard = policies.get_policy("standard", pad=config.standard.pad,
-                                       cutout=config.standard.cutout, fill=fill)
+                                       cutout=config.standard.cutout, fill=fill,
+                                       flip=config.standard.get("flip", True))
         if config.augment == "standard":
             return standard
         return policies.compose(policies.get_policy(config.augment, **kwargs), standard)
