@@ -317,12 +317,13 @@ def main(argv=None):
             missing[m] = f"not available: {reason}"
     for seed in seeds:
         for m in methods:
-            if m in missing:
-                continue
             workdir = os.path.join(root, f"{m}_s{seed}")
             argv_cell = cell_command(*table[m], workdir, seed)
             if args.dry_run:
-                print(display_command(argv_cell))
+                note = f"  # {missing[m]}" if m in missing else ""
+                print(display_command(argv_cell) + note)
+                continue
+            if m in missing:
                 continue
             if args.summarize_only or read_cell(workdir) is not None:
                 continue
@@ -337,8 +338,6 @@ def main(argv=None):
                 print(f"  done in {time.time() - start:.0f} s: test accuracy "
                       f"{100 * read_cell(workdir)[0]:.2f} %", flush=True)
     if args.dry_run:
-        for m, reason in missing.items():
-            print(f"# {m}: {reason}")
         return
 
     results = {}
