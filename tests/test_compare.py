@@ -49,8 +49,6 @@ def test_read_cell_times(compare, tmp_path):
 
 
 def test_protocol_overrides_move_a_digits_config_onto_the_benchmark(compare):
-    from ml_collections import config_flags  # noqa: F401  (the CLI's parser, below)
-
     from gar_jax.train import defaults
 
     config = defaults.digits("baseline")

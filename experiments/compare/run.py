@@ -69,7 +69,7 @@ OLA = "configs/digits32_ola.py"
 METHODS = {
     # Fixed policies (then the standard pipeline, except none).
     "none": (f"{SUPERVISED}:none", [], "no augmentation at all"),
-    "standard": (f"{SUPERVISED}:baseline", [], "standard pipeline: pad-crop 4, Cutout 16 (no flip)"),
+    "standard": (f"{SUPERVISED}:baseline", [], "pad-crop 4, Cutout 16 (no flip)"),
     "ua_ra": (f"{SUPERVISED}:ua_ra", [], "UniformAugment over the RA space"),
     "ua_wl": (f"{SUPERVISED}:ua_wl", [], "UniformAugment over the wide space"),
     "ra": (f"{SUPERVISED}:ra", [], "RandAugment N=3, M=5"),

@@ -48,7 +48,7 @@ def upsample_matrix(n_in: int, n_out: int) -> np.ndarray:
 
 
 def upsample(images: np.ndarray, size: int = SIZE) -> np.ndarray:
-    """``[N, h, w]`` float -> ``[N, size, size]`` float64, separable bilinear (`upsample_matrix`)."""
+    """``[N, h, w]`` float -> ``[N, size, size]`` float64 by `upsample_matrix` on each axis."""
     rows = upsample_matrix(images.shape[1], size)
     cols = upsample_matrix(images.shape[2], size)
     return np.einsum("ih,nhw,jw->nij", rows, images.astype(np.float64), cols)
