@@ -46,6 +46,12 @@ def test_read_cell_times(compare, tmp_path):
     assert compare.read_cell(str(two)) == (0.8, 70.0, 300.0)
     _write(str(two / "results.json"), {"test_accuracy": 0.8, "train_s": 71.0, "search_s": 9.0})
     assert compare.read_cell(str(two)) == (0.8, 71.0, 9.0)
+    # FAA's report: fold models + TPE search; DRA's: its search phase.
+    _write(str(two / "results.json"), {"test_accuracy": 0.8, "wall_time_s": 70.0, "faa": {
+        "search_seconds": 20.0, "folds": {"seconds": 5.0}}})
+    assert compare.read_cell(str(two)) == (0.8, 70.0, 25.0)
+    _write(str(two / "results.json"), {"test_accuracy": 0.8, "dra": {"search_wall_time_s": 33.0}})
+    assert compare.read_cell(str(two)) == (0.8, 70.0, 33.0)
 
 
 def test_protocol_overrides_move_a_digits_config_onto_the_benchmark(compare):
