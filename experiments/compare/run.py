@@ -263,7 +263,8 @@ def markdown(results: dict, missing: dict, benchmark: str) -> str:
         search = f"{np.mean(searches):.0f}" if searches else "-"
         c = cost(e)
         rel = f"{c / ref_cost:.2f}x" if c is not None and ref_cost else "-"
-        lines.append(f"| {m} | {len(e['test_acc'])} | {mean:.2f} ± {half:.2f} | {per_seed} | "
+        acc = f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")
+        lines.append(f"| {m} | {len(e['test_acc'])} | {acc} | {per_seed} | "
                      f"{train:.0f} | {search} | {rel} |")
     for m, reason in missing.items():
         lines.append(f"| {m} | 0 | {reason} | | | | |")
