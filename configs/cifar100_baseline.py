@@ -1,12 +1,16 @@
-"""CIFAR-100, Table 2 baseline "baseline": WRN-28-10, 200 epochs, batch 256 (the paper's protocol).
+"""CIFAR-100, Table 2 "baseline": the standard pipeline only (pad-4 crop, flip, Cutout 16).
 
-Augmentation: the standard pipeline only (pad-4 crop, flip, Cutout 16).
+The protocol (WRN-28-10, 200 epochs, batch 256, ...) is configs/cifar10_baseline.py; only the
+dataset differs. Every CIFAR-100 config starts from this file.
 Run: ``python -m gar_jax.main --config=configs/cifar100_baseline.py
---workdir=runs/cifar100_baseline_s0``
-(the protocol is gar_jax/train/defaults.py; repeat with --config.seed=1, 2, ... for more runs).
+--workdir=runs/cifar100_baseline_s0`` (repeat with --config.seed=1, 2, ... for more runs).
 """
-from gar_jax.train import defaults
+from gar_jax.train.defaults import sibling
+
+base = sibling(__file__, "cifar10_baseline")
 
 
 def get_config():
-    return defaults.table2("cifar100", "baseline")
+    c = base.get_config()
+    c.dataset = "cifar100"
+    return c

@@ -1,11 +1,15 @@
-"""CIFAR-100, Table 2 baseline "ta": WRN-28-10, 200 epochs, batch 256 (the paper's protocol).
+"""CIFAR-100, Table 2 "ta": TrivialAugment (wide ranges), then the standard pipeline.
 
-Augmentation: TrivialAugment (wide ranges), then the standard pipeline.
+Everything else is configs/cifar100_baseline.py (WRN-28-10, 200 epochs, batch 256).
 Run: ``python -m gar_jax.main --config=configs/cifar100_ta.py --workdir=runs/cifar100_ta_s0``
-(the protocol is gar_jax/train/defaults.py; repeat with --config.seed=1, 2, ... for more runs).
 """
-from gar_jax.train import defaults
+from gar_jax.train.defaults import sibling
+
+base = sibling(__file__, "cifar100_baseline")
 
 
 def get_config():
-    return defaults.table2("cifar100", "ta")
+    c = base.get_config()
+    c.augment = "ta"
+    c.augment_kwargs = dict(space="ta_wide")
+    return c

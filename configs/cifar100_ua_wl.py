@@ -1,11 +1,16 @@
-"""CIFAR-100, Table 2 baseline "ua_wl": WRN-28-10, 200 epochs, batch 256 (the paper's protocol).
+"""CIFAR-100, Table 2 "ua_wl": UniformAugment over the wide (WideLong) search space, then the
+standard pipeline.
 
-Augmentation: UniformAugment over the wide (WL) search space, then the standard pipeline.
+Everything else is configs/cifar100_baseline.py (WRN-28-10, 200 epochs, batch 256).
 Run: ``python -m gar_jax.main --config=configs/cifar100_ua_wl.py --workdir=runs/cifar100_ua_wl_s0``
-(the protocol is gar_jax/train/defaults.py; repeat with --config.seed=1, 2, ... for more runs).
 """
-from gar_jax.train import defaults
+from gar_jax.train.defaults import sibling
+
+base = sibling(__file__, "cifar100_baseline")
 
 
 def get_config():
-    return defaults.table2("cifar100", "ua_wl")
+    c = base.get_config()
+    c.augment = "ua"
+    c.augment_kwargs = dict(space="wide")
+    return c

@@ -1,11 +1,16 @@
-"""CIFAR-10, Table 2 baseline "ra": WRN-28-10, 200 epochs, batch 256 (the paper's protocol).
+"""CIFAR-10, Table 2 "ra": RandAugment N=3, M=5 (0..30 scale; the RandAugment paper's WRN-28-10
+setting), then the standard pipeline.
 
-Augmentation: RandAugment N=3, M=5 (0..30 scale), then the standard pipeline.
+Everything else is configs/cifar10_baseline.py (WRN-28-10, 200 epochs, batch 256).
 Run: ``python -m gar_jax.main --config=configs/cifar10_ra.py --workdir=runs/cifar10_ra_s0``
-(the protocol is gar_jax/train/defaults.py; repeat with --config.seed=1, 2, ... for more runs).
 """
-from gar_jax.train import defaults
+from gar_jax.train.defaults import sibling
+
+base = sibling(__file__, "cifar10_baseline")
 
 
 def get_config():
-    return defaults.table2("cifar10", "ra")
+    c = base.get_config()
+    c.augment = "ra"
+    c.augment_kwargs = dict(space="randaug", n=3, m=5)
+    return c

@@ -5,12 +5,47 @@ any field overridden, e.g. ``--config.net=fcbn --config.seeds=3``.
 
 The train set (1437 digits) is cut into 10 splits of 143; split 0 gets uniformly random labels.
 The distribution over splits is learned online with GAR and, for comparison, NSLR; 10 seeds of
-FC, FCBN and CNNBN. The fields, each commented, are in `gar_jax.methods.toy_split.default_config`
-(kept in the library so that an installed package, e.g. the Colab notebook, has them too).
-The paper's CIFAR-10 setting is configs/toy_split_cifar10.py.
+FC, FCBN and CNNBN. The paper's CIFAR-10 setting is configs/toy_split_cifar10.py.
 """
-from gar_jax.methods import toy_split
+import ml_collections
 
 
 def get_config():
-    return toy_split.default_config()
+    c = ml_collections.ConfigDict()
+    c.experiment = "toy_split"     # the method: gar_jax.methods.toy_split
+    c.dataset = "digits"           # digits | cifar10 | cifar100 | svhn (tfds, prepared once)
+    c.data_dir = ""                # tfds data_dir ("" = tfds' default); unused for digits
+    c.net = "fc,fcbn,cnnbn"        # one net or a comma list: fc | fcbn | cnnbn
+    c.methods = "gar,nslr"         # reward(s): gar (alignment) | nslr (next-step loss)
+    c.seeds = 10                   # seeds per (net, method), vmapped: one compiled run
+    c.seed = 0                     # seed i uses fold_in(key(seed), i)
+    c.num_splits = 10              # split 0 has random labels
+    c.distribution = "inverted_softmax"  # p over splits: inverted_softmax | softmax
+
+    # Training the net. Digits has 1437 images instead of CIFAR's 50000: the paper's batch of
+    # 1000 would give one step per epoch, so the batch is 100 (14 steps per epoch) and the run
+    # has 40 epochs = 560 steps, about the paper's 500 steps (and so about as many meta-steps).
+    c.batch_size = 100
+    c.epochs = 40
+    c.lr = 0.1                     # SGD, constant
+    c.momentum = 0.9               # Nesterov
+    c.weight_decay = 5e-4          # added to the gradient before momentum (PyTorch style)
+
+    # Meta-learning the split distribution: REINFORCE + Adam, as in the paper.
+    c.meta_lr = 0.1
+    c.meta_b1 = 0.9                # Adam's beta1
+    c.meta_clip = 5.0              # clip meta-gradient values to [-5, 5] (authors); 0 = off
+    c.meta_every = 10              # meta-gradients averaged over this many steps per update
+    c.reward_norm = "auto"         # auto: GAR per step, NSLR across steps | batch | running
+    c.running_decay = 0.9          # across-step normalizer's EMA decay (NSLR with auto)
+    c.alignment = "jvp"            # GAR computation: jvp (forward mode) | vmap (reference)
+
+    # XLA backend optimization level of the compiled steps (-1: XLA's default, 0..3). Level 1
+    # compiles the digits step ~2x faster than the default and runs it about as fast; level 0
+    # compiles fastest and runs slowest (experiments/toy_split/bench_compile.py). CIFAR: -1.
+    c.xla_opt_level = 1
+
+    # The engine's loop settings (gar_jax.train.engine.LOOP_DEFAULTS for the rest).
+    c.checkpoint_every_steps = 140  # 10 digits epochs; and at the end, and on SIGTERM / Ctrl-C
+    c.progress_bar = True
+    return c

@@ -8,11 +8,13 @@ Paper: 10 splits of 5000 images, split 0 with random labels; FC, FCBN, CNNBN; ba
 softmax, REINFORCE with rewards normalized per step, gradients aggregated over 10 steps, Adam
 lr 0.1; 10 seeds. Every other field is the digits default (configs/toy_split.py).
 """
-from gar_jax.methods import toy_split
+from gar_jax.train.defaults import sibling
+
+base = sibling(__file__, "toy_split")
 
 
 def get_config():
-    c = toy_split.default_config()
+    c = base.get_config()
     c.dataset = "cifar10"
     c.net = "fc,fcbn,cnnbn"
     c.seeds = 10

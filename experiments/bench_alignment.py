@@ -30,7 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gar_jax import gar
+from gar_jax import batchnorm, gar
 from gar_jax.models.wrn import WideResNet
 
 ce = optax.softmax_cross_entropy_with_integer_labels
@@ -49,7 +49,7 @@ def build(model):
 
     def aligned(method, chunk_size):
         def fn(variables, batch, direction):
-            loss_fn = gar.frozen_bn_loss_fn(model, variables, batch, ce, train=True)
+            loss_fn = batchnorm.frozen_bn_loss_fn(model, variables, batch, ce, train=True)
             return gar.alignment(loss_fn, variables["params"], batch, direction, method=method,
                                  chunk_size=chunk_size)
         return fn

@@ -36,7 +36,6 @@ import os
 import sys
 import time
 
-os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 
 import jax  # noqa: E402
@@ -52,6 +51,16 @@ from gar_jax.train import defaults, optim, steps  # noqa: E402
 from gar_jax.train.mesh import data_sharding, make_mesh, replicated  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 
+# Layer-wise variants: name -> config.ola.(gar_method, gar_convention, gar_remat).
+GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Options.gar_remat),
+                "layerwise_frozen": ("layerwise", "frozen", False),
+                "layerwise_contrib": ("layerwise", "contribution", False),
+                "layerwise_lean": ("layerwise", "contribution", True),
+                "layerwise_frozen_lean": ("layerwise", "frozen", True)}
+# `--methods exact`: every exact GAR method and convention fast enough to time on a CPU (not
+# vmap: its per-example conv gradients are ~10x slower here, experiments/alignment.md).
+EXACT = ("layerwise_frozen", "layerwise_contrib", "layerwise_lean", "jvp", "jvp:16")
+
 # Differentiable ops for the direct meta-gradient: (name, initial magnitude, signed).
 DIRECT_OPS = (("rotate", 15.0, True), ("shear_x", 0.15, True), ("shear_y", 0.15, True),
               ("translate_x", 5.0, True), ("translate_y", 5.0, True), ("color", 1.5, False),
@@ -65,7 +74,7 @@ def standard(key, images):
 def build(depth, width, batch, norm, seed=0):
     """Model, optimizer, OLA config and state, and two random CIFAR-shaped batches on 1 device."""
     mesh = make_mesh(jax.devices()[:1])
-    config = ola.cifar_config("cifar10", "wide")
+    config = defaults.load_config("cifar10_ola")
     config.model.norm = norm
     config.ola.ensemble_size = 8 if batch % 8 == 0 else 1
     mean, std = stats.mean_std("cifar10")
@@ -186,9 +195,10 @@ def bench_model(depth, width, batch, norm, reps, methods):
         elif name == "direct":
             core, init = direct_core(model, tx, mesh)
             todo.append(Method(name, "standard", core, init(fresh()), mesh))
-        else:  # "layerwise", "jvp[:chunk]", "vmap[:chunk]"
+        else:  # "layerwise[_frozen|_contrib]", "jvp[:chunk]", "vmap[:chunk]"
             method, _, chunk = name.partition(":")
-            config.ola.gar_method = method
+            config.ola.gar_method, config.ola.gar_convention, config.ola.gar_remat = (
+                GAR_VARIANTS.get(method, (method, "frozen", False)))
             config.ola.chunk_size = int(chunk or 0)
             core = ola.make_pair_core(model, tx, mesh, space, ola.meta_optimizer(config),
                                       ola.options(config), standard=standard)
@@ -217,7 +227,10 @@ def bench_model(depth, width, batch, norm, reps, methods):
               f" MiB (temporaries {temp / 2**20:8.1f} MiB)", flush=True)
         del images, sample, augmented
     for r in range(reps):
-        for m in todo:
+        # Interleaved: every round runs each method once, starting one later each round, so
+        # that a change in the machine's load and the position in the round hit all alike.
+        order = todo[r % len(todo):] + todo[:r % len(todo)]
+        for m in order:
             aug_fn = compiled_augments[m.augment_name]
             t0 = time.perf_counter()
             augmented = jax.block_until_ready(aug_fn(*augments[m.augment_name][1](m.carry)))
@@ -228,10 +241,41 @@ def bench_model(depth, width, batch, norm, reps, methods):
             rows[m.name]["seconds_all"].append(t2 - t0)
             rows[m.name]["augment_seconds_all"].append(t1 - t0)
         print(f"  round {r + 1}: " + ", ".join(
-            f"{m.name} {rows[m.name]['seconds_all'][-1]:.2f} s" for m in todo), flush=True)
-    for row in rows.values():  # the least disturbed call (None with --reps 0: memory only)
+            f"{m.name} {rows[m.name]['seconds_all'][-1]:.2f} s" for m in todo) +
+            f"  (load {os.getloadavg()[0]:.2f})", flush=True)
+    for row in rows.values():  # None with --reps 0: memory only
         row["seconds"] = min(row["seconds_all"]) if row["seconds_all"] else None
+        row["seconds_median"] = (float(np.median(row["seconds_all"])) if row["seconds_all"]
+                                 else None)
     return rows
+
+
+def relative(rows, base="fixed"):
+    """{method: {"time_median", "time_min", "memory"}} relative to `base` (fractions): the
+    median over rounds of each round's time ratio (one load for all methods of a round), the
+    ratio of the fastest rounds, and the ratio of compiled bytes."""
+    out = {}
+    b = rows[base]
+    for method, r in rows.items():
+        if method == base:
+            continue
+        entry = {"memory": r["bytes"] / b["bytes"] - 1}
+        if r["seconds_all"]:
+            ratios = np.array(r["seconds_all"]) / np.array(b["seconds_all"])
+            entry.update(time_median=float(np.median(ratios)) - 1,
+                         time_min=r["seconds"] / b["seconds"] - 1)
+        out[method] = entry
+    return out
+
+
+def expand(methods: str) -> list:
+    """The --methods list with `exact` expanded to `EXACT` (duplicates dropped)."""
+    out = []
+    for name in methods.split(","):
+        for m in (EXACT if name == "exact" else (name,)):
+            if m not in out:
+                out.append(m)
+    return out
 
 
 def main():
@@ -239,35 +283,45 @@ def main():
     parser.add_argument("--models", default="16-4:128,28-10:8",
                         help="comma-separated DEPTH-WIDTH:BATCH")
     parser.add_argument("--norm", default="batch", choices=["batch", "group"])
-    parser.add_argument("--methods", default="fixed,layerwise,jvp,jvp:16,vmap:16,direct",
-                        help="fixed, layerwise, jvp[:chunk], vmap[:chunk], direct")
-    parser.add_argument("--reps", type=int, default=2)
+    parser.add_argument("--methods", default="fixed,exact,direct",
+                        help="fixed, exact, layerwise[_frozen|_contrib|_lean], jvp[:chunk], "
+                             "vmap[:chunk], direct")
+    parser.add_argument("--reps", type=int, default=5, help="interleaved rounds (0: memory only)")
     parser.add_argument("--quick", action="store_true", help="WRN-10-1 at batch 16 (smoke test)")
     parser.add_argument("--json", default="", help="also write the results here")
     args = parser.parse_args()
+    # A CPU benchmark unless told otherwise (experiments/bench_gpu.py imports this module and
+    # runs its programs on the accelerator); read when JAX first initializes its backends.
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     models = "10-1:16" if args.quick else args.models
+    methods = expand(args.methods)
     started = time.perf_counter()
+    load = os.getloadavg()
     print(f"device: {jax.devices()[0].device_kind} x1 (JAX {jax.__version__}), "
-          f"{os.cpu_count()} CPUs; norm: {args.norm}; {args.reps} rounds")
-    results = {}
+          f"{os.cpu_count()} CPUs; norm: {args.norm}; {args.reps} rounds; methods "
+          f"{','.join(methods)}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}",
+          flush=True)
+    results = {"load_average_start": load, "norm": args.norm, "reps": args.reps}
     for spec in models.split(","):
         arch, batch = spec.split(":")
         depth, width = map(int, arch.split("-"))
         print(f"WRN-{depth}-{width}, batch {batch}:", flush=True)
-        rows = bench_model(depth, width, int(batch), args.norm, args.reps,
-                           args.methods.split(","))
+        rows = bench_model(depth, width, int(batch), args.norm, args.reps, methods)
         results[f"WRN-{depth}-{width}:{batch}"] = rows
-        base = rows.get("fixed")
-        if base:
-            print("  relative to 'fixed':")
-            for method, r in rows.items():
-                if method != "fixed" and r["seconds"] is None:
-                    print(f"  {method:12s}   (not timed)  "
-                          f"{100 * (r['bytes'] / base['bytes'] - 1):+7.1f}% memory")
-                elif method != "fixed":
-                    print(f"  {method:12s} {100 * (r['seconds'] / base['seconds'] - 1):+7.1f}% time"
-                          f"  {100 * (r['bytes'] / base['bytes'] - 1):+7.1f}% memory")
-    print(f"total run time {time.perf_counter() - started:.0f} s")
+        if "fixed" in rows:
+            rel = relative(rows)
+            for method, r in rel.items():
+                rows[method]["relative"] = r
+            print("  relative to 'fixed' (time: median of the rounds' ratios / fastest vs "
+                  "fastest):")
+            for method, r in rel.items():
+                timing = (f"{100 * r['time_median']:+7.1f}% / {100 * r['time_min']:+7.1f}% time"
+                          if "time_median" in r else "       (not timed)       ")
+                print(f"  {method:18s} {timing}  {100 * r['memory']:+7.1f}% memory")
+    load = os.getloadavg()
+    results["load_average_end"] = load
+    print(f"total run time {time.perf_counter() - started:.0f} s; load average "
+          f"{load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=1)

@@ -30,7 +30,7 @@ Memory: the tape holds every Conv/Dense layer's input and output-gradient, about
 step's activations, kept through the plain step (`gar.alignment(..., method="jvp",
 chunk_size=C)` keeps only θ_t and the batch instead; experiments/ola/README.md has both measured).
 
-The result equals `gar.alignment(gar.frozen_bn_loss_fn(...), ..., method="vmap")` (tested in
+The result equals `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap")` (tested in
 float64). Supported layers: every parameter of the model must belong to a Conv, Dense, BatchNorm,
 GroupNorm, LayerNorm or RMSNorm (feature axis last) applied to a batch-major input; anything else
 raises ConfigError (use `gar.alignment(..., method="jvp")`, which is model-agnostic).
@@ -49,12 +49,20 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from gar_jax import gar
+from gar_jax import batchnorm
 from gar_jax.errors import ConfigError
 
 PyTree = Any
+CONVENTIONS = ("frozen", "contribution")
 LINEAR_LAYERS = (nn.Conv, nn.Dense)
 NORM_LAYERS = (nn.BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
+
+
+def check_convention(convention: str) -> None:
+    """ConfigError unless `convention` is one of `CONVENTIONS`."""
+    if convention not in CONVENTIONS:
+        raise ConfigError(f"layer-wise GAR: convention={convention!r} must be one of "
+                          f"{list(CONVENTIONS)}")
 
 
 class Captured(NamedTuple):
@@ -74,16 +82,23 @@ class Captured(NamedTuple):
 
 
 class Tape(NamedTuple):
-    """What `alignment_from_tape` needs (a pytree; every array has the batch axis first).
+    """What `alignment_from_tape` needs (a pytree).
 
-    layers: {layer name: {"a": input, "delta": output-gradient}} for Conv/Dense and
-      {layer name: {"u": [B, C], "v": [B, C]}} (per-example scale / bias gradients) for norms.
-      All are gradients of the training loss, the mean over the (global) batch: 1/scale times
-      example n's own.
+    layers: {layer name: {"a": input, "delta": output-gradient}} for Conv/Dense ({"delta"}
+      only with ``remat``) and {layer name: {"u": [B, C], "v": [B, C]}} (per-example scale /
+      bias gradients) for norms; batch axis first. All are gradients of the training loss,
+      the mean over the (global) batch: 1/scale times example n's own (frozen convention) or
+      example n's contribution to the batch gradient (contribution convention).
     scale: float32 [], the global batch size B (the factor back to per-example losses).
+    params: with ``remat``: θ_t (the layer inputs are recomputed from it); else None.
+    stats: with ``remat``: {train-mode BatchNorm call name: {"mean": [1, C], "var": [1, C]}},
+      the (per-device) batch statistics of the captured forward, with a leading axis of 1 so
+      that ``shard_map`` stacks the devices' own (spec ``P(data)``); else None.
     """
     layers: dict
     scale: jax.Array
+    params: Any = None
+    stats: Any = None
 
 
 class _Recorder:
@@ -153,24 +168,25 @@ def _update_running_stats(module: nn.BatchNorm, mean: jax.Array, var: jax.Array)
 def _capture_interceptor(rec: _Recorder, perturbations: dict | None, frozen_bn: bool):
     """Records layer inputs (Conv/Dense) or x̂ (norms) and adds `perturbations[name]` to each
     layer's output. With `frozen_bn`, train-mode BatchNorm normalizes with its batch statistics
-    held constant (as `gar.frozen_bn_loss_fn`). With perturbations None it only records shapes."""
+    held constant (as `batchnorm.frozen_bn_loss_fn`). With perturbations None it only records
+    shapes."""
     def interceptor(next_fun, args, kwargs, context):
         if not _is_layer_call(rec, context):
             return next_fun(*args, **kwargs)
         module = context.module
         name = rec.name(module)
         x = args[0]
-        bn_train = isinstance(module, nn.BatchNorm) and gar.bn_train_mode(args, kwargs, module)
+        bn_train = isinstance(module, nn.BatchNorm) and batchnorm.bn_train_mode(args, kwargs, module)
         rec.train_bn |= bn_train
         if bn_train:
             # Flax's train-mode BatchNorm, written with gar's helpers in both passes of `capture`
             # so that the two forwards are the same computation (XLA merges them); the frozen
             # pass only stops the gradient through the statistics.
-            mean, var = gar.bn_batch_stats(module, x)
+            mean, var = batchnorm.bn_batch_stats(module, x)
             _update_running_stats(module, mean, var)
             if frozen_bn:
                 mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
-            y = gar.bn_normalize(module, x, mean, var)
+            y = batchnorm.bn_normalize(module, x, mean, var)
         else:
             y = next_fun(*args, **kwargs)
         if perturbations is None:
@@ -182,7 +198,9 @@ def _capture_interceptor(rec: _Recorder, perturbations: dict | None, frozen_bn: 
             axes = tuple(range(x.ndim - 1))
             xhat = (x - jnp.expand_dims(mean, axes)) * jax.lax.rsqrt(
                 jnp.expand_dims(var, axes) + module.epsilon)
-            rec.saved[name] = {"xhat": jax.lax.stop_gradient(xhat)}
+            rec.saved[name] = {"xhat": jax.lax.stop_gradient(xhat),
+                               "mean": jax.lax.stop_gradient(mean),
+                               "var": jax.lax.stop_gradient(var)}
         elif isinstance(module, NORM_LAYERS):
             rec.saved[name] = {"xhat": jax.lax.stop_gradient(_normalized(rec, module, args,
                                                                          kwargs))}
@@ -212,7 +230,7 @@ def _split(variables: PyTree) -> tuple[PyTree, dict]:
 def capture(model: nn.Module, variables: PyTree, batch: dict,
             example_loss: Callable[[jax.Array, jax.Array], jax.Array], *,
             axis_name: str | None = None, mutable=("batch_stats",),
-            **model_kwargs) -> Captured:
+            convention: str = "frozen", remat: bool = False, **model_kwargs) -> Captured:
     """The augmented step's forward/backward, keeping what the layer-wise GAR needs.
 
     Args:
@@ -226,11 +244,17 @@ def capture(model: nn.Module, variables: PyTree, batch: dict,
         w.r.t. replicated params is the global one, as `gar_jax.train.steps.make_grad_fn`), and
         BatchNorm statistics are per device (each device's δ are frozen at its own statistics).
       mutable: collections the train-mode forward updates (missing ones are ignored).
+      convention: "frozen" or "contribution" (`CONVENTIONS`, module docstring); the same
+        numbers unless the model's train-mode forward has a BatchNorm.
+      remat: keep only the output-gradients (and θ_t, BatchNorm statistics); the layer inputs
+        are recomputed by `alignment_from_tape` with one forward at θ_t on the same images.
+        About half the tape's memory for one more forward pass.
       **model_kwargs: e.g. ``train=True``.
 
     Returns:
       `Captured` (loss and grads are exactly those of the ordinary training step).
     """
+    check_convention(convention)
     params, others = _split(variables)
     mutable = [c for c in mutable if c in others]
     images, labels = batch["image"], batch["label"]
@@ -261,7 +285,7 @@ def capture(model: nn.Module, variables: PyTree, batch: dict,
         logits, state = forward(params, perturbations, frozen_bn, rec)
         return mean_loss(logits), (logits, state, rec.saved)
 
-    if shapes_rec.train_bn:
+    if shapes_rec.train_bn and convention == "frozen":
         # The training gradient flows through the batch statistics, the per-example δ do not:
         # two backward passes (the second computes input-gradients only) of one forward.
         (loss, (logits, state, _)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
@@ -269,20 +293,43 @@ def capture(model: nn.Module, variables: PyTree, batch: dict,
         (_, (_, _, saved)), deltas = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)(
             params, zeros, True)
     else:
+        # No train-mode BatchNorm (δ_n is example n's own, over B), or the contribution
+        # convention (δ is the ordinary backward's, through the batch statistics): one backward.
         (loss, (logits, state, saved)), (grads, deltas) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(params, zeros, False)
 
-    layers = {}
+    layers, stats = {}, {}
     for name, stored in saved.items():
         delta = deltas[name]
+        if "mean" in stored:
+            stats[name] = {k: stored[k][None] for k in ("mean", "var")}
         if "a" in stored:
-            layers[name] = {"a": stored["a"], "delta": delta}
+            layers[name] = {"delta": delta} if remat else {"a": stored["a"], "delta": delta}
         else:  # Per-example gradients of the norm's scale and bias, summed over positions.
             axes = tuple(range(1, delta.ndim - 1))
             d32 = delta.astype(jnp.promote_types(delta.dtype, jnp.float32))
             layers[name] = {"u": jnp.sum(d32 * stored["xhat"], axis=axes),
                             "v": jnp.sum(d32, axis=axes)}
-    return Captured(loss, logits, state, grads, Tape(layers, jnp.asarray(scale, jnp.float32)))
+    tape = Tape(layers, jnp.asarray(scale, jnp.float32))
+    if remat:
+        tape = tape._replace(params=jax.lax.stop_gradient(params), stats=stats)
+    return Captured(loss, logits, state, grads, tape)
+
+
+def _linear_term(out: jax.Array, delta: jax.Array) -> jax.Array:
+    """Σ_positions δ ⊙ out per example: [B] (bf16 products summed in f32)."""
+    prod = out.astype(delta.dtype) * delta
+    acc = jnp.promote_types(delta.dtype, jnp.float32)
+    return jnp.sum(prod.reshape(prod.shape[0], -1).astype(acc), axis=1)
+
+
+def _norm_term(entry: dict, direction: dict) -> jax.Array:
+    """u·G_scale + v·G_bias per example: [B]; `direction` = the norm layer's params of G."""
+    term = 0.0
+    for key, leaf in (("u", "scale"), ("v", "bias")):
+        if leaf in direction:
+            term = term + entry[key] @ direction[leaf].astype(entry[key].dtype)
+    return term
 
 
 def _replay_interceptor(rec: _Recorder, layers: dict):
@@ -293,26 +340,57 @@ def _replay_interceptor(rec: _Recorder, layers: dict):
         if not _is_layer_call(rec, context):
             return next_fun(*args, **kwargs)
         module = context.module
-        name = rec.name(module)
-        if name not in layers:
-            raise ConfigError(f"layer-wise GAR: layer {name!r} is not on the tape (tape has "
-                              f"{sorted(layers)[:4]}...); capture with the same model and kwargs")
-        entry = layers[name]
+        _, entry = _entry(rec, module, layers)
         if "a" in entry:
             out = next_fun(entry["a"], *args[1:], **kwargs)
-            delta = entry["delta"]
-            prod = out.astype(delta.dtype) * delta
-            acc = jnp.promote_types(delta.dtype, jnp.float32)  # bf16 products summed in f32.
-            term = jnp.sum(prod.reshape(prod.shape[0], -1).astype(acc), axis=1)
+            term = _linear_term(out, entry["delta"])
         else:
-            term = 0.0
-            for key, leaf in (("u", "scale"), ("v", "bias")):
-                if module.has_variable("params", leaf):
-                    g = module.get_variable("params", leaf).astype(entry[key].dtype)
-                    term = term + entry[key] @ g
+            term = _norm_term(entry, module.variables.get("params", {}))
             out = jnp.zeros_like(args[0])
         rec.total = term if rec.total is None else rec.total + term
         return out
+
+    return interceptor
+
+
+def _entry(rec: _Recorder, module: nn.Module, layers: dict) -> tuple[str, dict]:
+    """(call name, tape entry) of this layer call."""
+    name = rec.name(module)
+    if name not in layers:
+        raise ConfigError(f"layer-wise GAR: layer {name!r} is not on the tape (tape has "
+                          f"{sorted(layers)[:4]}...); capture with the same model and kwargs")
+    return name, layers[name]
+
+
+def _remat_interceptor(rec: _Recorder, layers: dict, stats: dict, direction: PyTree):
+    """The forward at θ_t (bound params) with train-mode BatchNorm at the tape's statistics,
+    which recomputes every layer's input; each Conv/Dense is also run on that input with its
+    part of `direction`, and Σ δ ⊙ output accumulated; norm layers add u·G_scale + v·G_bias."""
+    def interceptor(next_fun, args, kwargs, context):
+        if not _is_layer_call(rec, context):
+            return next_fun(*args, **kwargs)
+        module = context.module
+        name, entry = _entry(rec, module, layers)
+        g = direction
+        for key in module.path:
+            g = g[key]
+        if "delta" in entry:
+            y = next_fun(*args, **kwargs)
+            rec.busy = True
+            try:
+                out = module.clone(parent=None).apply({"params": g}, *args, **kwargs)
+            finally:
+                rec.busy = False
+            term = _linear_term(out, entry["delta"])
+        else:
+            if name in stats:  # train-mode BatchNorm: normalize as the captured forward did
+                y = batchnorm.bn_normalize(module, args[0], stats[name]["mean"][0],
+                                           stats[name]["var"][0])
+            else:
+                y = next_fun(*args, **kwargs)
+            term = _norm_term(entry, g)
+        rec.total = term if rec.total is None else rec.total + term
+        return y
 
     return interceptor
 
@@ -321,26 +399,35 @@ def alignment_from_tape(model: nn.Module, variables: PyTree, tape: Tape, directi
                         images: jax.Array, **model_kwargs) -> jax.Array:
     """GAR of the captured batch against `direction`: float32 [B].
 
-    Entry n is ⟨∇_params ℓ_n(θ_t), direction⟩ with ℓ_n example n's own loss (frozen batch
-    statistics), θ_t the params `capture` ran at.
+    Entry n is B ⟨c_n, direction⟩ with c_n the tape's per-example gradient at θ_t, the params
+    `capture` ran at: (1/B) ∇ℓ_n under frozen batch statistics, or example n's contribution to
+    the batch gradient (`capture`'s convention; the same without train-mode BatchNorm).
 
     Args:
       model, model_kwargs: as given to `capture`.
-      variables: any variables of the model (only the non-params collections are used, for
-        shapes; e.g. the current train state's).
+      variables: the model's variables at capture time; only the non-params collections are
+        used (running averages of eval-mode BatchNorm; e.g. the state before the update).
       tape: `Captured.tape`.
       direction: pytree shaped like params (G, the next batch's mean-loss gradient).
-      images: an array shaped like the captured batch's images (only its shape and dtype are
-        used; the model's forward on it is dead code).
+      images: the captured batch's images (only their shape and dtype are used unless the
+        tape was captured with ``remat``: then the layer inputs are recomputed from them).
 
     Inside ``jax.shard_map`` (a tape captured with `axis_name`), call it on each device's part
     of the tape with the replicated direction: each device gets its own examples' alignments.
     """
     _, others = _split(variables)
     rec = _Recorder()
-    with nn.intercept_methods(_replay_interceptor(rec, tape.layers)):
-        model.apply({**others, "params": direction}, jnp.zeros_like(images), mutable=True,
-                    **model_kwargs)
+    if tape.params is None:
+        with nn.intercept_methods(_replay_interceptor(rec, tape.layers)):
+            model.apply({**others, "params": direction}, jnp.zeros_like(images), mutable=True,
+                        **model_kwargs)
+    else:
+        # Nothing here may start before G exists: otherwise XLA may run the forward at θ_t
+        # early and keep its activations (what remat saves) alive through the plain step.
+        params, images, direction = jax.lax.optimization_barrier(
+            (tape.params, images, direction))
+        with nn.intercept_methods(_remat_interceptor(rec, tape.layers, tape.stats, direction)):
+            model.apply({**others, "params": params}, images, mutable=True, **model_kwargs)
     if rec.total is None:
         raise ConfigError("layer-wise GAR: the model called no Conv/Dense/norm layer")
     return rec.total * tape.scale  # δ are mean-loss gradients: 1/B of each example's own.

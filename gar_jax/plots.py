@@ -62,3 +62,54 @@ def split_probs_figure(probs, path, *, noisy_split: int = 0, title: str = ""):
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def ola_policy_figures(history, op_names, workdir: str) -> None:
+    """OLA: writes policy_over_training.png (p(k), keep probabilities) and policy_strengths.png
+    (each op's strength distribution over training) from `methods.ola.PolicyRecorder` records."""
+    import os
+
+    epochs = np.array([r["epoch"] for r in history])
+    p_k = np.array([r["p_k"] for r in history])            # [T, K]
+    p_keep = np.array([r["p_keep"] for r in history])      # [T, A]
+    p_level = np.array([r["p_level"] for r in history])    # [T, A, L]
+
+    fig, (ax_k, ax_keep) = plt.subplots(1, 2, figsize=(12, 4))
+    for k in range(p_k.shape[1]):
+        ax_k.plot(epochs, p_k[:, k], marker=".", label=f"k = {k + 1}")
+    ax_k.axhline(1 / p_k.shape[1], color="grey", linestyle=":", linewidth=1)
+    ax_k.set(xlabel="epoch", ylabel="p(k)", title="number of ops per image", ylim=(0, None))
+    ax_k.legend(fontsize=8)
+    colors = plt.cm.tab20(np.linspace(0, 1, len(op_names)))
+    for a, name in enumerate(op_names):
+        ax_keep.plot(epochs, p_keep[:, a], color=colors[a], label=name,
+                     linewidth=2.5 if name == "sample_pairing" else 1.2)
+    ax_keep.axhline(0.5, color="grey", linestyle=":", linewidth=1)
+    ax_keep.set(xlabel="epoch", ylabel="keep probability", title="keep probability per op",
+                ylim=(0, 1))
+    ax_keep.legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "policy_over_training.png"), dpi=110)
+    plt.close(fig)
+
+    cols = 5
+    rows = -(-len(op_names) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.2 * rows), squeeze=False)
+    vmax = max(p_level.max(), 1e-6)
+    for a, ax in enumerate(axes.flat):
+        if a >= len(op_names):
+            ax.set_visible(False)
+            continue
+        ax.imshow(p_level[:, a, :].T, origin="lower", aspect="auto", cmap="viridis", vmin=0,
+                  vmax=vmax, extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5,
+                                     p_level.shape[2] - 0.5))
+        ax.set_title(f"{op_names[a]}  keep {p_keep[-1, a]:.2f}", fontsize=8)
+        ax.tick_params(labelsize=6)
+        if a % cols == 0:
+            ax.set_ylabel("strength level", fontsize=7)
+        if a // cols == rows - 1:
+            ax.set_xlabel("epoch", fontsize=7)
+    fig.suptitle("strength distribution p(level | op) over training (colour: probability)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "policy_strengths.png"), dpi=110)
+    plt.close(fig)

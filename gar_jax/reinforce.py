@@ -15,6 +15,8 @@ Public API
     normalize_rewards(r, axis=None, eps=1e-8) -> float[...]
     RunningNormalizer(decay=0.9, eps=1e-8): .init() / .update(state, r) / .normalize(state, r)
     score_function_loss(log_probs, rewards, *, normalize=True) -> float[]
+    policy_update(meta_tx, params, opt_state, log_prob_fn, weights, *, at=None)
+        -> (params, opt_state): the one REINFORCE step of every method that uses it
     meta_optimizer(learning_rate, b1=0.9, clip=5.0, every_k=1) -> optax.GradientTransformation
     softmax_probs / softmax_log_probs / inverted_softmax_probs / inverted_softmax_log_probs
         (logits float[..., N]) -> float[..., N]
@@ -47,8 +49,9 @@ def _degenerate(spread: jax.Array, magnitude: jax.Array, eps: float) -> jax.Arra
 
 
 def normalize_rewards(r: jax.Array, axis: int | tuple[int, ...] | None = None,
-                      eps: float = 1e-8) -> jax.Array:
-    """(r − mean) / std over `axis` (None: all of r), the population std.
+                      eps: float = 1e-8, *, unbiased: bool = False) -> jax.Array:
+    """(r − mean) / std over `axis` (None: all of r), the population std (``unbiased``: the
+    n − 1 std, as ``torch.std`` in the authors' code).
 
     Where the rewards are all equal (up to eps relative to their magnitude: NSLR, or a constant
     reward) the result is exactly 0.0, never NaN; no division by zero happens, so the gradient
@@ -64,7 +67,7 @@ def normalize_rewards(r: jax.Array, axis: int | tuple[int, ...] | None = None,
     """
     r = jnp.asarray(r, jnp.result_type(r, jnp.float32))
     mean = jnp.mean(r, axis=axis, keepdims=True)
-    std = jnp.std(r, axis=axis, keepdims=True)
+    std = jnp.std(r, axis=axis, keepdims=True, ddof=1 if unbiased else 0)
     spread = jnp.max(r, axis=axis, keepdims=True) - jnp.min(r, axis=axis, keepdims=True)
     flat = _degenerate(spread, jnp.max(jnp.abs(r), axis=axis, keepdims=True), eps) | (std <= 0)
     safe_std = jnp.where(flat, 1.0, std)
@@ -158,6 +161,27 @@ def score_function_loss(log_probs: jax.Array, rewards: jax.Array, *,
                           f"{log_probs.shape} and {rewards.shape}")
     weights = normalize_rewards(rewards) if normalize else rewards
     return -jnp.mean(jax.lax.stop_gradient(weights) * log_probs)
+
+
+def policy_update(meta_tx: optax.GradientTransformation, params, opt_state, log_prob_fn: Callable,
+                  weights: jax.Array, *, at=None):
+    """One REINFORCE update of the meta-parameters (toy split, OLA, any later method).
+
+    Args:
+      meta_tx: e.g. `meta_optimizer`.
+      params, opt_state: the meta-parameters (any pytree) and their optimizer state.
+      log_prob_fn: ``fn(params) -> float[B]``, log π(c_n) of the sampled choices.
+      weights: float[B] normalized rewards (`normalize_rewards`, `RunningNormalizer`).
+      at: the parameters that sampled the choices, where the gradient is taken (default
+        `params`; the toy split samples batch t with φ_t and updates φ after step t+1).
+
+    Returns:
+      ``(new params, new opt_state)``.
+    """
+    at = params if at is None else at
+    grads = jax.grad(lambda p: score_function_loss(log_prob_fn(p), weights, normalize=False))(at)
+    updates, opt_state = meta_tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
 
 
 def meta_optimizer(learning_rate: float, b1: float = 0.9, clip: float | None = 5.0,

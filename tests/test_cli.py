@@ -1,5 +1,7 @@
-"""The command line: bad input is one line on stderr with exit status 2, before any compute;
-a tiny real toy split run writes results.json in the DESIGN contract form."""
+"""The command line as a new user meets it (real ``python -m gar_jax.main`` processes): bad
+input, a bad workdir or a bad config argument is one line on stderr with exit status 2, before
+any compute; a tiny real toy split run writes results.json in the DESIGN contract form; a workdir
+remembers its config and refuses another one (issue 8's defects, each tested)."""
 import json
 import os
 import subprocess
@@ -9,52 +11,86 @@ import numpy as np
 import pytest
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TOY = os.path.join(REPO, "configs", "toy_split.py")
 
+# name -> (arguments after the module, expected text of the one error line). Every process
+# runs in its own empty directory (its cwd) with `--workdir=run` unless the arguments name one.
 BAD = {
     "unknown_field": (["--config.nosuch=1"], "unknown config field 'nosuch'"),
     "unknown_dataset": (["--config.dataset=mnist"], "unknown dataset 'mnist'"),
     "unknown_net": (["--config.net=fc,resnet"], "unknown net 'resnet'"),
     "impossible_batch": (["--config.batch_size=5000"], "batch_size=5000 must be an integer in"),
+    # A workdir that is a file, or that cannot be created (/proc is not writable).
+    "workdir_is_a_file": (["--workdir=afile"], "--workdir=afile is an existing file"),
+    "workdir_not_writable": (["--workdir=/proc/gar_jax_test"],
+                             "--workdir=/proc/gar_jax_test cannot be created or written"),
+    # get_config's own message, not the traceback config_flags wraps around it.
+    "bad_config_argument": ([f"--config={REPO}/configs/digits_supervised.py:nope"],
+                            "unknown baseline 'nope'; choose one of none, baseline"),
+    "argument_not_taken": ([f"--config={TOY}:x"], "its get_config does not take that argument"),
+    # A dataset folder that a killed download left without dataset_info.json: tfds warns about
+    # it before our error unless the CLI silences that warning.
+    "missing_dataset": ([f"--config={REPO}/configs/cifar10_baseline.py",
+                         "--config.data_dir=tfds"], "tfds dataset 'cifar10' (train) is not"),
 }
-# FCBN with GAR: the frozen-BatchNorm per-example path (the notebook test runs NSLR).
+# FCBN with GAR: the frozen-BatchNorm per-example path (the notebook test runs NSLR). No
+# --workdir: runs/toy_split under the process's cwd.
 TINY = ["--config.net=fcbn", "--config.methods=gar", "--config.seeds=2",
         "--config.epochs=2", "--config.batch_size=500", "--config.meta_every=1",
         "--config.xla_opt_level=0"]
+TINY_ARGS = [f"--config={TOY}", *TINY]
 
 
-def _start(workdir, args):
-    command = [sys.executable, "-m", "gar_jax.main", "--config=configs/toy_split.py",
-               f"--workdir={workdir}", *args]
-    return subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": REPO})
+def _start(cwd, args, workdir="run"):
+    """``python -m gar_jax.main`` with `args` (the toy split config unless they name one) and
+    ``--workdir=<workdir>`` unless they name one or `workdir` is None."""
+    if not any(a.startswith("--config=") for a in args):
+        args = [f"--config={TOY}", *args]
+    if workdir and not any(a.startswith("--workdir=") for a in args):
+        args = [*args, f"--workdir={workdir}"]
+    return subprocess.Popen([sys.executable, "-m", "gar_jax.main", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONPATH": REPO})
+
+
+def _finish(proc):
+    out, err = proc.communicate(timeout=300)
+    return proc.returncode, out, err
 
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """All CLI processes, started together (they are independent) and then awaited."""
     root = tmp_path_factory.mktemp("cli")
-    procs = {name: (_start(root / name, args), root / name) for name, (args, _) in BAD.items()}
-    procs["tiny"] = (_start(root / "tiny", TINY), root / "tiny")
-    results = {}
-    for name, (proc, workdir) in procs.items():
-        out, err = proc.communicate(timeout=300)
-        results[name] = (proc.returncode, out, err, workdir)
-    return results
+    procs = {}
+    for name, (args, _) in BAD.items():
+        cwd = root / name
+        cwd.mkdir()
+        (cwd / "afile").write_text("not a directory\n")
+        (cwd / "tfds" / "cifar10" / "3.0.2").mkdir(parents=True)  # no dataset_info.json
+        procs[name] = (_start(cwd, args), cwd)
+    (root / "tiny").mkdir()
+    procs["tiny"] = (_start(root / "tiny", TINY_ARGS, workdir=None), root / "tiny")
+    return {name: (*_finish(proc), cwd) for name, (proc, cwd) in procs.items()}
 
 
 @pytest.mark.parametrize("name", list(BAD))
 def test_bad_input_is_one_line_exit_2_before_compute(runs, name):
-    code, out, err, workdir = runs[name]
+    code, out, err, cwd = runs[name]
     assert code == 2, (out, err)
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("gar_jax: error: "), err
     assert BAD[name][1] in lines[0]
-    assert not os.path.exists(workdir)  # rejected before the run made its workdir
+    assert not os.path.exists(cwd / "run")  # rejected before the run made its workdir
+    assert not os.path.exists(cwd / "runs")
+    assert (cwd / "afile").read_text() == "not a directory\n"
 
 
 def test_tiny_run_writes_contract_results(runs):
-    code, out, err, workdir = runs["tiny"]
+    code, out, err, cwd = runs["tiny"]
     assert code == 0, err[-2000:]
+    workdir = cwd / "runs" / "toy_split"  # no --workdir: named after the config file
+    assert f"no --workdir given; using {os.path.join('runs', 'toy_split')}" in err
     with open(workdir / "results.json") as f:
         results = json.load(f)
     assert set(results) == {"gar", "net", "config"} and results["net"] == "fcbn"
@@ -66,8 +102,27 @@ def test_tiny_run_writes_contract_results(runs):
     assert len(results["gar"]["auc_noisy"]) == len(results["gar"]["test_acc"]) == 2
     assert results["config"]["batch_size"] == 500
     assert "| fcbn | gar | 2 |" in out  # the table is printed
-    for name in ("table.md", "split_probs.png", "metrics.jsonl"):
+    for name in ("table.md", "split_probs.png", "fcbn_gar/metrics.jsonl"):  # engine run: subdir
         assert (workdir / name).exists()
+    with open(workdir / "config.json") as f:  # the workdir remembers its config
+        assert json.load(f) == results["config"]
+
+
+def test_another_config_on_a_used_workdir_is_refused_without_touching_it(runs):
+    """`--config.seeds=1` without --workdir used to overwrite the quick start's results."""
+    code, _, _, cwd = runs["tiny"]
+    assert code == 0
+    workdir = cwd / "runs" / "toy_split"
+    before = {p.name: p.stat().st_mtime_ns for p in workdir.iterdir()}
+    changed = [a for a in TINY_ARGS if not a.startswith("--config.seeds=")] + [
+        "--config.seeds=1", "--config.distribution=softmax"]
+    code, out, err = _finish(_start(cwd, changed, workdir=None))
+    assert code == 2, err
+    (line,) = err.strip().splitlines()[-1:]
+    assert line.startswith("gar_jax: error: --workdir=runs/toy_split holds a run of another "
+                           'config (distribution="inverted_softmax" there, "softmax" now; '
+                           "seeds=2 there, 1 now); use another --workdir"), line
+    assert {p.name: p.stat().st_mtime_ns for p in workdir.iterdir()} == before
 
 
 def test_default_workdir_is_named_after_the_config():

@@ -1,4 +1,5 @@
 """experiments/compare/run.py: statistics, reading cells, resuming, methods not yet available."""
+import ast
 import importlib.util
 import json
 import math
@@ -57,15 +58,18 @@ def test_read_cell_times(compare, tmp_path):
 def test_protocol_overrides_move_a_digits_config_onto_the_benchmark(compare):
     from gar_jax.train import defaults
 
-    config = defaults.digits("baseline")
+    config = defaults.load_config("digits_supervised:baseline")
     for override in compare.protocol_overrides():
         field, value = override[len("--config."):].split("=")
         *parents, leaf = field.split(".")
         node = config
         for p in parents:
             node = node[p]
-        node[leaf] = type(node[leaf])(value)
-    target = defaults.digits32_small("baseline")
+        try:  # as the CLI parses it: Python literals, else a string
+            node[leaf] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            node[leaf] = value
+    target = defaults.load_config("digits32_supervised:baseline")
     for field in compare.PROTOCOL_FIELDS:
         a, b = config, target
         for part in field.split("."):
@@ -131,5 +135,5 @@ def test_benchmark_standard_pipeline_does_not_flip():
     assert np.all(mirrored | np.all(flipped == images, axis=(1, 2, 3)))
     assert 16 <= mirrored.sum() <= 48
     from gar_jax.train import defaults
-    assert defaults.digits32_small("ra").standard.flip is False
-    assert defaults.table2("cifar10", "ra").standard.flip is True
+    assert defaults.load_config("digits32_supervised:ra").standard.flip is False
+    assert defaults.load_config("cifar10_ra").standard.flip is True

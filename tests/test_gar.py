@@ -11,7 +11,7 @@ import numpy as np
 import optax
 import pytest
 
-from gar_jax import gar
+from gar_jax import batchnorm, gar
 from gar_jax.errors import ConfigError
 
 B = 7          # batch; chunk size 3 does not divide it
@@ -142,7 +142,7 @@ def cases(float64):
 def _alignment_jit(model, method, chunk_size):
     """alignment with the frozen-BN loss built inside jit, as training code does."""
     def f(variables, batch, direction):
-        loss_fn = gar.frozen_bn_loss_fn(model, variables, batch,
+        loss_fn = batchnorm.frozen_bn_loss_fn(model, variables, batch,
                                         optax.softmax_cross_entropy_with_integer_labels,
                                         train=True)
         return gar.alignment(loss_fn, variables["params"], batch, direction, method=method,
@@ -174,14 +174,14 @@ def test_alignment_equals_per_example_grad_loop(cases, case):
 
 def test_frozen_bn_helper_matches_flax_train_forward(cases):
     model, variables, batch, _ = cases[("conv", True)]
-    loss_fn = gar.frozen_bn_loss_fn(model, variables, batch,
+    loss_fn = batchnorm.frozen_bn_loss_fn(model, variables, batch,
                                     optax.softmax_cross_entropy_with_integer_labels, train=True)
     logits, _ = model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
     np.testing.assert_allclose(
         loss_fn(variables["params"], batch),
         optax.softmax_cross_entropy_with_integer_labels(logits, batch["label"]), rtol=1e-13)
 
-    stats = gar.batch_norm_stats(model, variables, batch["image"], train=True)
+    stats = batchnorm.batch_norm_stats(model, variables, batch["image"], train=True)
     assert sorted(stats) == ["BatchNorm_0", "BatchNorm_1"]
     ref_stats = [None, None]
     ref_forward("conv", True, variables["params"], batch["image"], ref_stats)
@@ -198,10 +198,10 @@ def test_frozen_bn_helper_matches_flax_train_forward(cases):
     x = batch["image"].reshape(B, -1)
     twice = Twice()
     v = jax.tree.map(lambda a: a.astype(jnp.float64), twice.init(jax.random.key(0), x, train=False))
-    s = gar.batch_norm_stats(twice, v, x, train=True)
+    s = batchnorm.batch_norm_stats(twice, v, x, train=True)
     assert sorted(s) == ["BatchNorm_0", "BatchNorm_0#1"]
     ref_y, _ = twice.apply(v, x, train=True, mutable=["batch_stats"])
-    np.testing.assert_allclose(gar.apply_with_batch_stats(twice, v, x, s, train=True), ref_y,
+    np.testing.assert_allclose(batchnorm.apply_with_batch_stats(twice, v, x, s, train=True), ref_y,
                                rtol=1e-12, atol=1e-12)
 
 
@@ -212,8 +212,8 @@ def test_without_batchnorm_the_helper_changes_nothing(cases):
     def plain(params, batch):
         return ce(model.apply({"params": params}, batch["image"], train=True), batch["label"])
 
-    helper = gar.frozen_bn_loss_fn(model, variables, batch, ce, train=True)
-    assert gar.batch_norm_stats(model, variables, batch["image"], train=True) == {}
+    helper = batchnorm.frozen_bn_loss_fn(model, variables, batch, ce, train=True)
+    assert batchnorm.batch_norm_stats(model, variables, batch["image"], train=True) == {}
     for method in ("jvp", "vmap"):
         with_helper, without = jax.jit(lambda p, b, d: [
             gar.alignment(f, p, b, d, method=method) for f in (helper, plain)])(
@@ -222,7 +222,7 @@ def test_without_batchnorm_the_helper_changes_nothing(cases):
 
     # Eval-mode BatchNorm (running averages) is already per-example: it passes through.
     bn_model, bn_vars, _, _ = cases[("conv", True)]
-    frozen = gar.frozen_bn_loss_fn(bn_model, bn_vars, batch, ce, train=False)
+    frozen = batchnorm.frozen_bn_loss_fn(bn_model, bn_vars, batch, ce, train=False)
     np.testing.assert_allclose(
         frozen(bn_vars["params"], batch),
         ce(bn_model.apply(bn_vars, batch["image"], train=False), batch["label"]), rtol=1e-14)

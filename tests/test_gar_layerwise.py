@@ -1,6 +1,6 @@
 """Layer-wise GAR equals gar.alignment (vmap and jvp) under frozen batch statistics, in float64.
 
-The references are `gar.alignment(gar.frozen_bn_loss_fn(...), method="vmap" | "jvp")`, which
+The references are `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap" | "jvp")`, which
 tests/test_gar.py checks against a hand-written per-example loop; the layer-wise path shares no
 code with them except flax's BatchNorm-statistics rule.
 """
@@ -12,7 +12,7 @@ import optax
 import pytest
 from jax.sharding import PartitionSpec as P
 
-from gar_jax import gar
+from gar_jax import batchnorm, gar
 from gar_jax import gar_layerwise
 from gar_jax.errors import ConfigError
 from gar_jax.models.wrn import WideResNet
@@ -89,7 +89,7 @@ def test_layerwise_equals_vmap_and_jvp(name):
 
     @jax.jit
     def everything(variables, batch, direction):
-        per_example = gar.frozen_bn_loss_fn(model, variables, batch, loss_fn, train=True)
+        per_example = batchnorm.frozen_bn_loss_fn(model, variables, batch, loss_fn, train=True)
         refs = [gar.alignment(per_example, variables["params"], batch, direction, method=m)
                 for m in ("vmap", "jvp")]
         cap = gar_layerwise.capture(model, variables, batch, loss_fn, train=True)
@@ -139,7 +139,7 @@ def test_sharded_wrn_is_per_device(float64):
     def reference(variables, batch, direction):
         """Each device's shard with its own frozen statistics (vmap over shards)."""
         def one_shard(part):
-            pel = gar.frozen_bn_loss_fn(model, variables, part, loss_fn, train=True)
+            pel = batchnorm.frozen_bn_loss_fn(model, variables, part, loss_fn, train=True)
             return gar.alignment(pel, variables["params"], part, direction, method="jvp")
         shards = jax.tree.map(lambda a: a.reshape((devices, -1) + a.shape[1:]), batch)
         return jax.vmap(one_shard)(shards).reshape(-1)
@@ -159,3 +159,218 @@ def test_unsupported_layer_is_a_config_error():
     model, variables, batch, direction = _case(WithEmbed(), (2, 2, 1), 4)
     with pytest.raises(ConfigError, match="Embed_0.*method='jvp'"):
         gar_layerwise.capture(model, variables, batch, loss_fn, train=True)
+
+
+# ------------------------------------------------------------------ the contribution convention
+# Example n's contribution to the batch gradient: each layer's input a_n times the output-gradient
+# δ_n of the ordinary train-mode backward (through the batch statistics), summed over positions.
+
+
+class Explicit(nn.Module):
+    """Conv -> BatchNorm -> Conv -> GroupNorm -> Dense -> Dense that exposes, by flax's own
+    `sow` / `perturb`, every layer's input and output (for the output-gradients) and each norm's
+    normalized input x̂, computed here by hand."""
+
+    @nn.compact
+    def __call__(self, x, train: bool):
+        def linear(module, x):  # (sow / perturb names must differ from the module's)
+            self.sow("inputs", "in_" + module.name, x)
+            return self.perturb("out_" + module.name, module(x))
+
+        def norm(module, x, xhat):
+            self.sow("inputs", "in_" + module.name, xhat)
+            return self.perturb("out_" + module.name, module(x))
+
+        x = linear(nn.Conv(4, (3, 3), strides=2, padding=((1, 0), (0, 1)), name="conv0", **F64),
+                   x)
+        mean, var = x.mean((0, 1, 2)), x.var((0, 1, 2))
+        x = nn.relu(norm(nn.BatchNorm(use_running_average=not train, name="bn", **F64), x,
+                         (x - mean) * jax.lax.rsqrt(var + 1e-5)))
+        x = linear(nn.Conv(4, (3, 3), feature_group_count=2, padding="SAME", name="conv1",
+                           **F64), x)
+        g = x.reshape(x.shape[:3] + (2, 2))
+        xhat = ((g - g.mean((1, 2, 4), keepdims=True)) *
+                jax.lax.rsqrt(g.var((1, 2, 4), keepdims=True) + 1e-6)).reshape(x.shape)
+        x = nn.relu(norm(nn.GroupNorm(num_groups=2, name="gn", **F64), x, xhat))
+        x = nn.relu(linear(nn.Dense(5, name="dense0", **F64), x.mean((1, 2))))
+        return linear(nn.Dense(3, name="dense1", **F64), x)
+
+
+def _explicit_contributions(model, variables, batch):
+    """{layer: {leaf: [B, *leaf shape]}}: every example's contribution to the batch gradient,
+    built one example at a time from the captured inputs and output-gradients (the outer
+    products, for a conv summed over its positions), and the ordinary batch gradient."""
+    params = variables["params"]
+    zeros = jax.tree.map(jnp.zeros_like, variables["perturbations"])
+
+    def loss(params, perturbations):
+        logits, state = model.apply({"params": params, "batch_stats": variables["batch_stats"],
+                                     "perturbations": perturbations}, batch["image"],
+                                    train=True, mutable=["batch_stats", "inputs"])
+        return loss_fn(logits, batch["label"]).mean(), state["inputs"]
+
+    (grads, deltas), inputs = jax.grad(loss, argnums=(0, 1), has_aux=True)(params, zeros)
+    modules = {"conv0": nn.Conv(4, (3, 3), strides=2, padding=((1, 0), (0, 1)), **F64),
+               "conv1": nn.Conv(4, (3, 3), feature_group_count=2, padding="SAME", **F64),
+               "dense0": nn.Dense(5, **F64), "dense1": nn.Dense(3, **F64)}
+    out = {}
+    for key, (a,) in inputs.items():
+        name = key[len("in_"):]
+        d = deltas["out_" + name]
+        if name in modules:  # per example: d/dW Σ_pos δ_n ⊙ layer(a_n; W)
+            def one(a, d, module=modules[name], p=params[name]):
+                return jax.grad(lambda p: jnp.sum(module.apply({"params": p}, a[None]) *
+                                                  d[None]))(p)
+            out[name] = jax.vmap(one)(a, d)
+        else:  # norm layers: scale Σ_pos δ_n x̂_n, bias Σ_pos δ_n
+            out[name] = {"scale": jnp.sum(d * a, axis=(1, 2)), "bias": jnp.sum(d, axis=(1, 2))}
+    return out, grads
+
+
+def _per_leaf(tape, model, variables, images, direction):
+    """[leaves, B]: the tape's alignments with `direction` restricted to one parameter leaf at a
+    time (vmapped over the restricted directions), leaves in jax.tree.leaves order."""
+    leaves, treedef = jax.tree.flatten(direction)
+    count = len(leaves)
+    stacked = jax.tree.unflatten(treedef, [
+        jnp.stack([leaf if i == j else jnp.zeros_like(leaf) for i in range(count)])
+        for j, leaf in enumerate(leaves)])
+    return jax.vmap(lambda d: gar_layerwise.alignment_from_tape(
+        model, variables, tape, d, images, train=True))(stacked)
+
+
+@pytest.fixture(scope="module")
+def explicit_case():
+    model, variables, batch, direction = _case(Explicit(), (7, 7, 2), 5)
+    variables = {k: v for k, v in variables.items() if k != "inputs"}
+    variables["perturbations"] = jax.tree.map(jnp.zeros_like, variables["perturbations"])
+    return model, variables, batch, direction
+
+
+def test_contribution_per_layer_equals_explicit_outer_products(explicit_case):
+    model, variables, batch, direction = explicit_case
+
+    @jax.jit
+    def run(variables, batch, direction):
+        out = []
+        for remat in (False, True):
+            cap = gar_layerwise.capture(model, variables, batch, loss_fn, remat=remat,
+                                        convention="contribution", train=True)
+            out.append(_per_leaf(cap.tape, model, variables, batch["image"], direction))
+        return out, _explicit_contributions(model, variables, batch)
+
+    got, (contributions, grads) = run(variables, batch, direction)
+    # The reference's contributions sum to the batch gradient.
+    jax.tree.map(lambda c, g: np.testing.assert_allclose(c.sum(0), g, rtol=1e-10, atol=1e-12),
+                 contributions, grads)
+    # Each leaf's alignment: B ⟨c_n, G⟩ for every example n.
+    want = np.stack(jax.tree.leaves(jax.tree.map(
+        lambda c, g: B * jnp.sum(c * g, axis=tuple(range(1, c.ndim))), contributions,
+        direction)))
+    for per_leaf in got:  # without and with remat
+        np.testing.assert_allclose(per_leaf, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
+
+
+def _mlp_case():
+    class MLP(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            x = nn.relu(nn.Dense(6, **F64)(x.reshape(x.shape[0], -1)))
+            return nn.Dense(3, **F64)(nn.tanh(nn.Dense(5, **F64)(x)))
+    return _case(MLP(), (3, 2, 1), 6)
+
+
+def _conv_case():
+    class ConvNet(nn.Module):
+        @nn.compact
+        def __call__(self, x, train: bool):
+            x = nn.relu(nn.Conv(3, (3, 3), strides=2, **F64)(x))
+            x = nn.relu(nn.Conv(4, (2, 2), padding="VALID", use_bias=False, **F64)(x))
+            return nn.Dense(3, **F64)(x.mean((1, 2)))
+    return _case(ConvNet(), (6, 6, 2), 7)
+
+
+SUM_CASES = {"mlp": _mlp_case, "conv": _conv_case, **CASES,
+             "wrn_group": lambda: _case(WideResNet(10, 1, 3, norm="group", dtype=jnp.float64),
+                                        (8, 8, 1), 8)}
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv", "zoo_group", "wrn_batch"])
+def test_contributions_sum_to_the_batch_gradient(name):
+    """Σ_n GAR_n = B ⟨∇L, G⟩ leaf by leaf (contribution convention; remat gives the same);
+    without BatchNorm contribution == frozen (== vmap(grad), test above and here). (A net with
+    BatchNorm and GroupNorm: the explicit reference above.)"""
+    model, variables, batch, direction = SUM_CASES[name]()
+    has_bn = "batch_stats" in variables
+
+    @jax.jit
+    def run(variables, batch, direction):
+        cap = gar_layerwise.capture(model, variables, batch, loss_fn, convention="contribution",
+                                    train=True)
+        per_leaf = _per_leaf(cap.tape, model, variables, batch["image"], direction)
+        remat = gar_layerwise.capture(model, variables, batch, loss_fn, remat=True,
+                                      convention="contribution", train=True)
+        others = [gar_layerwise.alignment_from_tape(model, variables, remat.tape, direction,
+                                                    batch["image"], train=True)]
+        if not has_bn:
+            others.append(gar_layerwise.alignment(model, variables, batch, direction, loss_fn,
+                                                  train=True))  # frozen
+        if name in ("mlp", "conv"):
+            others.append(gar.alignment(lambda p, b: loss_fn(model.apply(
+                {"params": p}, b["image"], train=True), b["label"]), variables["params"], batch,
+                direction, method="vmap"))
+        return per_leaf, cap.grads, others
+
+    per_leaf, grads, others = run(variables, batch, direction)
+    want = B * np.array([np.sum(g * d) for g, d in zip(jax.tree.leaves(grads),
+                                                       jax.tree.leaves(direction))])
+    rtol = 1e-9 if name != "wrn_batch" else 1e-5  # the WRN's logits are float32
+    np.testing.assert_allclose(per_leaf.sum(1), want, rtol=rtol, atol=rtol * np.abs(want).max())
+    contribution = per_leaf.sum(0)
+    close = lambda x: np.testing.assert_allclose(  # noqa: E731
+        x, contribution, rtol=rtol, atol=rtol * np.abs(contribution).max())
+    close(others[0])  # remat
+    for other in others[1:]:  # BatchNorm-free: frozen, vmap
+        close(other)
+
+
+def test_sharded_groupnorm_wrn_equals_one_device():
+    """GroupNorm WRN, contribution convention, remat tape: 8 devices (shard_map over the batch)
+    give the numbers of one device."""
+    remat = True
+    mesh = make_mesh()
+    model, variables, batch, direction = SUM_CASES["wrn_group"]()
+    spec = gar_layerwise.Tape(layers=P(DATA_AXIS), scale=P(), params=P(), stats=P(DATA_AXIS))
+
+    def capture(variables, images, labels, axis_name=None):
+        return gar_layerwise.capture(model, variables, {"image": images, "label": labels},
+                                     loss_fn, axis_name=axis_name, convention="contribution",
+                                     remat=remat, train=True)
+
+    sharded_capture = jax.shard_map(
+        lambda v, x, y: (lambda c: (c.grads, c.tape))(capture(v, x, y, DATA_AXIS)), mesh=mesh,
+        in_specs=(P(), P(DATA_AXIS), P(DATA_AXIS)), out_specs=(P(), spec))
+    replay = lambda v, tape, x, d: gar_layerwise.alignment_from_tape(  # noqa: E731
+        model, v, tape, d, x, train=True)
+    sharded_replay = jax.shard_map(replay, mesh=mesh,
+                                   in_specs=(P(), spec, P(DATA_AXIS), P()),
+                                   out_specs=P(DATA_AXIS))
+
+    @jax.jit
+    def run(variables, batch, direction):
+        grads, tape = sharded_capture(variables, batch["image"], batch["label"])
+        one = capture(variables, batch["image"], batch["label"])
+        return (grads, sharded_replay(variables, tape, batch["image"], direction), one.grads,
+                replay(variables, one.tape, batch["image"], direction))
+
+    grads8, got8, grads1, got1 = run(variables, batch, direction)
+    np.testing.assert_allclose(got8, got1, rtol=1e-5, atol=1e-5 * np.abs(got1).max())
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+                 grads8, grads1)
+
+
+def test_bad_convention_is_a_config_error():
+    model, variables, batch, _ = _mlp_case()
+    with pytest.raises(ConfigError, match="convention='contrib'"):
+        gar_layerwise.capture(model, variables, batch, loss_fn, convention="contrib",
+                              train=True)

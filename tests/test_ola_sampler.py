@@ -144,3 +144,18 @@ def test_json_round_trip_and_replay_distribution():
         np.testing.assert_allclose(probs, ola.probabilities(params)[name], rtol=1e-5, atol=1e-7)
     with pytest.raises(ola.ConfigError, match="op names"):
         ola.to_json(params, ["a", "b"])
+
+
+@pytest.mark.parametrize("replace", [True, False])
+def test_op_probability_equals_enumeration(replace):
+    """P(an image gets op a applied) of the uniform learned-policy report, against the exact
+    enumeration of every configuration, for a 2-member ensemble (mixture of the members)."""
+    members = [_random_params(seed, num_ops=3, num_levels=2, max_ops=3) for seed in (5, 6)]
+    expected = np.zeros(3)
+    for params in members:
+        for op_indices, _, active, _, probability in _enumerate(params, replace):
+            for a in set(np.asarray(op_indices)[np.asarray(active)].tolist()):
+                expected[a] += probability / len(members)
+    ensemble = jax.tree.map(lambda *x: jnp.stack(x), *members)
+    np.testing.assert_allclose(ola.op_probability(ensemble, replace=replace), expected,
+                               rtol=1e-6)

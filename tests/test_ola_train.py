@@ -17,8 +17,9 @@ from gar_jax.data import sources
 from gar_jax.data.device import DeviceDataset
 from gar_jax.errors import ConfigError
 from gar_jax.methods import ola
-from gar_jax.train import loop
+from gar_jax.train import engine
 from gar_jax.train.checkpoint import Checkpointer
+from gar_jax.train.defaults import load_config
 from gar_jax.train.mesh import make_mesh, replicated
 
 
@@ -31,7 +32,7 @@ SPACE = spaces.SearchSpace("tiny", (spaces.Op("invert"),
 
 
 def _tiny_config(**overrides):
-    c = ola.digits_config()
+    c = load_config("digits_ola")
     c.model.depth, c.model.width, c.model.groups, c.model.norm = 10, 1, 4, "group"
     c.batch_size, c.eval_batch_size = 256, 360
     c.num_epochs, c.warmup_epochs = 2, 1.0   # 5 steps per epoch: pairs straddle epochs
@@ -52,7 +53,7 @@ def run8():
     """8 devices, layer-wise GAR; the pair step may be traced only once in this module."""
     config = _tiny_config()
     ola.validate(config)
-    setup = loop.build(config)
+    setup = engine.build(config)
     space = SPACE
     state = ola.init_state(setup.state, config, space)
     pure = ola.make_pair_step(setup.model, setup.tx, setup.mesh, space, ola.meta_optimizer(config),
@@ -95,12 +96,11 @@ def test_killed_run_resumes_exactly_and_writes_what_was_learned(run8, tmp_path):
     full_dir, killed_dir = str(tmp_path / "full"), str(tmp_path / "killed")
 
     def fit(workdir, **kwargs):
-        recorder = ola.PolicyRecorder(workdir, space)
-        return loop.fit(config, workdir, setup, advance=advance, state=_copy(state),
-                        steps_per_call=2, on_epoch_end=[recorder], **kwargs), recorder
+        method = engine.Method(state=_copy(state), advance=advance, steps_per_call=2,
+                               report=ola.PolicyRecorder(space, config))
+        return engine.train(config, workdir, setup, method, **kwargs)
 
-    os.makedirs(full_dir)
-    full, _ = fit(full_dir)
+    full = fit(full_dir)
 
     class Killed(Exception):
         pass
@@ -109,11 +109,10 @@ def test_killed_run_resumes_exactly_and_writes_what_was_learned(run8, tmp_path):
         if step == 6:
             raise Killed()
 
-    os.makedirs(killed_dir)
     with pytest.raises(Killed):
         fit(killed_dir, on_step=[kill_at_6])
     assert Checkpointer(os.path.join(killed_dir, "checkpoints")).latest_step() == 4
-    resumed, recorder = fit(killed_dir)
+    resumed = fit(killed_dir)
     a, _ = Checkpointer(os.path.join(full_dir, "checkpoints")).restore(state)
     b, _ = Checkpointer(os.path.join(killed_dir, "checkpoints")).restore(state)
     assert int(a.step) == int(b.step) == 10
@@ -121,7 +120,16 @@ def test_killed_run_resumes_exactly_and_writes_what_was_learned(run8, tmp_path):
     assert resumed["curves"]["test_accuracy"] == full["curves"]["test_accuracy"]
 
     # What was learned: one record per epoch (the resumed epoch's newest wins), JSON, plots.
-    assert [r["epoch"] for r in recorder.history] == [1, 2]
+    with open(os.path.join(killed_dir, "policy_history.jsonl")) as f:
+        assert sorted({json.loads(line)["epoch"] for line in f}) == [1, 2]
+    assert resumed["ola"]["final_policy"]["epoch"] == 2
+    # The uniform learned-policy report: P(op applied) from p(k), the uniform op choice and the
+    # keep probabilities of the final policy.
+    learned = resumed["learned_policy"]
+    assert learned["destructive_op"] == "sample_pairing"
+    assert list(learned["op_probability"]) == list(space.op_names)
+    np.testing.assert_allclose(list(learned["op_probability"].values()),
+                               ola_policy.op_probability(jax.device_get(b.policy)), rtol=1e-6)
     for name in ("policy.json", "policy_over_training.png", "policy_strengths.png"):
         assert os.path.getsize(os.path.join(killed_dir, name)) > 0
     with open(os.path.join(killed_dir, "policy.json")) as f:
@@ -154,6 +162,8 @@ def test_replay_applies_the_stored_probabilities():
     ({"ola.gar_method": "backprop"}, "gar_method"),
     ({"ola.reward": "loss"}, "reward"),
     ({"ola.ensemble_size": 3}, "multiple of config.ola.ensemble_size"),
+    ({"ola.reward_normalization": "global"}, "reward_normalization"),
+    ({"ola.reward_normalization": "sampler", "ola.ensemble_size": 256}, ">= 2 images per"),
     ({"augment": "ra"}, "learns the policy itself"),
     ({"model.dropout_rate": 0.3}, "dropout_rate must be 0"),
     ({"ola.replace": False, "ola.max_ops": 16}, "without replacement"),
@@ -180,7 +190,9 @@ def test_every_ola_config_validates():
             assert (config.dataset, config.ola.space, config.model.depth, config.model.width,
                     config.num_epochs, config.batch_size) == (dataset, space, 28, 10, 200, 256)
             assert (config.ola.learning_rate, config.ola.b1, config.ola.ensemble_size,
-                    config.ola.gar_method) == (0.1, 0.0, 8, "layerwise")
+                    config.ola.reward_normalization, config.ola.gar_method) == (
+                        0.1, 0.0, 32, "sampler", "layerwise")  # the authors' protocol
+            assert config.batch_size // config.ola.ensemble_size == 8
     destructive = _load_config("digits_ola_destructive.py")
     ola.validate(destructive)
     assert ola.make_space(destructive).op_names[-1] == "sample_pairing"

@@ -187,3 +187,14 @@ def test_meta_optimizer_aggregates_clips_and_adams():
         reinforce.meta_optimizer(0.1, every_k=0)
     with pytest.raises(ConfigError, match="log_probs and rewards must both be"):
         reinforce.score_function_loss(jnp.zeros(3), jnp.zeros(4))
+
+
+def test_per_sampler_normalization_with_the_unbiased_std_by_hand():
+    """OLA's authors' protocol: each sampler normalizes its own B/E rewards with torch.std's
+    n - 1 std; a group of equal rewards gives exactly 0."""
+    r = np.array([[1.0, 2.0, 4.0, 9.0], [3.0, 3.0, 3.0, 3.0]], np.float32)
+    out = np.asarray(reinforce.normalize_rewards(jnp.asarray(r), axis=1, unbiased=True))
+    first = r[0]
+    np.testing.assert_allclose(out[0], (first - first.mean()) / first.std(ddof=1), rtol=1e-6)
+    np.testing.assert_array_equal(out[1], 0.0)
+    np.testing.assert_allclose(np.std(out[0], ddof=1), 1.0, rtol=1e-6)

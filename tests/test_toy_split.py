@@ -234,43 +234,50 @@ def test_run_writes_outputs_and_skips_finished_parts_on_rerun(tmp_path, capsys):
     assert written["net"] == "fc" and written["config"]["epochs"] == 2
     with open(os.path.join(workdir, "fc", "results.json")) as f:
         assert json.load(f) == written
-    with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    with open(os.path.join(workdir, "fc_gar", "metrics.jsonl")) as f:  # the engine's metrics
         lines = [json.loads(line) for line in f]
-    assert [(r["net"], r["method"], r["epoch"], r["step"]) for r in lines] == [
-        ("fc", "gar", 1, 14), ("fc", "gar", 2, 28)]
+    assert [(r["step"], r["epoch"]) for r in lines if "train/loss" in r] == [(14, 1), (28, 2)]
+    np.testing.assert_allclose([r["train/loss"] for r in lines if "train/loss" in r],
+                               np.asarray(written["gar"]["train_loss"]).reshape(3, 2, 14)
+                               .mean(axis=(0, 2)), rtol=1e-4)
+    assert [r["test/accuracy"] for r in lines if "test/accuracy" in r][-1] == pytest.approx(
+        np.mean(written["gar"]["test_acc"]))
     table = open(os.path.join(workdir, "table.md")).read()
     assert f"| fc | gar | 3 | {noisy.mean():.3f} ± {noisy.std():.3f} |" in table
     assert table in capsys.readouterr().out
     png = Image.open(os.path.join(workdir, "split_probs.png"))
     assert png.format == "PNG" and png.size[0] > 300
 
-    part = os.path.join(workdir, "parts", "fc_gar.json")
+    part = os.path.join(workdir, "fc_gar", "results.json")
     mtime = os.path.getmtime(part)
     second = toy_split.run(config, workdir)  # same config: nothing is recomputed
     assert os.path.getmtime(part) == mtime and second == first
-    assert "already done" in capsys.readouterr().err
-    config.seed = 1  # a changed config recomputes (other seeds: other results)
-    assert toy_split.run(config, workdir)["gar"]["test_acc"] != first["gar"]["test_acc"]
+    config.seed = 1  # a changed config is refused, never silently mixed with the old results
+    with pytest.raises(ConfigError, match="other values of seed; use a new workdir"):
+        toy_split.run(config, workdir)
 
 
-# ---------------------------------------------------------------------------------------------
-# The notebook
-# ---------------------------------------------------------------------------------------------
-def test_notebook_runs_a_tiny_configuration(tmp_path, monkeypatch):
-    nbformat = pytest.importorskip("nbformat")
-    nbclient = pytest.importorskip("nbclient")
-    nb = nbformat.read(os.path.join(REPO, "notebooks", "toy_split.ipynb"), as_version=4)
-    assert "gar_jax @ git+" in nb.cells[1].source and "find_spec" in nb.cells[1].source
-    (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    params.source = ('NET = "cnnbn"\nMETHODS = "nslr"\nSEEDS = 2\nEPOCHS = 2\nBATCH_SIZE = 500\n'
-                     'WORKDIR = "run"\nOVERRIDES = {"xla_opt_level": 0}\n')
-    monkeypatch.setenv("PYTHONPATH", REPO)  # the kernel imports this checkout's gar_jax
-    nbclient.NotebookClient(nb, timeout=120, kernel_name="python3",
-                            resources={"metadata": {"path": str(tmp_path)}}).execute()
-    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs]
-    assert any("image/png" in o.get("data", {}) for o in outputs)
-    assert any("| cnnbn | nslr | 2 |" in o.get("data", {}).get("text/markdown", "")
-               for o in outputs)
-    with open(tmp_path / "run" / "results.json") as f:
-        probs = np.asarray(json.load(f)["nslr"]["split_probs"])
-    assert probs.shape == (2, 4, 10) and np.all(np.isfinite(probs))
+def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
+    """The toy split on the engine: a run stopped by SIGTERM after epoch 1 checkpoints there and
+    its resumption ends exactly where an uninterrupted run ends (vmapped seeds and all)."""
+    import signal
+
+    from gar_jax.train import engine
+
+    config = load_config(**{**SMALL, "epochs": 3, "progress_bar": False})
+    digits = sources.load("digits", "train"), sources.load("digits", "test")
+    full = engine.train(config, str(tmp_path / "full"), None,
+                        toy_split.method_for(config, "fc", "gar", *digits))
+
+    def sigterm_after_epoch_1(step, state):
+        if step == 14:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    workdir = str(tmp_path / "stopped")
+    with pytest.raises(engine.Preempted, match="at step 14"):
+        engine.train(config, workdir, None, toy_split.method_for(config, "fc", "gar", *digits),
+                     on_step=[sigterm_after_epoch_1])
+    resumed = engine.train(config, workdir, None,
+                           toy_split.method_for(config, "fc", "gar", *digits))
+    assert resumed["toy_split"] == full["toy_split"]
+    assert resumed["curves"]["train_loss"] == full["curves"]["train_loss"]

@@ -4,6 +4,7 @@ import importlib.util
 import json
 import math
 import os
+import signal
 
 import chex
 import jax
@@ -16,7 +17,8 @@ from gar_jax.data import sources
 from gar_jax.data.device import DeviceDataset
 from gar_jax.errors import ConfigError
 from gar_jax.models.wrn import WideResNet
-from gar_jax.train import defaults, loop, optim, steps
+from gar_jax.methods import supervised
+from gar_jax.train import defaults, engine, optim, steps
 from gar_jax.train.checkpoint import Checkpointer
 from gar_jax.train.mesh import data_sharding, make_mesh, replicated
 
@@ -37,8 +39,13 @@ def _tiny_config(**overrides):
 
 
 def _copy(state):
-    # fit() donates its state: hand each run its own buffers.
+    # The engine's steps donate the state: hand each run its own buffers.
     return jax.tree.map(jnp.copy, state)
+
+
+def _fit(config, workdir, setup, *, advance, state, **kwargs):
+    return engine.train(config, workdir, setup, engine.Method(state=state, advance=advance),
+                        **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +54,7 @@ def resumable():
     that may be traced only once (shared by the tests below to compile it once)."""
     config = _tiny_config(batch_size=256, checkpoint_every_steps=3, log_every_steps=2,
                           **{"model.norm": "group"})
-    setup = loop.build(config)
+    setup = engine.build(config)
     pure = steps.make_train_step(setup.model, setup.tx, setup.mesh, augment=setup.augment,
                                  schedule=setup.schedule, jit=False)
     train_step = steps.jit_step(chex.assert_max_traces(pure, n=1), setup.mesh)
@@ -171,7 +178,7 @@ def test_optimizer_matches_pytorch_sgd_semantics():
 
 def test_killed_run_resumes_to_identical_parameters(resumable, tmp_path):
     config, setup, advance = resumable
-    full = loop.fit(config, str(tmp_path / "full"), setup, advance=advance,
+    full = _fit(config, str(tmp_path / "full"), setup, advance=advance,
                     state=_copy(setup.state))
     final_full = Checkpointer(str(tmp_path / "full" / "checkpoints"))
 
@@ -184,13 +191,13 @@ def test_killed_run_resumes_to_identical_parameters(resumable, tmp_path):
 
     killed = str(tmp_path / "killed")
     with pytest.raises(Killed):
-        loop.fit(config, killed, setup, advance=advance, state=_copy(setup.state),
+        _fit(config, killed, setup, advance=advance, state=_copy(setup.state),
                  on_step=[kill_at_7])
     at_kill = Checkpointer(os.path.join(killed, "checkpoints"))
     assert at_kill.latest_step() == 6
     meta = at_kill.restore(setup.state)[1]
     assert (meta["epoch"], meta["position"], meta["curves"]["epoch"]) == (1, 1, [1])
-    resumed = loop.fit(config, killed, setup, advance=advance, state=_copy(setup.state))
+    resumed = _fit(config, killed, setup, advance=advance, state=_copy(setup.state))
 
     a, _ = final_full.restore(setup.state)
     b, _ = Checkpointer(os.path.join(killed, "checkpoints")).restore(setup.state)
@@ -209,6 +216,35 @@ def test_killed_run_resumes_to_identical_parameters(resumable, tmp_path):
     assert setup.train_data._gather._cache_size() == 1
 
 
+def test_sigterm_checkpoints_the_current_step_and_resumes_to_the_same_end(resumable, tmp_path,
+                                                                          capsys):
+    config, setup, advance = resumable
+    full = _fit(config, str(tmp_path / "full"), setup, advance=advance, state=_copy(setup.state))
+    workdir = str(tmp_path / "preempted")
+
+    def sigterm_at_4(step, state):
+        if step == 4:  # periodic checkpoints are at 3 and 6: 4 is saved only because of SIGTERM
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    handler = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(engine.Preempted, match="SIGTERM at step 4") as stopped:
+        _fit(config, workdir, setup, advance=advance, state=_copy(setup.state),
+             on_step=[sigterm_at_4])
+    assert stopped.value.signum == signal.SIGTERM
+    assert Checkpointer(os.path.join(workdir, "checkpoints")).latest_step() == 4
+    assert signal.getsignal(signal.SIGTERM) == handler  # the engine's handler is gone again
+    capsys.readouterr()
+    resumed = _fit(config, workdir, setup, advance=advance, state=_copy(setup.state))
+    assert "resumed from step 4 (epoch 0)" in capsys.readouterr().err
+    a, _ = Checkpointer(str(tmp_path / "full" / "checkpoints")).restore(setup.state)
+    b, _ = Checkpointer(os.path.join(workdir, "checkpoints")).restore(setup.state)
+    chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(b))
+    # The epoch the run resumed in is covered whole by its train metrics.
+    np.testing.assert_allclose(resumed["curves"]["train_loss"], full["curves"]["train_loss"],
+                               rtol=1e-6)
+    assert resumed["test_accuracy"] == full["test_accuracy"]
+
+
 def test_nan_loss_stops_after_last_good_checkpoint(resumable, tmp_path):
     config, setup, _ = resumable
     config = config.copy_and_resolve_references()
@@ -219,7 +255,7 @@ def test_nan_loss_stops_after_last_good_checkpoint(resumable, tmp_path):
         return state.replace(step=state.step + 1), {"loss": loss}
 
     with pytest.raises(FloatingPointError, match=r"nan at step 4.*last good checkpoint: step 3"):
-        loop.fit(config, str(tmp_path), setup, advance=advance, state=_copy(setup.state))
+        _fit(config, str(tmp_path), setup, advance=advance, state=_copy(setup.state))
     assert Checkpointer(str(tmp_path / "checkpoints")).latest_step() == 3
 
 
@@ -229,12 +265,12 @@ def test_tfds_cifar10_path_trains_under_mock_data():
     config.batch_size, config.eval_batch_size, config.num_epochs = 16, 16, 1
     config.warmup_epochs, config.progress_bar = 0.0, False
     with tfds.testing.mock_data(num_examples=32, policy=tfds.testing.MockPolicy.USE_CODE):
-        loop.validate(config)
-        setup = loop.build(config)
+        engine.validate(config)
+        setup = engine.build(config)
     assert setup.train_data.image_shape == (32, 32, 3) and setup.steps_per_epoch == 2
     assert setup.train_data.arrays["image"].dtype == jnp.uint8
     before = jax.device_get(setup.state.params)
-    state, metrics = loop.supervised_advance(setup)(setup.state, 0)
+    state, metrics = supervised.advance_fn(setup)(setup.state, 0)
     assert int(state.step) == 1 and np.isfinite(float(metrics["loss"]))
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()),
                          jax.device_get(state.params), before)
@@ -251,15 +287,15 @@ def test_tfds_cifar10_path_trains_under_mock_data():
 ])
 def test_bad_configs_fail_before_compute(override, message):
     with pytest.raises(ConfigError, match=message):
-        loop.validate(_tiny_config(**override))
+        engine.validate(_tiny_config(**override))
 
 
 def test_missing_tfds_dataset_fails_with_instructions(tmp_path):
     config = defaults.supervised("cifar100")
     config.data_dir = str(tmp_path)
-    loop.validate(config)
+    engine.validate(config)
     with pytest.raises(ConfigError, match="download_and_prepare"):
-        loop.build(config)
+        engine.build(config)
 
 
 def _load_config(path, arg=None):
@@ -276,11 +312,11 @@ def test_every_supervised_config_validates():
     assert len(paths) == 12
     for path in paths:
         config = _load_config(path)
-        loop.validate(config)  # also builds the policy
+        engine.validate(config)  # also builds the policy
         assert (config.model.depth, config.model.width, config.num_epochs, config.batch_size,
                 config.learning_rate, config.weight_decay, config.warmup_epochs,
                 config.grad_clip_norm) == (28, 10, 200, 256, 0.1, 5e-4, 5.0, 5.0)
     ra100 = _load_config(os.path.join(configs, "cifar100_ra.py")).augment_kwargs
     assert (ra100.n, ra100.m) == (2, 14)
     for baseline in ("none",) + defaults.BASELINES:
-        loop.validate(_load_config(os.path.join(configs, "digits_supervised.py"), baseline))
+        engine.validate(_load_config(os.path.join(configs, "digits_supervised.py"), baseline))

@@ -13,6 +13,7 @@ import jax.numpy as jnp
 
 from gar_jax.data import sources
 from gar_jax.methods import toy_split
+from gar_jax.train import defaults
 
 
 def main():
@@ -27,7 +28,7 @@ def main():
           f"{jax.devices()[0].platform}")
     print(f"{'xla_opt_level':>13} | {'compile (s)':>11} | {'run (s)':>8} | {'total (s)':>9}")
     for level in (-1, 0, 1, 2):
-        config = toy_split.default_config()
+        config = defaults.load_config("toy_split")
         config.update(net=args.net, methods=args.method, seeds=args.seeds, epochs=args.epochs,
                       xla_opt_level=level)
         toy_split.validate(config)

@@ -17,8 +17,10 @@ The level of a skipped op is never used, so it is not part of the configuration 
 
 Parameters are a plain pytree `{"k_logits": [K], "level_logits": [A, L], "keep_logits": [A]}`
 (float32, zero init = uniform, keep probability 1/2), or an ensemble of E independent policies
-with a leading axis E on every leaf. As in the authors' code (8 samplers, 8 images each), the batch
-is cut into E contiguous groups of B / E examples and group e uses policy e.
+with a leading axis E on every leaf: the batch is cut into E contiguous groups of B / E examples and
+group e uses policy e. (The authors ran 4 GPUs x 8 samplers x 8 images: 32 independent samplers
+of 8 images, each normalizing its own rewards; `gar_jax.methods.ola` offers both that protocol and
+normalization over the global batch.)
 
 Public API
     init_params(num_ops, *, num_levels=31, max_ops=4, ensemble_size=None) -> params
@@ -27,6 +29,7 @@ Public API
     log_prob(params, sample, *, replace=True) -> [B]          (differentiable in params)
     augment(params, space, key, images, *, standard=None, replace=True) -> (images, PolicySample)
     probabilities(params) / summary(params)                    (p_k, p_level, p_keep)
+    op_probability(params, *, replace=True) -> [A]   P(an image gets op a applied)
     to_json(params, op_names) / params_from_json(text)
     replay(text, space, *, standard=None) -> policy(key, images) -> images   (fixed replay)
 """
@@ -252,6 +255,26 @@ def summary(params: dict) -> dict:
     """Ensemble-averaged (mixture-marginal) p(k) [K], keep probability [A], level dist [A, L]."""
     probs = probabilities(params)
     return {name: value.mean(axis=0) for name, value in probs.items()}
+
+
+def op_probability(params: dict, *, replace: bool = True) -> np.ndarray:
+    """float64 [A]: the probability that an image gets op a applied (at least once) under the
+    policy (mixture over the ensemble, each member sampling B/E images).
+
+    With replacement each of the k slots draws a with probability 1/A and keeps it with
+    p_keep(a): P = Σ_k p(k) (1 − (1 − p_keep(a)/A)^k); without replacement a is among the k
+    drawn ops with probability k/A: P = Σ_k p(k) (k/A) p_keep(a).
+    """
+    probs = probabilities(params)
+    p_k, p_keep = probs["p_k"], probs["p_keep"]                 # [E, K], [E, A]
+    num_ops = p_keep.shape[-1]
+    k = np.arange(1, p_k.shape[-1] + 1, dtype=np.float64)       # [K]
+    if replace:
+        miss = (1.0 - p_keep / num_ops)[:, :, None] ** k          # [E, A, K]
+        per_member = np.einsum("ek,eak->ea", p_k, 1.0 - miss)
+    else:
+        per_member = (p_k @ k)[:, None] / num_ops * p_keep
+    return per_member.mean(axis=0)
 
 
 def to_json(params: dict, op_names: list[str], *, replace: bool = True) -> str:

@@ -34,20 +34,21 @@ from typing import Any, Callable, Optional
 import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from gar_jax import gar, gar_layerwise, reinforce
+from gar_jax import batchnorm, gar, gar_layerwise, reinforce
 from gar_jax.augment import ola, spaces
 from gar_jax.errors import ConfigError
-from gar_jax.train import loop, steps
+from gar_jax.models import variables
+from gar_jax.train import engine, steps
 from gar_jax.train.mesh import DATA_AXIS
 from gar_jax.train.state import TrainState
 
 GAR_METHODS = ("layerwise", "jvp", "vmap")
 REWARDS = ("gar", "nslr")
+REWARD_NORMALIZATIONS = ("batch", "sampler")
 
 
 @flax.struct.dataclass
@@ -64,58 +65,20 @@ class Options:
     """The static choices of an OLA step pair (from ``config.ola``)."""
     reward: str = "gar"
     gar_method: str = "layerwise"
+    gar_convention: str = "contribution"
+    gar_remat: bool = False
     chunk_size: Optional[int] = None
     replace: bool = True
     nslr_decay: float = 0.9
-
-
-def add_ola_section(config, space: str = "wide") -> ml_collections.ConfigDict:
-    """Turns a supervised config (`gar_jax.train.defaults`) into an OLA one, with the paper's
-    meta hyper-parameters (ALGORITHMS.md §4). Returns the config (changed in place)."""
-    config.experiment = "ola"
-    config.augment = "standard"    # the standard pipeline after the policy, and alone on plain
-    config.augment_kwargs = ml_collections.ConfigDict()  # steps
-    c = config.ola = ml_collections.ConfigDict()
-    c.space = space                # "wide" (WL, 19 ops) or "randaug" (RA, 14 ops)
-    c.destructive_op = False       # add an op that replaces the image by its batch neighbour
-    c.max_ops = 4                  # k in 1..max_ops ops per image
-    c.replace = True               # draw the k ops with replacement (authors' code)
-    c.ensemble_size = 8            # independent samplers; the batch is cut into as many groups
-    c.reward = "gar"               # "gar" or "nslr" (next-step loss, normalized across steps)
-    c.gar_method = "layerwise"     # "layerwise", "jvp" or "vmap" (all exact, same numbers)
-    c.chunk_size = 0               # jvp/vmap: examples per chunk (bounds memory); 0 = all
-    c.learning_rate = 0.1          # Adam on the policy logits
-    c.b1 = 0.0
-    c.clip = 5.0                   # gradient value clipping (0 = none)
-    c.nslr_decay = 0.9             # NSLR: running reward statistics' decay
-    return config
-
-
-def cifar_config(dataset: str, space: str = "wide") -> ml_collections.ConfigDict:
-    """Table 2's OLA runs (configs/cifar10_ola.py, cifar100_ola.py): the RandAugment protocol
-    (WRN-28-10, 200 epochs, batch 256) with OLA over `space` ("wide"/"wl" or "randaug"/"ra")."""
-    from gar_jax.train import defaults
-
-    return add_ola_section(defaults.supervised(dataset),
-                           {"wl": "wide", "ra": "randaug"}.get(space, space))
-
-
-def digits_config(*, destructive_op: bool = False) -> ml_collections.ConfigDict:
-    """The digits OLA run (configs/digits_ola*.py): WRN-10-2, 30 epochs, batch 64 (a few minutes
-    on a CPU), the RA space with CIFAR magnitudes (harsh on 8x8 images: something to learn),
-    2 samplers of 32 images each."""
-    from gar_jax.train import defaults
-
-    c = add_ola_section(defaults.digits("baseline"), "randaug")
-    c.ola.ensemble_size = 2
-    c.ola.destructive_op = destructive_op
-    return c
+    reward_normalization: str = "batch"
 
 
 def options(config) -> Options:
     c = config.ola
     return Options(reward=c.reward, gar_method=c.gar_method, chunk_size=c.chunk_size or None,
-                   replace=c.replace, nslr_decay=c.nslr_decay)
+                   gar_convention=c.gar_convention, gar_remat=c.gar_remat,
+                   replace=c.replace, nslr_decay=c.nslr_decay,
+                   reward_normalization=c.reward_normalization)
 
 
 DESTRUCTIVE_OP = spaces.DESTRUCTIVE_OP
@@ -137,7 +100,7 @@ def meta_optimizer(config) -> optax.GradientTransformation:
 
 def validate(config) -> None:
     """ConfigError on a bad config, before any data is loaded or compiled."""
-    loop.validate(config)
+    engine.validate(config)
     if "ola" not in config:
         raise ConfigError("an OLA config needs an `ola` section (see configs/cifar10_ola.py)")
     c = config.ola
@@ -149,6 +112,14 @@ def validate(config) -> None:
                           "(GAR) would see other dropout masks than the training step")
     if c.gar_method not in GAR_METHODS:
         raise ConfigError(f"config.ola.gar_method={c.gar_method!r} must be one of {GAR_METHODS}")
+    gar_layerwise.check_convention(c.gar_convention)
+    if c.reward_normalization not in REWARD_NORMALIZATIONS:
+        raise ConfigError(f"config.ola.reward_normalization={c.reward_normalization!r} must be "
+                          f"one of {REWARD_NORMALIZATIONS}")
+    if c.reward_normalization == "sampler" and config.batch_size // c.ensemble_size < 2:
+        raise ConfigError("config.ola.reward_normalization='sampler' needs >= 2 images per "
+                          f"sampler (batch_size={config.batch_size}, "
+                          f"ensemble_size={c.ensemble_size})")
     if c.reward not in REWARDS:
         raise ConfigError(f"config.ola.reward={c.reward!r} must be one of {REWARDS}")
     if c.max_ops < 1 or c.ensemble_size < 1:
@@ -183,29 +154,26 @@ def init_state(state: TrainState, config, space: spaces.SearchSpace) -> OLAState
 # ------------------------------------------------------------------------------- the step pair
 
 
-def _variables(params, batch_stats):
-    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-
-
-def _layerwise_fns(model, mesh):
+def _layerwise_fns(model, mesh, convention="frozen", remat=False):
     """Sharded (capture, replay) of `gar_layerwise` with the stack's grad_fn conventions."""
     def capture_local(params, batch_stats, images, labels):
         captured = gar_layerwise.capture(
-            model, _variables(params, batch_stats), {"image": images, "label": labels},
-            steps.cross_entropy, axis_name=DATA_AXIS, train=True)
+            model, variables(params, batch_stats), {"image": images, "label": labels},
+            steps.cross_entropy, axis_name=DATA_AXIS, convention=convention, remat=remat,
+            train=True)
         accuracy = jax.lax.pmean(jnp.mean(jnp.argmax(captured.logits, -1) == labels), DATA_AXIS)
         new_stats = (jax.lax.pmean(captured.model_state["batch_stats"], DATA_AXIS)
                      if batch_stats else batch_stats)
         metrics = {"loss": captured.loss, "accuracy": accuracy}
         return captured.grads, new_stats, metrics, captured.tape
 
-    tape_spec = gar_layerwise.Tape(layers=P(DATA_AXIS), scale=P())
+    tape_spec = gar_layerwise.Tape(layers=P(DATA_AXIS), scale=P(), params=P(), stats=P(DATA_AXIS))
     capture = jax.shard_map(capture_local, mesh=mesh,
                             in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS)),
                             out_specs=(P(), P(), P(), tape_spec))
 
     def replay_local(batch_stats, tape, images, direction):
-        return gar_layerwise.alignment_from_tape(model, _variables(direction, batch_stats), tape,
+        return gar_layerwise.alignment_from_tape(model, variables(direction, batch_stats), tape,
                                                  direction, images, train=True)
 
     replay = jax.shard_map(replay_local, mesh=mesh,
@@ -222,8 +190,8 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int]):
         params, batch_stats, images, labels, direction = jax.lax.optimization_barrier(
             (params, batch_stats, images, labels, direction))
         batch = {"image": images, "label": labels}
-        per_example = gar.frozen_bn_loss_fn(model, _variables(params, batch_stats), batch,
-                                            steps.cross_entropy, train=True)
+        per_example = batchnorm.frozen_bn_loss_fn(model, variables(params, batch_stats), batch,
+                                                  steps.cross_entropy, train=True)
         return gar.alignment(per_example, params, batch, direction, method=method,
                              chunk_size=chunk_size)
 
@@ -275,7 +243,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     the augmented batch of step t, `sample` its `PolicySample`, `labels` its labels."""
     grad_fn = steps.make_grad_fn(model, mesh)
     if opts.reward == "gar" and opts.gar_method == "layerwise":
-        capture, replay = _layerwise_fns(model, mesh)
+        capture, replay = _layerwise_fns(model, mesh, opts.gar_convention, opts.gar_remat)
     elif opts.reward == "gar":
         align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size)
     normalizer = reinforce.RunningNormalizer(decay=opts.nslr_decay)
@@ -302,18 +270,20 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                 rewards = replay(state.batch_stats, tape, images, g)
             else:
                 rewards = align(state.params, state.batch_stats, images, labels, g)
-            weights = reinforce.normalize_rewards(rewards)
+            if opts.reward_normalization == "sampler":  # each sampler its own B/E rewards
+                groups = ola.ensemble_size(state.policy)
+                weights = reinforce.normalize_rewards(
+                    rewards.reshape(groups, -1), axis=1, unbiased=True).reshape(-1)
+            else:
+                weights = reinforce.normalize_rewards(rewards)
         else:
             rewards = gar.nslr_reward(m_plain["loss"], labels.shape[0])
             weights = normalizer.normalize(reward_stats, rewards)
             reward_stats = normalizer.update(reward_stats, rewards)
         # 4. REINFORCE update of the policy.
-        policy_grads = jax.grad(lambda p: reinforce.score_function_loss(
-            ola.log_prob(p, sample, replace=opts.replace), weights, normalize=False))(
-                state.policy)
-        updates, policy_opt_state = meta_tx.update(policy_grads, state.policy_opt_state,
-                                                   state.policy)
-        policy = optax.apply_updates(state.policy, updates)
+        policy, policy_opt_state = reinforce.policy_update(
+            meta_tx, state.policy, state.policy_opt_state,
+            lambda p: ola.log_prob(p, sample, replace=opts.replace), weights)
         new = steps.apply_gradients(mid, g, batch_stats, tx).replace(
             policy=policy, policy_opt_state=policy_opt_state, reward_stats=reward_stats)
 
@@ -346,108 +316,56 @@ def run(config, workdir: str) -> dict:
     """Trains (or resumes) an OLA run; writes results.json, policy.json and the plots."""
     validate(config)
     space = make_space(config)
-    setup = loop.build(config)
-    if setup.total_steps % 2:
-        raise ConfigError(f"OLA runs whole step pairs: num_epochs * steps_per_epoch = "
-                          f"{setup.total_steps} must be even; change num_epochs or batch_size")
-    state = init_state(setup.state, config, space)
+    setup = engine.build(config)
     pair = make_pair_step(setup.model, setup.tx, setup.mesh, space, meta_optimizer(config),
                           options(config), standard=setup.augment, schedule=setup.schedule)
 
     def advance(state, step):
         return pair(state, setup.train_data.batch(step), setup.train_data.batch(step + 1))
 
-    os.makedirs(workdir, exist_ok=True)
-    recorder = PolicyRecorder(workdir, space, replace=config.ola.replace)
-    results = loop.fit(config, workdir, setup, advance=advance, state=state, steps_per_call=2,
-                       on_epoch_end=[recorder])
-    if jax.process_index() == 0:
-        results["ola"] = {"space": space.name, "ops": list(space.op_names),
-                          **{k: config.ola[k] for k in ("reward", "gar_method",
-                                                         "ensemble_size", "max_ops", "replace")},
-                          "final_policy": recorder.history[-1] if recorder.history else None}
-        with open(os.path.join(workdir, "results.json"), "w", encoding="utf-8") as f:
-            json.dump(results, f, indent=1)
-    return results
+    recorder = PolicyRecorder(space, config)
+    return engine.train(config, workdir, setup, engine.Method(
+        state=init_state(setup.state, config, space), advance=advance, steps_per_call=2,
+        report=recorder))
 
 
 # ------------------------------------------------------------------- what was learned, shown
 
 
 class PolicyRecorder:
-    """``on_epoch_end`` hook: appends the policy to ``policy_history.jsonl``, rewrites
-    ``policy.json`` and the two plots. A resumed run keeps the epochs already recorded (the
-    newest record of an epoch wins)."""
+    """The method's ``report``: appends the policy to ``policy_history.jsonl`` (a resumed run
+    keeps the epochs already recorded; the newest record of an epoch wins), rewrites
+    ``policy.json`` and the two plots, and returns results.json's ``learned_policy`` and
+    ``ola`` sections."""
 
-    def __init__(self, workdir: str, space: spaces.SearchSpace, *, replace: bool = True):
-        self.workdir, self.space, self.replace = workdir, space, replace
-        self.path = os.path.join(workdir, "policy_history.jsonl")
-        self.history = []
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
+    def __init__(self, space: spaces.SearchSpace, config):
+        self.space, self.config = space, config
+
+    def __call__(self, workdir: str, state, epoch: int, evaluation: dict) -> dict:
+        path = os.path.join(workdir, "policy_history.jsonl")
+        history = []
+        if os.path.exists(path):
+            with open(path, encoding="utf-8") as f:
                 by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
-            self.history = [by_epoch[e] for e in sorted(by_epoch)]
-
-    def __call__(self, epoch: int, state, evaluation: dict) -> None:
+            history = [by_epoch[e] for e in sorted(by_epoch) if e < epoch]
         policy = jax.device_get(state.policy)
-        summary = ola.summary(policy)
+        c = self.config.ola
         record = {"epoch": epoch, "test_accuracy": evaluation["accuracy"],
-                  **{k: v.tolist() for k, v in summary.items()}}
-        self.history = [r for r in self.history if r["epoch"] < epoch] + [record]
-        if jax.process_index() != 0:
-            return
-        with open(self.path, "a", encoding="utf-8") as f:
+                  **{k: v.tolist() for k, v in ola.summary(policy).items()}}
+        with open(path, "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
-        with open(os.path.join(self.workdir, "policy.json"), "w", encoding="utf-8") as f:
-            f.write(ola.to_json(policy, list(self.space.op_names), replace=self.replace))
-        plot_policy_history(self.history, self.space.op_names, self.workdir)
+        with open(os.path.join(workdir, "policy.json"), "w", encoding="utf-8") as f:
+            f.write(ola.to_json(policy, list(self.space.op_names), replace=c.replace))
+        from gar_jax import plots  # matplotlib: imported only when plotting
 
-
-def plot_policy_history(history, op_names, workdir: str) -> None:
-    """Writes policy_over_training.png and policy_strengths.png from `PolicyRecorder` records."""
-    from gar_jax.plots import plt
-
-    epochs = np.array([r["epoch"] for r in history])
-    p_k = np.array([r["p_k"] for r in history])            # [T, K]
-    p_keep = np.array([r["p_keep"] for r in history])      # [T, A]
-    p_level = np.array([r["p_level"] for r in history])    # [T, A, L]
-
-    fig, (ax_k, ax_keep) = plt.subplots(1, 2, figsize=(12, 4))
-    for k in range(p_k.shape[1]):
-        ax_k.plot(epochs, p_k[:, k], marker=".", label=f"k = {k + 1}")
-    ax_k.axhline(1 / p_k.shape[1], color="grey", linestyle=":", linewidth=1)
-    ax_k.set(xlabel="epoch", ylabel="p(k)", title="number of ops per image", ylim=(0, None))
-    ax_k.legend(fontsize=8)
-    colors = plt.cm.tab20(np.linspace(0, 1, len(op_names)))
-    for a, name in enumerate(op_names):
-        ax_keep.plot(epochs, p_keep[:, a], color=colors[a], label=name,
-                     linewidth=2.5 if name == "sample_pairing" else 1.2)
-    ax_keep.axhline(0.5, color="grey", linestyle=":", linewidth=1)
-    ax_keep.set(xlabel="epoch", ylabel="keep probability", title="keep probability per op",
-                ylim=(0, 1))
-    ax_keep.legend(fontsize=6, ncol=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "policy_over_training.png"), dpi=110)
-    plt.close(fig)
-
-    cols = 5
-    rows = -(-len(op_names) // cols)
-    fig, axes = plt.subplots(rows, cols, figsize=(3.0 * cols, 2.2 * rows), squeeze=False)
-    vmax = max(p_level.max(), 1e-6)
-    for a, ax in enumerate(axes.flat):
-        if a >= len(op_names):
-            ax.set_visible(False)
-            continue
-        ax.imshow(p_level[:, a, :].T, origin="lower", aspect="auto", cmap="viridis", vmin=0,
-                  vmax=vmax, extent=(epochs[0] - 0.5, epochs[-1] + 0.5, -0.5,
-                                     p_level.shape[2] - 0.5))
-        ax.set_title(f"{op_names[a]}  keep {p_keep[-1, a]:.2f}", fontsize=8)
-        ax.tick_params(labelsize=6)
-        if a % cols == 0:
-            ax.set_ylabel("strength level", fontsize=7)
-        if a // cols == rows - 1:
-            ax.set_xlabel("epoch", fontsize=7)
-    fig.suptitle("strength distribution p(level | op) over training (colour: probability)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "policy_strengths.png"), dpi=110)
-    plt.close(fig)
+        plots.ola_policy_figures(history + [record], self.space.op_names, workdir)
+        op_probability = ola.op_probability(policy, replace=c.replace)
+        return {
+            "learned_policy": {
+                "op_probability": dict(zip(self.space.op_names, op_probability.tolist())),
+                "destructive_op": spaces.DESTRUCTIVE_OP.name if c.destructive_op else None,
+                "policy_file": "policy.json"},
+            "ola": {"space": self.space.name, "ops": list(self.space.op_names),
+                    **{k: c[k] for k in ("reward", "gar_method", "ensemble_size", "max_ops",
+                                         "replace", "reward_normalization")},
+                    "final_policy": record}}

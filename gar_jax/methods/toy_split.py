@@ -11,26 +11,28 @@ One training step t (per seed; pure jnp, `_step`):
    weight decay (added to the gradient before momentum) gives θ_{t+1};
 3. for t > 0, reward batch t−1 with this G (the gradient at the updated parameters on the next
    batch): GAR_n = ⟨∇ℓ_n(θ_{t−1}), G⟩ with batch t−1's BatchNorm statistics at θ_{t−1} frozen
-   (`gar.frozen_bn_loss_fn`, forward-mode `gar.alignment`), or NSLR = −L_t; normalize the
+   (`batchnorm.frozen_bn_loss_fn`, forward-mode `gar.alignment`), or NSLR = −L_t; normalize the
    rewards (GAR per step, NSLR across steps); REINFORCE loss on the log-probabilities of batch
    t−1's sampled splits under the φ that sampled them; Adam (aggregated over ``meta_every``
    steps by `reinforce.meta_optimizer`) updates φ.
 
 Seeds are cheap: the whole per-seed state (parameters, φ, optimizer states, keys, even each
 seed's own splits and random labels) is vmapped over seeds and one epoch is a jitted
-``lax.scan`` over steps, compiled once per (net, method).
+``lax.scan`` over steps, compiled once per (net, method) (`_Trainer`).
 
-Outputs in ``workdir`` (`run`):
+The run (`run`) plugs each (net, method) into the training engine (`gar_jax.train.engine`) as
+a `Method` whose state is a `ToyState` (all seeds, plus the per-step history of split
+probabilities) and whose step is one epoch: checkpoints, resume, SIGTERM, metrics and the
+atomic results.json are the engine's. Outputs in ``workdir``:
+- ``<net>_<method>/``: that engine run (checkpoints/, metrics.jsonl, tensorboard/, its
+  results.json with the summary under ``toy_split``); rerunning resumes it, or reuses it when it
+  has finished;
 - ``results.json``: for a single net, the DESIGN contract form
   ``{"gar": {"split_probs": [seeds][steps][splits], "auc_noisy": [seeds], "auc_clean": [seeds],
   "test_acc": [seeds], "train_loss": [seeds][steps]}, "nslr": {...}, "net": name, "config": {...}}``;
   for several nets ``{net: {"gar": ..., "nslr": ...}, ..., "config": {...}}``, and each net's
-  contract-form file is ``<net>/results.json`` either way (`load_results` reads both forms).
-- ``table.md``: the Table-1-style AUC table (also printed); ``split_probs.png``: Figure 2;
-  ``metrics.jsonl``: one JSON line per (net, method, epoch).
-- ``parts/<net>_<method>.json``: finished (net, method) runs. Re-running on the same workdir
-  with the same config skips them (a changed config recomputes them), so an interrupted run
-  resumes at the first unfinished (net, method).
+  contract-form file is ``<net>/results.json`` either way (`load_results` reads both forms);
+- ``table.md``: the Table-1-style AUC table (also printed); ``split_probs.png``: Figure 2.
 
 AUC (Table 1): the area under a split's probability curve over training divided by the number of
 steps, i.e. the mean probability over steps (uniform sampling gives 1/S). ``auc_noisy`` is split
@@ -39,16 +41,15 @@ steps, i.e. the mean probability over steps (uniform sampling gives 1/S). ``auc_
 import hashlib
 import json
 import os
-import sys
-import time
+from typing import Any
 
+import flax
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
-from tqdm.auto import tqdm
 
+from gar_jax import batchnorm
 from gar_jax import gar
 from gar_jax import reinforce
 from gar_jax.data import sources
@@ -56,6 +57,9 @@ from gar_jax.data import splits
 from gar_jax.data import stats
 from gar_jax.errors import ConfigError
 from gar_jax.models import toy
+from gar_jax.models import variables
+from gar_jax.train import engine
+from gar_jax.train import optim
 
 METHODS = ("gar", "nslr")
 REWARD_NORMS = ("auto", "batch", "running")
@@ -68,49 +72,6 @@ _FIELDS = ("experiment", "dataset", "data_dir", "net", "methods", "seeds", "seed
 # --------------------------------------------------------------------------------------------
 # Config
 # --------------------------------------------------------------------------------------------
-def default_config() -> ml_collections.ConfigDict:
-    """The default toy split config: digits, offline, a few minutes on a 2-core CPU.
-
-    configs/toy_split.py returns it; configs/toy_split_cifar10.py changes it to the paper's
-    CIFAR-10 setting. It lives in the library so that an installed package (a notebook in Colab)
-    has it too.
-    """
-    c = ml_collections.ConfigDict()
-    c.experiment = "toy_split"     # gar_jax.main dispatches on this
-    c.dataset = "digits"           # digits | cifar10 | cifar100 | svhn (tfds, prepared once)
-    c.data_dir = ""                # tfds data_dir ("" = tfds' default); unused for digits
-    c.net = "fc,fcbn,cnnbn"        # one net or a comma list: fc | fcbn | cnnbn
-    c.methods = "gar,nslr"         # reward(s): gar (alignment) | nslr (next-step loss)
-    c.seeds = 10                   # seeds per (net, method), vmapped: one compiled run
-    c.seed = 0                     # seed i uses fold_in(key(seed), i)
-    c.num_splits = 10              # split 0 has random labels
-    c.distribution = "inverted_softmax"  # p over splits: inverted_softmax | softmax
-
-    # Training the net. Digits has 1437 images instead of CIFAR's 50000: the paper's batch of
-    # 1000 would give one step per epoch, so the batch is 100 (14 steps per epoch) and the run
-    # has 40 epochs = 560 steps, about the paper's 500 steps (and so about as many meta-steps).
-    c.batch_size = 100
-    c.epochs = 40
-    c.lr = 0.1                     # SGD, constant
-    c.momentum = 0.9               # Nesterov
-    c.weight_decay = 5e-4          # added to the gradient before momentum (PyTorch style)
-
-    # Meta-learning the split distribution: REINFORCE + Adam, as in the paper.
-    c.meta_lr = 0.1
-    c.meta_b1 = 0.9                # Adam's beta1
-    c.meta_clip = 5.0              # clip meta-gradient values to [-5, 5] (authors); 0 = off
-    c.meta_every = 10              # meta-gradients averaged over this many steps per update
-    c.reward_norm = "auto"         # auto: GAR per step, NSLR across steps | batch | running
-    c.running_decay = 0.9          # across-step normalizer's EMA decay (NSLR with auto)
-    c.alignment = "jvp"            # GAR computation: jvp (forward mode) | vmap (reference)
-
-    # XLA backend optimization level of the compiled steps (-1: XLA's default, 0..3). Level 1
-    # compiles the digits step ~2x faster than the default and runs it about as fast; level 0
-    # compiles fastest and runs slowest (experiments/toy_split/bench_compile.py). CIFAR: -1.
-    c.xla_opt_level = 1
-    return c
-
-
 def _names(value: str) -> list:
     return [v.strip() for v in str(value).split(",") if v.strip()]
 
@@ -154,9 +115,10 @@ def _check_list(field: str, names: list, allowed) -> None:
 def validate(config) -> None:
     """Raises ConfigError (one line, saying what to change) for a config `run` cannot run."""
     missing = [f for f in _FIELDS if f not in config]
-    extra = [f for f in config if f not in _FIELDS]
+    extra = [f for f in config if f not in _FIELDS and f not in engine.LOOP_DEFAULTS]
     _check(not missing, f"toy_split config lacks fields {missing}; start from configs/toy_split.py")
-    _check(not extra, f"toy_split config has unknown fields {extra}; known: {', '.join(_FIELDS)}")
+    _check(not extra, f"toy_split config has unknown fields {extra}; known: {', '.join(_FIELDS)} "
+                      f"and the engine's {', '.join(engine.LOOP_DEFAULTS)}")
     _check(config.dataset in sources.names(),
            f"config.dataset: unknown dataset {config.dataset!r}; choose from "
            f"{', '.join(sources.names())}")
@@ -190,6 +152,7 @@ def validate(config) -> None:
            f"config.xla_opt_level={config.xla_opt_level!r} must be -1 (XLA's default) or 0..3")
     _check(0 <= config.running_decay < 1,
            f"config.running_decay={config.running_decay!r} must be in [0, 1)")
+    engine.validate_loop(config)
 
 
 def _uses_running_norm(config, method: str) -> bool:
@@ -211,6 +174,21 @@ def _example_loss(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
+@flax.struct.dataclass
+class ToyState:
+    """The whole run of one (net, method), every seed at once; checkpointed by the engine.
+
+    step: int32 [], steps done (the same for every seed); seeds: per-seed state (parameters,
+    φ, optimizer states, keys, batch t-1), leading axis S; seed_data: each seed's split members
+    and (partly random) labels; history: per step and seed, ``split_probs`` [T, S, splits],
+    ``train_loss``, ``noisy_weight``, ``finite`` [T, S] (T = total steps; filled as it runs).
+    """
+    step: jax.Array
+    seeds: Any
+    seed_data: Any
+    history: Any
+
+
 class _Trainer:
     """The jitted pieces of one (net, method) experiment, shared by all its seeds."""
 
@@ -220,9 +198,8 @@ class _Trainer:
         self.method = method
         self.model = toy.create(net, num_classes)
         self.dist = reinforce.split_distribution(config.distribution)
-        self.tx = optax.chain(
-            optax.add_decayed_weights(config.weight_decay),  # PyTorch: g += wd*θ, then momentum
-            optax.sgd(config.lr, momentum=config.momentum or None, nesterov=config.momentum > 0))
+        self.tx = optim.pytorch_sgd(config.lr, momentum=config.momentum, nesterov=True,
+                                    weight_decay=config.weight_decay)
         self.meta_tx = reinforce.meta_optimizer(config.meta_lr, b1=config.meta_b1,
                                                 clip=config.meta_clip or None,
                                                 every_k=config.meta_every)
@@ -235,18 +212,13 @@ class _Trainer:
         # the digits nets that costs more than they save (see config.xla_opt_level).
         options = (None if config.xla_opt_level < 0
                    else {"xla_backend_optimization_level": config.xla_opt_level})
-        self.init = jax.jit(jax.vmap(self._init_seed, in_axes=(0, None)),
-                            compiler_options=options)
-        self.epoch = jax.jit(self._epoch, compiler_options=options)
-        self.evaluate = jax.jit(jax.vmap(self._accuracy, in_axes=(0, None)),
-                                compiler_options=options)
+        self.init = jax.jit(self._initial_state, static_argnums=2, compiler_options=options)
+        self.epoch = jax.jit(self._epoch, donate_argnums=0, compiler_options=options)
+        self.test = jax.jit(self._test, compiler_options=options)
 
     # -- data --------------------------------------------------------------------------------
     def _batch(self, data, labels, indices):
         return {"image": _normalize(data, data["image"][indices]), "label": labels[indices]}
-
-    def _variables(self, params, batch_stats):
-        return {"params": params, **({"batch_stats": batch_stats} if batch_stats else {})}
 
     # -- init --------------------------------------------------------------------------------
     def _init_seed(self, key, train_labels):
@@ -278,9 +250,9 @@ class _Trainer:
         if self.method == "nslr":
             return gar.nslr_reward(loss, b)
         prev_batch = self._batch(data, labels, state["prev_indices"])
-        variables = self._variables(state["prev_params"], state["batch_stats"])
-        per_example = gar.frozen_bn_loss_fn(self.model, variables, prev_batch, _example_loss,
-                                            train=True)
+        prev_variables = variables(state["prev_params"], state["batch_stats"])
+        per_example = batchnorm.frozen_bn_loss_fn(self.model, prev_variables, prev_batch,
+                                                  _example_loss, train=True)
         return gar.alignment(per_example, state["prev_params"], prev_batch, grads,
                              method=self.config.alignment)
 
@@ -295,18 +267,13 @@ class _Trainer:
         else:
             weights = reinforce.normalize_rewards(rewards)
         choices = state["prev_choices"]
-
-        def meta_loss(phi):
-            log_probs = self.dist.log_probs(phi)[choices]
-            return reinforce.score_function_loss(log_probs, weights, normalize=False)
-
-        meta_grad = jax.grad(meta_loss)(state["prev_phi"])
-        updates, meta_opt_state = self.meta_tx.update(meta_grad, state["meta_opt_state"],
-                                                      state["phi"])
+        # Batch t-1 was sampled with prev_phi: the score function is taken there.
+        phi, meta_opt_state = reinforce.policy_update(
+            self.meta_tx, state["phi"], state["meta_opt_state"],
+            lambda p: self.dist.log_probs(p)[choices], weights, at=state["prev_phi"])
         noisy = choices == splits.NOISY_SPLIT
         noisy_weight = jnp.sum(jnp.where(noisy, weights, 0.0)) / jnp.maximum(noisy.sum(), 1)
-        state = {**state, "phi": optax.apply_updates(state["phi"], updates),
-                 "meta_opt_state": meta_opt_state, "reward_stats": stats_}
+        state = {**state, "phi": phi, "meta_opt_state": meta_opt_state, "reward_stats": stats_}
         return state, noisy_weight, jnp.all(jnp.isfinite(rewards))
 
     def _step(self, state, seed_data, data, t):
@@ -320,7 +287,7 @@ class _Trainer:
 
         def loss_fn(params):
             logits, updated = self.model.apply(
-                self._variables(params, state["batch_stats"]), batch["image"], train=True,
+                variables(params, state["batch_stats"]), batch["image"], train=True,
                 mutable=["batch_stats"])
             return jnp.mean(_example_loss(logits, batch["label"])), updated
 
@@ -339,20 +306,38 @@ class _Trainer:
                    "finite": finite & jnp.isfinite(loss)}
         return new, metrics
 
-    def _epoch(self, states, seed_data, data, epoch):
-        """One epoch for all seeds: a scan over steps of the step vmapped over seeds.
-
-        Returns (states, metrics) with metrics arrays [steps_per_epoch, seeds, ...].
-        """
+    def _epoch(self, state: "ToyState", data):
+        """One epoch for all seeds: a scan over steps of the step vmapped over seeds, written
+        into the state's history. Returns (state, scalar metrics for the engine)."""
         step = jax.vmap(self._step, in_axes=(0, 0, None, None))
-        ts = epoch * self.spe + jnp.arange(self.spe, dtype=jnp.int32)
-        return jax.lax.scan(lambda s, t: step(s, seed_data, data, t), states, ts)
+        ts = state.step + jnp.arange(self.spe, dtype=jnp.int32)
+        seeds, m = jax.lax.scan(lambda s, t: step(s, state.seed_data, data, t), state.seeds, ts)
+        history = {k: jax.lax.dynamic_update_slice_in_dim(state.history[k], m[k], state.step, 0)
+                   for k in state.history}
+        finite = jnp.all(m["finite"])
+        metrics = {"loss": jnp.where(finite, jnp.mean(m["train_loss"]), jnp.nan),
+                   "p_noisy": jnp.mean(m["split_probs"][-1, :, splits.NOISY_SPLIT]),
+                   "noisy_weight": jnp.mean(m["noisy_weight"])}
+        return state.replace(step=state.step + self.spe, seeds=seeds, history=history), metrics
 
-    def _accuracy(self, state, data):
-        """Test accuracy of one seed's model (BatchNorm running averages)."""
-        logits = self.model.apply(self._variables(state["params"], state["batch_stats"]),
-                                  _normalize(data, data["image"]), train=False)
-        return jnp.mean(jnp.argmax(logits, -1) == data["label"])
+    def _initial_state(self, keys, train_labels, total_steps: int):
+        seeds, seed_data = jax.vmap(self._init_seed, in_axes=(0, None))(keys, train_labels)
+        n = keys.shape[0]
+        history = {"split_probs": jnp.zeros((total_steps, n, self.config.num_splits)),
+                   "train_loss": jnp.zeros((total_steps, n)),
+                   "noisy_weight": jnp.zeros((total_steps, n)),
+                   "finite": jnp.ones((total_steps, n), bool)}
+        return ToyState(step=jnp.zeros((), jnp.int32), seeds=seeds, seed_data=seed_data,
+                        history=history)
+
+    def _test(self, state: "ToyState", data):
+        """Per-seed test accuracy and mean loss (BatchNorm running averages)."""
+        def one(seed):
+            logits = self.model.apply(variables(seed["params"], seed["batch_stats"]),
+                                      _normalize(data, data["image"]), train=False)
+            return (jnp.mean(jnp.argmax(logits, -1) == data["label"]),
+                    jnp.mean(_example_loss(logits, data["label"])))
+        return jax.vmap(one)(state.seeds)
 
 
 _TRAINERS = {}
@@ -383,17 +368,33 @@ def device_data(config, data: dict) -> dict:
             "mean": jnp.asarray(mean, jnp.float32), "std": jnp.asarray(std, jnp.float32)}
 
 
-def train_seeds(config, net: str, method: str, train, test, seed_ids, *, progress=None,
-                on_epoch=None) -> dict:
-    """Trains one (net, method) for several seeds at once.
+def _initial_state(config, trainer: _Trainer, train_dev: dict, seed_ids) -> ToyState:
+    return trainer.init(seed_keys(config, seed_ids), train_dev["label"],
+                        config.epochs * trainer.spe)
+
+
+def _check_finite(state: ToyState, net: str, method: str, seed_ids) -> None:
+    finite = np.asarray(state.history["finite"][:int(state.step)])
+    if not finite.all():
+        step, seed = np.argwhere(~finite)[0]
+        raise FloatingPointError(f"toy_split {net}/{method}: non-finite loss or reward at step "
+                                 f"{step}, seed {seed_ids[seed]}")
+
+
+def _history(state: ToyState) -> dict:
+    """numpy [seeds, steps done, ...] arrays of the state's history."""
+    done = int(state.step)
+    return {k: np.swapaxes(np.asarray(v[:done]), 0, 1) for k, v in state.history.items()}
+
+
+def train_seeds(config, net: str, method: str, train, test, seed_ids) -> dict:
+    """Trains one (net, method) for several seeds at once, in memory (no workdir).
 
     Args:
       config: a validated toy_split config.
       net, method: e.g. "fcbn", "gar".
       train, test: ``{"image": uint8 [N,H,W,C], "label": int32 [N]}`` (`sources.load`).
       seed_ids: ints; seed i's run depends only on (config, i).
-      progress: optional tqdm bar, advanced by one per epoch.
-      on_epoch: optional ``f(epoch, metrics)`` with numpy metrics [seeds, steps_per_epoch, ...].
 
     Returns:
       numpy arrays: ``split_probs`` float32 [seeds, steps, splits], ``train_loss`` [seeds, steps],
@@ -405,24 +406,12 @@ def train_seeds(config, net: str, method: str, train, test, seed_ids, *, progres
     """
     trainer = _trainer(config, net, method, len(train["label"]))
     train_dev, test_dev = device_data(config, train), device_data(config, test)
-    states, seed_data = trainer.init(seed_keys(config, seed_ids), train_dev["label"])
-    history = []
-    for epoch in range(config.epochs):
-        states, metrics = trainer.epoch(states, seed_data, train_dev, jnp.int32(epoch))
-        metrics = {k: np.swapaxes(np.asarray(v), 0, 1) for k, v in metrics.items()}
-        if not metrics["finite"].all():
-            seed, step = np.argwhere(~metrics["finite"])[0]
-            raise FloatingPointError(
-                f"toy_split {net}/{method}: non-finite loss or reward at step "
-                f"{epoch * trainer.spe + step}, seed {seed_ids[seed]}")
-        history.append(metrics)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-        if progress is not None:
-            progress.update(1)
-    out = {k: np.concatenate([h[k] for h in history], axis=1)
-           for k in ("split_probs", "train_loss", "noisy_weight")}
-    out["test_acc"] = np.asarray(trainer.evaluate(states, test_dev))
+    state = _initial_state(config, trainer, train_dev, seed_ids)
+    for _ in range(config.epochs):
+        state, _ = trainer.epoch(state, train_dev)
+        _check_finite(state, net, method, seed_ids)
+    out = _history(state)
+    out["test_acc"] = np.asarray(trainer.test(state, test_dev)[0])
     return out
 
 
@@ -462,24 +451,17 @@ def auc_table(results: dict) -> str:
 # Runner
 # --------------------------------------------------------------------------------------------
 def _fingerprint(config, net: str, method: str, ignore=()) -> str:
-    """A hash of the config fields that (net, method)'s results depend on, minus `ignore`."""
+    """A hash of the config fields that (net, method)'s compiled trainer depends on."""
     relevant = {k: config[k] for k in _FIELDS if k not in ("net", "methods", *ignore)}
     text = json.dumps({"net": net, "method": method, **relevant}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _write_json(path: str, obj) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f)
-    os.replace(tmp, path)  # atomic: a killed run never leaves a half-written part
 
 
 def _summarize(out: dict) -> dict:
     noisy, clean = auc(out["split_probs"])
     return {"split_probs": np.round(out["split_probs"], 6).tolist(),
             "auc_noisy": noisy.tolist(), "auc_clean": clean.tolist(),
-            "test_acc": out["test_acc"].tolist(),
+            "test_acc": np.asarray(out["test_acc"]).tolist(),
             "train_loss": np.round(out["train_loss"], 5).tolist()}
 
 
@@ -502,61 +484,71 @@ def load_results(workdir: str) -> dict:
     return {net: v for net, v in results.items() if net != "config"}
 
 
+def method_for(config, net: str, method: str, train: dict, test: dict) -> engine.Method:
+    """One (net, method), every seed, as an engine `Method`: one call = one epoch of all
+    seeds (a jitted scan); evaluation = per-seed test accuracy; report = Table 1's numbers."""
+    trainer = _trainer(config, net, method, len(train["label"]))
+    train_dev, test_dev = device_data(config, train), device_data(config, test)
+    seed_ids = list(range(config.seeds))
+
+    def advance(state, step):
+        del step  # the state knows its step
+        return trainer.epoch(state, train_dev)
+
+    def evaluate(state):
+        accuracy, loss = (np.asarray(x) for x in trainer.test(state, test_dev))
+        return {"accuracy": float(accuracy.mean()), "loss": float(loss.mean()),
+                "count": float(len(test["label"])), "per_seed": accuracy.tolist()}
+
+    def report(workdir, state, epoch, evaluation):
+        _check_finite(state, net, method, seed_ids)
+        out = _history(state)
+        out["test_acc"] = np.asarray(evaluation["per_seed"])
+        return {"net": net, "method": method, "toy_split": _summarize(out)}
+
+    return engine.Method(
+        state=_initial_state(config, trainer, train_dev, seed_ids), advance=advance,
+        steps_per_call=trainer.spe, evaluate=evaluate, report=report,
+        steps_per_epoch=trainer.spe, total_steps=config.epochs * trainer.spe,
+        images_per_step=config.batch_size * config.seeds,
+        describe={"dataset": config.dataset})
+
+
 def run(config, workdir: str) -> dict:
     """Runs every (net, method) of the config for ``config.seeds`` seeds; see the module doc.
 
-    Returns the dict written to ``workdir/results.json``.
+    Each (net, method) is an engine run in ``workdir/<net>_<method>`` (checkpoints, metrics,
+    its own results.json); a finished one is not recomputed. Returns the dict written to
+    ``workdir/results.json``.
     """
     validate(config)
     nets, methods = nets_of(config), methods_of(config)
     train = sources.load(config.dataset, "train", data_dir=config.data_dir or None)
     test = sources.load(config.dataset, "test", data_dir=config.data_dir or None)
-    os.makedirs(os.path.join(workdir, "parts"), exist_ok=True)
-    config_dict = config.to_dict()
-    seed_ids = list(range(config.seeds))
     results = {net: {} for net in nets}
-    bar = tqdm(total=len(nets) * len(methods) * config.epochs, unit="epoch",
-               desc="toy_split", dynamic_ncols=True)
-    with bar, open(os.path.join(workdir, "metrics.jsonl"), "a") as metrics_file:
-        for net in nets:
-            for method in methods:
-                part = os.path.join(workdir, "parts", f"{net}_{method}.json")
-                fingerprint = _fingerprint(config, net, method)
-                if os.path.exists(part):
-                    with open(part) as f:
-                        saved = json.load(f)
-                    if saved.get("fingerprint") == fingerprint:
-                        results[net][method] = saved["result"]
-                        bar.update(config.epochs)
-                        bar.write(f"{net}/{method}: already done in {part}, skipped",
-                                  file=sys.stderr)
-                        continue
-                bar.set_description(f"{net}/{method}")
-                start = time.time()
-
-                def on_epoch(epoch, m, net=net, method=method):
-                    p_noisy = float(m["split_probs"][:, -1, splits.NOISY_SPLIT].mean())
-                    record = {"net": net, "method": method, "epoch": epoch + 1,
-                              "step": (epoch + 1) * m["train_loss"].shape[1],
-                              "train_loss": float(m["train_loss"].mean()),
-                              "p_noisy": p_noisy,
-                              "noisy_weight": float(m["noisy_weight"].mean()),
-                              "elapsed_s": round(time.time() - start, 2)}
-                    metrics_file.write(json.dumps(record) + "\n")
-                    metrics_file.flush()
-                    bar.set_postfix(loss=f"{record['train_loss']:.3f}", p_noisy=f"{p_noisy:.3f}")
-
-                out = train_seeds(config, net, method, train, test, seed_ids, progress=bar,
-                                  on_epoch=on_epoch)
-                results[net][method] = _summarize(out)
-                _write_json(part, {"fingerprint": fingerprint, "result": results[net][method]})
+    config_dict = config.to_dict()
+    for net in nets:
+        for method in methods:
+            subdir = os.path.join(workdir, f"{net}_{method}")
+            done = engine.finished_results(subdir)
+            if done is not None:
+                changed = sorted(k for k in set(done["config"]) | set(config_dict)
+                                 if k != "progress_bar"
+                                 and done["config"].get(k) != config_dict.get(k))
+                if changed:
+                    raise ConfigError(f"{subdir} holds a finished run with other values of "
+                                      f"{', '.join(changed)}; use a new workdir")
+            else:
+                done = engine.train(config, subdir, None,
+                                    method_for(config, net, method, train, test))
+            results[net][method] = done["toy_split"]
 
     for net in nets:
         os.makedirs(os.path.join(workdir, net), exist_ok=True)
-        _write_json(os.path.join(workdir, net, "results.json"),
-                    results_json({net: results[net]}, config_dict))
+        engine.write_json(os.path.join(workdir, net, "results.json"),
+                          results_json({net: results[net]}, config_dict))
     final = results_json(results, config_dict)
-    _write_json(os.path.join(workdir, "results.json"), final)
+    engine.write_json(os.path.join(workdir, "results.json"), final)
     table = auc_table(results)
     with open(os.path.join(workdir, "table.md"), "w") as f:
         f.write(table)
@@ -568,4 +560,3 @@ def run(config, workdir: str) -> dict:
         os.path.join(workdir, "split_probs.png"), noisy_split=splits.NOISY_SPLIT,
         title=f"toy split on {config.dataset}: split probabilities (mean ± std over seeds)")
     return final
-

@@ -35,6 +35,23 @@ def _kernels_only(params):
         lambda path, _: getattr(path[-1], "key", None) == "kernel", params)
 
 
+def pytorch_sgd(learning_rate, *, momentum: float = 0.9, nesterov: bool = True,
+                weight_decay: float = 0.0, clip_norm: float = 0.0,
+                decay_mask=None) -> optax.GradientTransformation:
+    """``torch.optim.SGD`` as an optax chain (module doc): clip the raw gradient's global norm
+    (0: off), add ``weight_decay * params`` (coupled, before momentum; `decay_mask` as
+    ``optax.add_decayed_weights``), then (Nesterov) momentum; `learning_rate` a float or a
+    schedule. Used by the WRN runs and the toy split nets alike."""
+    parts = []
+    if clip_norm:
+        parts.append(optax.clip_by_global_norm(clip_norm))
+    if weight_decay:
+        parts.append(optax.add_decayed_weights(weight_decay, mask=decay_mask))
+    parts.append(optax.sgd(learning_rate, momentum=momentum or None,
+                           nesterov=nesterov and momentum > 0))
+    return optax.chain(*parts)
+
+
 def make_optimizer(config, steps_per_epoch: int):
     """Returns ``(tx, schedule)`` for the config's SGD protocol (see module doc).
 
@@ -42,12 +59,7 @@ def make_optimizer(config, steps_per_epoch: int):
     grad_clip_norm`` (0 disables clipping), ``warmup_epochs, num_epochs``.
     """
     schedule = make_schedule(config, steps_per_epoch)
-    parts = []
-    if config.grad_clip_norm:
-        parts.append(optax.clip_by_global_norm(config.grad_clip_norm))
-    if config.weight_decay:
-        mask = None if config.decay_all_params else _kernels_only
-        parts.append(optax.add_decayed_weights(config.weight_decay, mask=mask))
-    parts.append(optax.sgd(schedule, momentum=config.momentum or None,
-                           nesterov=config.nesterov))
-    return optax.chain(*parts), schedule
+    tx = pytorch_sgd(schedule, momentum=config.momentum, nesterov=config.nesterov,
+                     weight_decay=config.weight_decay, clip_norm=config.grad_clip_norm,
+                     decay_mask=None if config.decay_all_params else _kernels_only)
+    return tx, schedule

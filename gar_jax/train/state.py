@@ -4,17 +4,18 @@
 run's base PRNG key (raw ``uint32 [2]``; the key of step t is ``fold_in(rng, t)``). The data
 position is the step itself (`gar_jax.data.device` derives every batch from it).
 
-Extending it (e.g. OLA's meta-parameters): subclass with extra fields and decorate the subclass
-too, then build it from a base state::
+Extending it (a method's learned parameters, e.g. OLA's policy): subclass with extra fields and
+decorate the subclass too, then build it from a base state::
 
     @flax.struct.dataclass
     class OLAState(TrainState):
-        meta_params: Any
-        meta_opt_state: Any
+        policy: Any
+        policy_opt_state: Any
+        reward_stats: Any
 
-    state = OLAState(**vars(base_state), meta_params=..., meta_opt_state=...)
+    state = OLAState(**vars(base_state), policy=..., policy_opt_state=..., reward_stats=...)
 
-The checkpointer, the loop and `apply_gradients` treat the subclass like the base class.
+The engine's checkpoints, its loop and `steps.apply_gradients` treat the subclass like the base.
 """
 from typing import Any
 

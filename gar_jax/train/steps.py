@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from gar_jax.models import variables
 from gar_jax.train.mesh import DATA_AXIS, replicated
 
 
@@ -46,8 +47,8 @@ def make_grad_fn(model, mesh: Mesh) -> Callable:
         has_bn = bool(batch_stats)
 
         def loss_fn(p):
-            variables = {"params": p, "batch_stats": batch_stats} if has_bn else {"params": p}
-            logits, updates = model.apply(variables, images, train=True, rngs={"dropout": key},
+            logits, updates = model.apply(variables(p, batch_stats), images, train=True,
+                                          rngs={"dropout": key},
                                           mutable=["batch_stats"] if has_bn else [])
             # pmean inside the differentiated function: the gradient of the *global* mean loss
             # w.r.t. the replicated params (shard_map's autodiff then sums the devices' parts).
@@ -116,9 +117,7 @@ def make_eval_step(model) -> Callable:
     (float32 scalars) over the global batch, with the model in evaluation mode.
     """
     def eval_step(params, batch_stats, batch):
-        variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {
-            "params": params}
-        logits = model.apply(variables, batch["image"], train=False)
+        logits = model.apply(variables(params, batch_stats), batch["image"], train=False)
         mask = batch["mask"]
         correct = (jnp.argmax(logits, -1) == batch["label"]).astype(jnp.float32)
         return {"correct": jnp.sum(correct * mask),
