@@ -40,7 +40,8 @@ from gar_jax.augment.spaces import get_space
 from gar_jax.errors import ConfigError
 
 # Stage-2 lookup-table codes.
-_LUT_CODES = {"invert": 1, "solarize": 2, "posterize": 3, "auto_contrast": 4, "equalize": 5}
+_LUT_CODES = {"invert": 1, "solarize": 2, "posterize": 3, "auto_contrast": 4, "equalize": 5,
+              "solarize_add": 6}
 # Stage-3 choice of A: 0 = the image itself (t = 0 leaves it unchanged).
 _BLEND_CODES = {"brightness": 1, "contrast": 2, "color": 3, "sharpness": 4, "blur": 5}
 
@@ -69,7 +70,7 @@ def _tables(space, height: int, width: int) -> dict:
                         affine.op_matrix(op.name, float(m), height, width))
                 elif op.name in ops.ENHANCERS or op.name == "sample_pairing":
                     factor[o, level, s] = np.float32(m)  # Pillow passes a C float
-                elif op.name in ("solarize", "posterize", "cutout"):
+                elif op.name in ("solarize", "posterize", "cutout", "solarize_add"):
                     integer[o, level, s] = int(m)
     return {
         "fixed": fixed, "factor": factor, "integer": integer,
@@ -112,6 +113,8 @@ def _slot(x, p, names: frozenset):
             luts[4] = color.autocontrast_lut(x)
         if "equalize" in names:
             luts[5] = color.equalize_lut(color.histogram(x))
+        if "solarize_add" in names:
+            luts[6] = color.solarize_add_lut(lead, channels, p["integer"])
         luts[0] = color.identity_lut(lead, channels)
         codes = sorted(luts)
         # Select each image's table by a one-hot contraction rather than a chain of selects: the

@@ -155,6 +155,14 @@ def solarize_lut(lead: tuple, channels: int, threshold):
     return jnp.where(i < _per_image(jnp.asarray(threshold, jnp.int32), 2), i, 255 - i)
 
 
+def solarize_add_lut(lead: tuple, channels: int, addition, threshold: int = 128):
+    """SolarizeAdd (AutoAugment's TF op, DRA's 16th op): values below ``threshold`` get
+    ``addition`` added (integer, per image), clipped to 0..255; the others are unchanged."""
+    i = identity_lut(lead, channels)
+    added = jnp.clip(i + _per_image(jnp.asarray(addition, jnp.int32), 2), 0, 255)
+    return jnp.where(i < threshold, added, i)
+
+
 def posterize_lut(lead: tuple, channels: int, bits):
     """ImageOps.posterize(bits): keep the top ``bits`` bits (clipped to Pillow's 1..8)."""
     shift = 8 - jnp.clip(_per_image(jnp.asarray(bits, jnp.int32), 2), 1, 8)

@@ -27,6 +27,7 @@ flip_lr        ImageOps.mirror(img)                                        none
 flip_ud        ImageOps.flip(img)                                          none
 cutout         black square, side ``magnitude`` px, centred at ``center``  side in px
 sample_pairing Image.blend(img, other, alpha)                              alpha
+solarize_add   img.point(i + a if i < 128 else i, clipped to 255) (DRA)    addition a 0..255
 =============  ==========================================================  ====================
 
 Geometric ops use nearest neighbour and black fill, like Pillow's defaults. Results equal
@@ -56,6 +57,10 @@ ENHANCERS = frozenset({"color", "contrast", "brightness", "sharpness"})
 GEOMETRIC_OPS = frozenset(affine.GEOMETRIC_OPS)
 DIFFERENTIABLE_OPS = GEOMETRIC_OPS | ENHANCERS | {"identity", "blur", "sample_pairing"}
 MODES = ("nearest", "bilinear")
+
+# --- solarize_add (DRA's SolarizeAdd, AutoAugment's TF op): a LUT op, added as one block.
+OP_NAMES = OP_NAMES + ("solarize_add",)
+LUT_OPS = LUT_OPS | {"solarize_add"}
 
 
 def is_traced(value) -> bool:
@@ -128,6 +133,8 @@ def lut_for(name, x, magnitude):
         return color.solarize_lut(lead, channels, magnitude)
     if name == "posterize":
         return color.posterize_lut(lead, channels, magnitude)
+    if name == "solarize_add":
+        return color.solarize_add_lut(lead, channels, magnitude)
     if name == "auto_contrast":
         return color.autocontrast_lut(x)
     return color.equalize_lut(color.histogram(x))

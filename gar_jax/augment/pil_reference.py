@@ -44,6 +44,9 @@ def apply(name: str, image: Image.Image, magnitude=None, *, center=None, other=N
         "flip_lr": lambda: ImageOps.mirror(image),
         "flip_ud": lambda: ImageOps.flip(image),
         "sample_pairing": lambda: Image.blend(image, other, m),
+        # SolarizeAdd has no Pillow function; AutoAugment's reference code uses this point().
+        "solarize_add": lambda: image.point(
+            lambda i: min(i + int(m), 255) if i < 128 else i),
     }
     if name in simple:
         return simple[name]()

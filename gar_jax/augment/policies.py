@@ -156,6 +156,18 @@ def auto_augment(dataset: str = "cifar10") -> SlotPolicy:
                       lambda h, w: autoaugment.tables(dataset, h, w)[0])
 
 
+def _dra_replay(**kwargs):
+    """A DRA policy (published, or a searched policy.json) as a fixed policy (augment/dra.py)."""
+    from gar_jax.augment import dra
+    return dra.replay_policy(**kwargs)
+
+
+def _smart_replay(**kwargs):
+    """A learned smart_augmentation policy.json as a fixed policy (augment/smart.py)."""
+    from gar_jax.augment import smart
+    return smart.replay(**kwargs)
+
+
 def compose(*policies):
     """Apply policies left to right, each with its own split of the key."""
     def policy(key, images):
@@ -169,6 +181,8 @@ def compose(*policies):
 _KWARGS = {
     "none": (), "standard": ("pad", "cutout", "fill", "flip"), "ua": ("space",),
     "ra": ("space", "n", "m"), "ta": ("space",), "aa": ("dataset",),
+    "smart_aug": ("path",),  # a learned smart_augmentation policy.json, replayed (smart.py)
+    "dra": ("policy", "name", "p_min", "p_max", "grid"),  # gar_jax.augment.dra.replay_policy
 }
 
 
@@ -191,6 +205,8 @@ def get_policy(name: str, *, with_standard: bool = False, **kwargs):
             "ra": lambda: rand_augment(**kwargs),
             "ta": lambda: trivial_augment(**kwargs),
             "aa": lambda: auto_augment(**kwargs),
+            "smart_aug": lambda: _smart_replay(**kwargs),
+            "dra": lambda: _dra_replay(**kwargs),
         }[name]
     elif name in SPACES:
         allowed, make = (), lambda: uniform_augment(name)

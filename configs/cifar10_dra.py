@@ -1,0 +1,11 @@
+"""CIFAR-10, Table 2 protocol (WRN-28-10, 200 epochs, batch 256, SGD Nesterov, cosine, Cutout 16)
+trained with DRA's published WRN-28-10 CIFAR-10 policy (ainieli/DRA policy.py) replayed as a fixed
+policy: per image and layer op ~ Categorical(W), m ~ N(M_MEAN, M_STD) clipped, p ~ U(0.2, 0.8).
+
+``python -m gar_jax.main --config=configs/cifar10_dra.py --workdir=runs/cifar10_dra``
+"""
+from gar_jax.methods.dra import cifar_config
+
+
+def get_config():
+    return cifar_config("cifar10", "WRN-28-10 on CIFAR-10")

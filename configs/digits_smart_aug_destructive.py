@@ -1,0 +1,13 @@
+"""smart_augmentation on digits with the planted destructive op (shared with OLA:
+``sample_pairing`` at alpha = 1 replaces the image by its batch neighbour, keeping the label).
+The meta-gradient should drive its probability below the others (policy_over_training.png;
+results.json's learned_policy.op_probability, destructive_op = "sample_pairing").
+
+``python -m gar_jax.main --config=configs/digits_smart_aug_destructive.py
+--workdir=runs/digits_smart_aug_destructive``
+"""
+from gar_jax.methods.smart_aug import digits_config
+
+
+def get_config():
+    return digits_config(destructive_op=True)

@@ -1,0 +1,499 @@
+"""Differentiable RandAugment (``experiment = "dra"``): search a policy, then train with it.
+
+``python -m gar_jax.main --config=configs/digits_dra.py --workdir=DIR`` runs two phases, each a
+resumable run of its own, chained through the workdir:
+
+1. ``DIR/search`` (when ``config.dra.policy == "search"``): the paper's search (seed 002,
+   ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the training set, cut in two
+   halves (model weights / policy). Every step does, with no unrolling:
+   a. a policy update on a batch of the policy half: pad-crop + flip, the relaxed DRA layers
+      (`gar_jax.augment.dra.search_augment`: hard Gumbel-softmax op choice, reparameterized
+      magnitudes, straight-through where an op is not differentiable in m), Cutout; loss
+      CE(aug) + kl_weight * KL(softmax(clean) || softmax(aug)) with the model in train mode
+      (its batch statistics updates dropped), AdamW (lr 5e-3, b1 0.5, weight decay 0) on
+      {W, M_MEAN, M_STD}, then M_MEAN, M_STD clipped to [0, 1];
+   b. a weight update on a batch of the weight half, augmented by the same relaxed layers under
+      the updated policy (no gradient to it): SGD Nesterov, cosine lr from search.learning_rate,
+      weight decay, gradient-norm clip.
+   Writes ``policy.json`` (the layout of ``reference/dra_policies.json``), ``policy_history.jsonl``
+   and the plots ``policy_weights.png`` (softmax(W) per layer over the search) and
+   ``policy_magnitudes.png`` (each op's clipped-normal magnitude density at the end).
+2. ``DIR/train``: ordinary training (the supervised protocol of the config) whose augmentation is
+   the learned (or a published) policy replayed as a fixed policy, ``get_policy("dra",
+   policy=...)``: per image and layer op ~ Categorical(W), m ~ N(M_MEAN, M_STD) clipped, fires
+   with p ~ U(0.2, 0.8); then the standard pipeline (pad-crop, flip, Cutout).
+
+A killed run resumes the phase it was in (a finished search is not redone). ``DIR/results.json`` is
+the training's results plus ``learned_policy`` (op_probability: the probability that an image gets
+each op under the policy used for training) and ``dra`` (the search's summary).
+
+Per-batch versus per-image op choice (``search.per_image``): the default is the authors' per-batch
+draw: it is what the published policies were searched with, and only the chosen op is computed,
+whereas the per-image sampler computes every op on every image (16x the augmentation work) to
+form sum_j onehot_j op_j(x) exactly.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import os
+from typing import Any, Optional
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import PartitionSpec as P
+
+from gar_jax.augment import color, dra, policies
+from gar_jax.data import sources, stats
+from gar_jax.data.device import DeviceDataset
+from gar_jax.errors import ConfigError
+from gar_jax.methods import supervised
+from gar_jax.train import engine, steps
+from gar_jax.train.mesh import DATA_AXIS
+from gar_jax.train.state import TrainState
+
+
+@flax.struct.dataclass
+class DRAState(TrainState):
+    """`TrainState` of the search model plus the DRA policy {"W", "M_MEAN", "M_STD"} [L, A] and
+    its AdamW state."""
+    policy: Any
+    policy_opt_state: Any
+
+
+# ------------------------------------------------------------------------------------ configs
+
+
+def add_dra_section(config, policy: str = "search") -> ml_collections.ConfigDict:
+    """Turns a supervised config (`gar_jax.train.defaults`) into a DRA one with the paper's search
+    settings (search_CIFAR.py). The supervised fields are those of the final training."""
+    config.experiment = "dra"
+    config.augment = "standard"    # the final training: the DRA policy, then the standard pipeline
+    config.augment_kwargs = ml_collections.ConfigDict()
+    c = config.dra = ml_collections.ConfigDict()
+    c.policy = policy              # "search", a published policy ("cifar10", "cifar100", or a
+                                   # name of dra.PUBLISHED) or a path to a policy JSON
+    c.policy_name = ""             # which policy of a JSON holding several ("" = its only one)
+    c.destructive_op = False       # search over the 16 DRA ops + sample_pairing (alpha 1)
+    c.p_min = 0.2                  # apply probability p ~ U(p_min, p_max) per layer
+    c.p_max = 0.8
+    c.grid = dra.GRID              # replay: magnitudes quantized to 1 / (2 grid)
+    s = c.search = ml_collections.ConfigDict()
+    s.layers = 2                   # DRA layers (ops in sequence)
+    s.fraction = 0.08              # of the training set, cut in halves: weights / policy
+    s.epochs = 20                  # over the weight half
+    s.batch_size = 128
+    s.learning_rate = 0.1          # SGD Nesterov 0.9, cosine to 0, no warm-up
+    s.weight_decay = 5e-4
+    s.grad_clip_norm = 5.0
+    s.dropout_rate = 0.0           # the search model's dropout (authors' WRN-28-10: 0.3)
+    s.policy_learning_rate = 5e-3  # AdamW on W, M_MEAN, M_STD
+    s.policy_b1 = 0.5
+    s.policy_b2 = 0.999
+    s.policy_weight_decay = 0.0
+    s.tau = 0.5                    # Gumbel-softmax temperature
+    s.kl_weight = 1.0              # lambda of CE(aug) + lambda KL(p(clean) || p(aug))
+    s.per_image = False            # False: one op draw per layer per batch (authors')
+    return config
+
+
+def cifar_config(dataset: str, policy: str) -> ml_collections.ConfigDict:
+    """Table 2 with DRA: WRN-28-10, 200 epochs (`defaults.supervised`), the policy `policy`."""
+    from gar_jax.train import defaults
+
+    c = add_dra_section(defaults.supervised(dataset), policy)
+    c.dra.search.dropout_rate = 0.3  # search_CIFAR.py's WRN-28-10
+    return c
+
+
+def digits_config(*, policy: str = "search", destructive_op: bool = False
+                  ) -> ml_collections.ConfigDict:
+    """DRA on digits (WRN-10-2, `defaults.digits`): search on half the training set (359 + 359
+    images, 20 epochs of 5 steps, batch 64), then 30 epochs of training; about 4 minutes on a
+    CPU. The policy learning rate is scaled so that lr x search steps (the most W can move)
+    matches the paper's (5e-3 x 300 steps = 1.5 for CIFAR-10; here 0.015 x 100)."""
+    from gar_jax.train import defaults
+
+    c = add_dra_section(defaults.digits("baseline"), policy)
+    c.dra.destructive_op = destructive_op
+    s = c.dra.search
+    s.fraction = 0.5
+    s.batch_size = 64
+    s.learning_rate = 0.05
+    s.policy_learning_rate = 0.015
+    return c
+
+
+# ------------------------------------------------------------------------------------ checks
+
+
+def op_names(config) -> tuple:
+    return dra.DRA_OPS + ((dra.DESTRUCTIVE,) if config.dra.destructive_op else ())
+
+
+def searches(config) -> bool:
+    return config.dra.policy == "search"
+
+
+def validate(config) -> None:
+    """ConfigError on a bad config, before any data is loaded or compiled."""
+    engine.validate(config)
+    if "dra" not in config:
+        raise ConfigError("a DRA config needs a `dra` section (see configs/digits_dra.py)")
+    c, s = config.dra, config.dra.search
+    if config.augment not in ("standard", "none"):
+        raise ConfigError(f"config.augment={config.augment!r}: DRA supplies the policy itself; "
+                          "use 'standard' (the standard pipeline after it) or 'none'")
+    dra.check_probability_range(c.p_min, c.p_max)
+    if c.grid < 1:
+        raise ConfigError(f"config.dra.grid={c.grid} must be >= 1")
+    if not searches(config):
+        if c.destructive_op:
+            raise ConfigError("config.dra.destructive_op needs config.dra.policy='search' (a "
+                              "published policy has no weight for the destructive op)")
+        dra.load_policy(c.policy, c.policy_name or None)
+        return
+    if s.layers < 1 or s.epochs < 1:
+        raise ConfigError("config.dra.search.layers and .epochs must be >= 1")
+    if not 0 < s.fraction <= 1:
+        raise ConfigError(f"config.dra.search.fraction={s.fraction} must be in (0, 1]")
+    half = int(round(s.fraction * sources.num_examples(config.dataset, "train"))) // 2
+    if half < s.batch_size:
+        raise ConfigError(f"config.dra.search.fraction={s.fraction} gives halves of {half} "
+                          f"examples, fewer than search.batch_size={s.batch_size}")
+    from gar_jax.train.mesh import check_batch_size
+    check_batch_size("dra.search.batch_size", s.batch_size, jax.device_count())
+    if not (s.learning_rate > 0 and s.policy_learning_rate > 0 and s.tau > 0):
+        raise ConfigError("config.dra.search needs learning_rate, policy_learning_rate, tau > 0")
+    if s.kl_weight < 0 or s.weight_decay < 0 or s.policy_weight_decay < 0 or s.grad_clip_norm < 0:
+        raise ConfigError("config.dra.search: kl_weight, weight decays and grad_clip_norm "
+                          "must be >= 0")
+    if not (0 <= s.policy_b1 < 1 and 0 <= s.policy_b2 < 1 and 0 <= s.dropout_rate < 1):
+        raise ConfigError("config.dra.search: policy_b1, policy_b2, dropout_rate in [0, 1)")
+
+
+# ------------------------------------------------------------------------------------ search
+
+
+def search_config(config) -> ml_collections.ConfigDict:
+    """The search phase as a supervised config: its batch, epochs and SGD settings."""
+    s = config.dra.search
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.experiment = "dra_search"
+        c.batch_size = s.batch_size
+        c.num_epochs = s.epochs
+        c.learning_rate = s.learning_rate
+        c.warmup_epochs = 0.0
+        c.weight_decay = s.weight_decay
+        c.grad_clip_norm = s.grad_clip_norm
+        c.model.dropout_rate = s.dropout_rate
+        c.eval_every_epochs = 1
+    return c
+
+
+def search_split(config) -> tuple:
+    """(weight half, policy half, test): `search.fraction` of the training set drawn with the
+    run's seed, cut in two halves; host dicts {"image", "label"}."""
+    data_dir = config.data_dir or None
+    train = sources.load(config.dataset, "train", data_dir=data_dir)
+    n = len(train["label"])
+    count = int(round(config.dra.search.fraction * n)) // 2 * 2
+    order = np.random.default_rng(config.seed).permutation(n)[:count]
+    halves = order[:count // 2], order[count // 2:]
+    pick = (lambda idx: {k: v[np.sort(idx)] for k, v in train.items()})
+    return pick(halves[0]), pick(halves[1]), sources.load(config.dataset, "test",
+                                                          data_dir=data_dir)
+
+
+def policy_optimizer(config) -> optax.GradientTransformation:
+    s = config.dra.search
+    return optax.adamw(s.policy_learning_rate, b1=s.policy_b1, b2=s.policy_b2,
+                       weight_decay=s.policy_weight_decay)
+
+
+def init_state(state: TrainState, config) -> DRAState:
+    """`DRAState` from a fresh `TrainState`: the paper's initial policy (replicated)."""
+    policy = dra.init_params(len(op_names(config)), config.dra.search.layers)
+    extra = dict(policy=policy, policy_opt_state=policy_optimizer(config).init(policy))
+    sharding = jax.tree.leaves(state.params)[0].sharding
+    extra = jax.tree.map(lambda x: jax.device_put(np.array(x), sharding), extra)
+    return DRAState(**vars(state), **extra)
+
+
+def _fill(config):
+    mean, _ = stats.mean_std(config.dataset)
+    return tuple(int(round(255 * m)) for m in mean) if config.standard.fill_mean else 0
+
+
+def make_search_pipeline(config, names: tuple):
+    """``fn(policy, key, images uint8 [B,H,W,C]) -> (clean uint8, augmented float32, aux)``:
+    pad-crop + flip (clean), the relaxed DRA layers, then Cutout (config.standard)."""
+    # Read the settings now: the step is traced later, and the config may have changed since.
+    pad, cutout, fill = config.standard.pad, config.standard.cutout, _fill(config)
+    kwargs = dict(names=names, tau=config.dra.search.tau, p_min=config.dra.p_min,
+                  p_max=config.dra.p_max, per_image=bool(config.dra.search.per_image))
+
+    def pipeline(policy, key, images):
+        k_crop, k_dra, k_cy, k_cx = jax.random.split(key, 4)
+        clean = policies.standard(k_crop, images, pad=pad, cutout=0)
+        aug, aux = dra.search_augment(policy, k_dra, clean, **kwargs)
+        if cutout:
+            b, h, w, _ = aug.shape
+            planar = jnp.moveaxis(aug, -1, 1)
+            cy = jax.random.randint(k_cy, (b,), 0, h)
+            cx = jax.random.randint(k_cx, (b,), 0, w)
+            aug = jnp.moveaxis(color.cutout(planar, jnp.full((b,), cutout), cy, cx, fill),
+                               1, -1)
+        return clean, aug, aux
+
+    return pipeline
+
+
+def make_policy_loss(model, mesh, kl_weight: float):
+    """Sharded ``fn(params, batch_stats, clean, aug, labels, key) -> (loss, (ce, kl))``: the
+    search loss CE(aug) + kl_weight KL(softmax(clean) || softmax(aug)), means over the global
+    batch, the model in train mode (batch statistics per device, updates dropped)."""
+    def local(params, batch_stats, clean, aug, labels, key):
+        key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
+        variables = {"params": params, "batch_stats": batch_stats} if batch_stats else {
+            "params": params}
+        mutable = ["batch_stats"] if batch_stats else []
+        k_clean, k_aug = jax.random.split(key)
+        logits_clean, _ = model.apply(variables, clean, train=True, rngs={"dropout": k_clean},
+                                      mutable=mutable)
+        logits_aug, _ = model.apply(variables, aug, train=True, rngs={"dropout": k_aug},
+                                    mutable=mutable)
+        log_p_clean = jax.nn.log_softmax(logits_clean)
+        kl = jnp.sum(jnp.exp(log_p_clean) * (log_p_clean - jax.nn.log_softmax(logits_aug)), -1)
+        ce = steps.cross_entropy(logits_aug, labels)
+        mean = (lambda v: jax.lax.pmean(jnp.mean(v), DATA_AXIS))
+        return mean(ce + kl_weight * kl), (mean(ce), mean(kl))
+
+    return jax.shard_map(local, mesh=mesh, out_specs=(P(), (P(), P())),
+                         in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()))
+
+
+def make_search_step(config, model, tx, mesh, *, schedule=None, jit: bool = True):
+    """``step(state, batch_weights, batch_policy) -> (state, metrics)`` (module docstring), key
+    ``step_key(state.rng, state.step)``; `state` a `DRAState` (donated when jitted).
+
+    Metrics: loss / accuracy of the weight update, policy_loss / policy_ce / policy_kl,
+    learning_rate, and p_op/<op> (softmax(W) averaged over the layers).
+    """
+    names = op_names(config)
+    pipeline = make_search_pipeline(config, names)
+    policy_loss_fn = make_policy_loss(model, mesh, config.dra.search.kl_weight)
+    grad_fn = steps.make_grad_fn(model, mesh)
+    policy_tx = policy_optimizer(config)
+
+    def step(state, batch_weights, batch_policy):
+        k_policy, k_loss, k_weights, k_drop = jax.random.split(
+            steps.step_key(state.rng, state.step), 4)
+
+        def policy_loss(policy):
+            clean, aug, aux = pipeline(policy, k_policy, batch_policy["image"])
+            loss, parts = policy_loss_fn(state.params, state.batch_stats, clean, aug,
+                                         batch_policy["label"], k_loss)
+            return loss, (parts, aux)
+
+        (p_loss, ((ce, kl), aux)), grads = jax.value_and_grad(policy_loss, has_aux=True)(
+            state.policy)
+        updates, policy_opt_state = policy_tx.update(grads, state.policy_opt_state, state.policy)
+        policy = dra.clip_params(optax.apply_updates(state.policy, updates))
+        _, images, _ = pipeline(jax.lax.stop_gradient(policy), k_weights, batch_weights["image"])
+        g, batch_stats, metrics = grad_fn(state.params, state.batch_stats,
+                                          jax.lax.stop_gradient(images), batch_weights["label"],
+                                          k_drop)
+        new = steps.apply_gradients(state, g, batch_stats, tx).replace(
+            policy=policy, policy_opt_state=policy_opt_state)
+        metrics.update(policy_loss=p_loss, policy_ce=ce, policy_kl=kl)
+        if schedule is not None:
+            metrics["learning_rate"] = schedule(state.step)
+        p_op = jnp.mean(jax.nn.softmax(policy["W"], axis=-1), axis=0)
+        metrics.update({f"p_op/{dra.OUR_NAME[n]}": p_op[j] for j, n in enumerate(names)})
+        return new, metrics
+
+    return steps.jit_step(step, mesh) if jit else step
+
+
+def run_search(config, workdir: str) -> dict:
+    """Runs (or resumes) the search in `workdir` through the engine; returns its results."""
+    sconfig = search_config(config)
+    weights, policy_half, test = search_split(config)
+    setup = engine.build(sconfig, train=weights, test=test)
+    policy_data = DeviceDataset.create(policy_half, setup.mesh, batch_size=sconfig.batch_size,
+                                       seed=config.seed + 1)
+    step_fn = make_search_step(config, setup.model, setup.tx, setup.mesh,
+                               schedule=setup.schedule)
+
+    def advance(state, step):
+        return step_fn(state, setup.train_data.batch(step), policy_data.batch(step))
+
+    os.makedirs(workdir, exist_ok=True)
+    recorder = PolicyRecorder(workdir, op_names(config), config.dra.p_min, config.dra.p_max,
+                              extra={"weight_examples": len(weights["label"]),
+                                     "policy_examples": len(policy_half["label"]),
+                                     "steps_per_epoch": setup.steps_per_epoch,
+                                     "per_image": config.dra.search.per_image})
+    return engine.train(sconfig, workdir, setup, engine.Method(
+        state=init_state(setup.state, config), advance=advance, report=recorder))
+
+
+# ------------------------------------------------------------------------------------ training
+
+
+def train_config(config, policy: str, name: Optional[str]) -> ml_collections.ConfigDict:
+    """The final training: the supervised config with augment = the DRA replay of `policy`."""
+    c = copy.deepcopy(config)
+    with c.unlocked():
+        c.experiment = "supervised"
+        if config.augment == "none":  # the DRA policy alone, no standard pipeline
+            raise ConfigError("config.augment='none' is not supported by the DRA final training;"
+                              " use 'standard'")
+        c.augment = "dra"
+        kwargs = {"policy": policy, "p_min": config.dra.p_min, "p_max": config.dra.p_max,
+                  "grid": config.dra.grid}
+        if name:
+            kwargs["name"] = name
+        c.augment_kwargs = ml_collections.ConfigDict(kwargs)
+    return c
+
+
+def learned_policy_report(params: dict, names: tuple, p_min: float, p_max: float,
+                          source: str) -> dict:
+    """The uniform ``learned_policy`` entry of results.json for a DRA policy."""
+    probability = dra.op_probability(params, p_min, p_max)
+    w = np.asarray(params["W"], np.float64)
+    soft = np.exp(w - w.max(1, keepdims=True))
+    soft /= soft.sum(1, keepdims=True)
+    return {
+        "op_probability": {dra.OUR_NAME[n]: float(p) for n, p in zip(names, probability)},
+        "destructive_op": "sample_pairing" if dra.DESTRUCTIVE in names else None,
+        "policy": source,
+        "op_softmax_per_layer": soft.round(6).tolist(),
+        "magnitude_mean": np.asarray(params["M_MEAN"]).round(6).tolist(),
+        "magnitude_std": np.asarray(params["M_STD"]).round(6).tolist(),
+        "apply_probability": [p_min, p_max],
+    }
+
+
+def run(config, workdir: str) -> dict:
+    """Search (unless a policy is given), then training with the policy; see module doc."""
+    validate(config)
+    c = config.dra
+    search_results = None
+    if searches(config):
+        search_dir = os.path.join(workdir, "search")
+        search_results = engine.finished_results(search_dir)
+        if search_results is None or not os.path.exists(os.path.join(search_dir, "policy.json")):
+            search_results = run_search(config, search_dir)
+        policy, name = os.path.abspath(os.path.join(search_dir, "policy.json")), None
+    else:
+        policy, name = c.policy, c.policy_name or None
+    params, names = dra.load_policy(policy, name)
+    tconfig = train_config(config, policy, name)
+    train_dir = os.path.join(workdir, "train")
+    os.makedirs(train_dir, exist_ok=True)
+    if jax.process_index() == 0:
+        with open(os.path.join(train_dir, "policy.json"), "w", encoding="utf-8") as f:
+            f.write(dra.to_json(params, names, name=name or "policy", source=str(policy)))
+    engine.validate(tconfig)
+    setup = engine.build(tconfig)
+    used = learned_policy_report(params, names, c.p_min, c.p_max, str(policy))
+    results = engine.train(tconfig, train_dir, setup, engine.Method(
+        state=setup.state, advance=supervised.advance_fn(setup),
+        report=lambda *_: {"learned_policy": used}))
+    if search_results is not None:
+        results["dra"] = {"search_test_accuracy": search_results["test_accuracy"],
+                          "search_wall_time_s": search_results["wall_time_s"],
+                          "search_steps": search_results["steps"],
+                          **search_results.get("dra_search", {})}
+    results["config"] = config.to_dict()
+    if jax.process_index() == 0:
+        engine.write_json(os.path.join(workdir, "results.json"), results)
+    return results
+
+
+# ------------------------------------------------------------------- what was learned, shown
+
+
+class PolicyRecorder:
+    """The search's engine ``report``: appends the policy to ``policy_history.jsonl``, rewrites
+    ``policy.json`` and the two plots (a resumed run keeps the epochs recorded) and returns the
+    results.json entries ``learned_policy`` and ``dra_search``."""
+
+    def __init__(self, workdir: str, names: tuple, p_min: float, p_max: float,
+                 extra: Optional[dict] = None):
+        self.workdir, self.names, self.p_min, self.p_max = workdir, names, p_min, p_max
+        self.extra = extra or {}
+        self.path = os.path.join(workdir, "policy_history.jsonl")
+        self.history = []
+        if os.path.exists(self.path):
+            with open(self.path, encoding="utf-8") as f:
+                by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
+            self.history = [by_epoch[e] for e in sorted(by_epoch)]
+
+    def __call__(self, workdir: str, state, epoch: int, evaluation: dict) -> dict:
+        params = dra.clip_params(jax.device_get(state.policy))
+        record = {"epoch": epoch, "test_accuracy": evaluation["accuracy"],
+                  **{k: np.asarray(v).tolist() for k, v in params.items()}}
+        self.history = [r for r in self.history if r["epoch"] < epoch] + [record]
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(json.dumps(record) + "\n")
+        with open(os.path.join(self.workdir, "policy.json"), "w", encoding="utf-8") as f:
+            f.write(dra.to_json(params, self.names, source=f"gar_jax DRA search, epoch {epoch}"))
+        plot_policy(self.history, self.names, self.workdir)
+        return {"learned_policy": learned_policy_report(params, self.names, self.p_min,
+                                                        self.p_max, "search"),
+                "dra_search": self.extra}
+
+
+def plot_policy(history, names, workdir: str) -> None:
+    """policy_weights.png (softmax(W) per layer over the search) and policy_magnitudes.png (the
+    final clipped-normal magnitude density of each op, per layer)."""
+    from gar_jax.plots import plt
+
+    epochs = np.array([r["epoch"] for r in history])
+    w = np.array([r["W"] for r in history])  # [T, L, A]
+    soft = np.exp(w - w.max(-1, keepdims=True))
+    soft /= soft.sum(-1, keepdims=True)
+    layers = w.shape[1]
+    colors = plt.cm.tab20(np.linspace(0, 1, len(names)))
+    fig, axes = plt.subplots(1, layers, figsize=(6 * layers, 4), squeeze=False)
+    for layer, ax in enumerate(axes[0]):
+        for j, n in enumerate(names):
+            ax.plot(epochs, soft[:, layer, j], color=colors[j], label=dra.OUR_NAME[n],
+                    linewidth=2.5 if n == dra.DESTRUCTIVE else 1.2)
+        ax.axhline(1 / len(names), color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel="search epoch", ylabel="softmax(W)", title=f"op probability, layer "
+               f"{layer + 1}", ylim=(0, None))
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "policy_weights.png"), dpi=110)
+    plt.close(fig)
+
+    mean, std = np.array(history[-1]["M_MEAN"]), np.array(history[-1]["M_STD"])
+    cols = 6
+    rows = -(-len(names) // cols)
+    grid = np.linspace(0, 1, 201)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), squeeze=False)
+    for j, ax in enumerate(axes.flat):
+        if j >= len(names):
+            ax.set_visible(False)
+            continue
+        for layer in range(layers):
+            mu, sd = mean[layer, j], max(std[layer, j], 1e-3)
+            density = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+            ax.plot(grid, density, label=f"layer {layer + 1}")
+        ax.set_title(f"{dra.OUR_NAME[names[j]]}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle("magnitude m ~ N(M_MEAN, M_STD) before clipping to [0, 1] (final policy)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "policy_magnitudes.png"), dpi=110)
+    plt.close(fig)
