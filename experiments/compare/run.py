@@ -82,7 +82,13 @@ METHODS = {
                       "DRA, published CIFAR-10 policy"),
     # Searches (then training with the found policy, in the same workdir).
     "faa_search": ("configs/digits_faa.py", ["@protocol"], "Fast AutoAugment search + training"),
-    "dra_search": ("configs/digits_dra.py", ["@protocol"], "DRA search + training"),
+    # DRA searches on all 100 images (halves of 50, batch 20, 2 steps per epoch): 50 epochs =
+    # 100 steps, so that its policy lr x steps (0.015 x 100) stays the paper's 1.5.
+    "dra_search": ("configs/digits_dra.py", ["@protocol", "--config.dra.search.fraction=1.0",
+                                             "--config.dra.search.batch_size=20",
+                                             "--config.dra.search.epochs=50",
+                                             "--config.dra.search.learning_rate=0.03"],
+                   "DRA search + training"),
     # In-loop learned augmentation.
     "smart_aug": ("configs/digits_smart_aug.py", ["@protocol"], "smart augmentation (meta step)"),
     "ola_ra": (OLA, ["--config.ola.space=randaug"], "OLA, RA space, GAR rewards"),
