@@ -31,6 +31,8 @@ def get_config():
     c.standard = ml_collections.ConfigDict()
     c.standard.pad = 4             # zero padding before the random crop back to full size
     c.standard.cutout = 16         # Cutout square side in pixels (0 = no Cutout)
+    c.standard.flip = True         # random horizontal flip (digits32_small: off, digits are not
+                                   # mirror-symmetric)
     c.standard.fill_mean = True    # fill Cutout with the dataset mean (0 after normalization,
                                    # as the authors' Cutout after normalization), else black
 

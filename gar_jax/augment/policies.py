@@ -48,8 +48,9 @@ def identity(key, images):
     return images
 
 
-def standard(key, images, pad: int = 4, cutout: int = 16, fill=0):
-    """Pad-``pad`` random crop, random horizontal flip, Cutout ``cutout`` (0: none); uint8 out."""
+def standard(key, images, pad: int = 4, cutout: int = 16, fill=0, flip: bool = True):
+    """Pad-``pad`` random crop, random horizontal flip (unless ``flip=False``: digits are not
+    mirror-symmetric), Cutout ``cutout`` (0: none); uint8 out."""
     _check_images(images)
     _check_count("pad", pad)
     _check_count("cutout", cutout)
@@ -60,8 +61,8 @@ def standard(key, images, pad: int = 4, cutout: int = 16, fill=0):
     left = jax.random.randint(k_x, (b,), 0, 2 * pad + 1)
     crop = jax.vmap(lambda im, y, x: jax.lax.dynamic_slice(im, (y, x, 0), (h, w, c)))(
         padded, top, left)
-    flip = jax.random.bernoulli(k_flip, 0.5, (b,))
-    out = jnp.where(flip[:, None, None, None], crop[:, :, ::-1], crop)
+    flips = jax.random.bernoulli(k_flip, 0.5 if flip else 0.0, (b,))
+    out = jnp.where(flips[:, None, None, None], crop[:, :, ::-1], crop)
     if cutout:
         cy = jax.random.randint(k_cy, (b,), 0, h)
         cx = jax.random.randint(k_cx, (b,), 0, w)
@@ -179,7 +180,7 @@ def compose(*policies):
 
 
 _KWARGS = {
-    "none": (), "standard": ("pad", "cutout", "fill"), "ua": ("space",),
+    "none": (), "standard": ("pad", "cutout", "fill", "flip"), "ua": ("space",),
     "ra": ("space", "n", "m"), "ta": ("space",), "aa": ("dataset",),
     "smart_aug": ("path",),  # a learned smart_augmentation policy.json, replayed (smart.py)
     "dra": ("policy", "name", "p_min", "p_max", "grid"),  # gar_jax.augment.dra.replay_policy

@@ -10,6 +10,9 @@ Datasets:
   ``sklearn.model_selection.train_test_split(test_size=360, stratify=labels, random_state=0)``
   gives 1437 train / 360 test images (each class's share, about 36 test images per class), the
   same on every machine.
+- ``"digits32_small"``: the same digits upsampled to 32x32x3 (bilinear, grey repeated over 3
+  channels), 10 training images per class (100) and the other 1697 as test set: the offline
+  benchmark on which augmentation matters (`gar_jax.data.digits32`).
 - ``"cifar10"``, ``"cifar100"``, ``"svhn"`` (tfds ``svhn_cropped``): read through
   ``tfds.data_source`` (random access on ArrayRecord files; needs no TensorFlow). The files must
   have been prepared once, in the ``array_record`` format (see ``_prepare_hint``).
@@ -23,14 +26,15 @@ from gar_jax.errors import ConfigError
 # name -> (tfds name or None for scikit-learn, num_classes, image shape [H, W, C]).
 _DATASETS = {
     "digits": (None, 10, (8, 8, 1)),
+    "digits32_small": (None, 10, (32, 32, 3)),
     "cifar10": ("cifar10", 10, (32, 32, 3)),
     "cifar100": ("cifar100", 100, (32, 32, 3)),
     "svhn": ("svhn_cropped", 10, (32, 32, 3)),
 }
 SPLITS = ("train", "test")
 # (train, test) sizes: digits as split here; the others as tfds prepares them.
-_SIZES = {"digits": (1437, 360), "cifar10": (50000, 10000), "cifar100": (50000, 10000),
-          "svhn": (73257, 26032)}
+_SIZES = {"digits": (1437, 360), "digits32_small": (100, 1697), "cifar10": (50000, 10000),
+          "cifar100": (50000, 10000), "svhn": (73257, 26032)}
 DIGITS_TEST_SIZE = 360
 DIGITS_SPLIT_SEED = 0
 
@@ -70,7 +74,7 @@ def load(name: str, split: str, *, data_dir: Optional[str] = None) -> dict:
       name: one of `names()`.
       split: ``"train"`` or ``"test"``.
       data_dir: tfds data directory (default: tfds' own default, ``~/tensorflow_datasets``);
-        ignored for ``"digits"``.
+        ignored for the scikit-learn datasets.
 
     Returns:
       ``{"image": uint8 [N, H, W, C], "label": int32 [N]}``.
@@ -80,6 +84,9 @@ def load(name: str, split: str, *, data_dir: Optional[str] = None) -> dict:
     """
     _check_name(name, split)
     tfds_name = _DATASETS[name][0]
+    if name == "digits32_small":
+        from gar_jax.data import digits32
+        return digits32.load(split)
     if tfds_name is None:
         return _load_digits(split)
     return _load_tfds(tfds_name, split, data_dir, info(name)[1])

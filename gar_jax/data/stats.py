@@ -2,7 +2,8 @@
 
 The models normalize their uint8 inputs themselves with these: ``(x / 255 - mean) / std``.
 CIFAR and SVHN values are the usual published statistics of their training sets; the digits
-values were computed from `gar_jax.data.sources.load("digits", "train")` (1437 images).
+values were computed from `gar_jax.data.sources.load("digits", "train")` (1437 images), the
+digits32_small values from its 100 training images.
 """
 from gar_jax.errors import ConfigError
 
@@ -11,6 +12,7 @@ _MEAN_STD = {
     "cifar100": ((0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)),
     "svhn": ((0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970)),
     "digits": ((0.3054,), (0.3760,)),
+    "digits32_small": ((0.3049,) * 3, (0.3226,) * 3),
 }
 
 

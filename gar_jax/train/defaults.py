@@ -12,9 +12,11 @@ from typing import Optional
 import ml_collections
 
 # RandAugment (N ops, magnitude M on the 0..30 scale) for WRN-28-10 (ALGORITHMS.md §6).
-RAND_AUGMENT = {"cifar10": (3, 5), "cifar100": (2, 14), "svhn": (3, 7), "digits": (3, 5)}
+RAND_AUGMENT = {"cifar10": (3, 5), "cifar100": (2, 14), "svhn": (3, 7), "digits": (3, 5),
+                "digits32_small": (3, 5)}
 # AutoAugment's published policy used per dataset (CIFAR-100 uses CIFAR-10's, as in the papers).
-AUTO_AUGMENT = {"cifar10": "cifar10", "cifar100": "cifar10", "svhn": "svhn", "digits": "cifar10"}
+AUTO_AUGMENT = {"cifar10": "cifar10", "cifar100": "cifar10", "svhn": "svhn", "digits": "cifar10",
+                "digits32_small": "cifar10"}
 # The baselines of Table 2: config name -> gar_jax.augment.policies.get_policy name.
 BASELINES = ("baseline", "ua_ra", "ua_wl", "ra", "ta", "aa")
 

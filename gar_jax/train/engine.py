@@ -90,13 +90,15 @@ def make_augment(config) -> Optional[Callable]:
 
 
 def make_standard(config) -> Callable:
-    """The standard pipeline of ``config.standard`` (pad-crop, flip, Cutout)."""
+    """The standard pipeline of ``config.standard`` (pad-crop, flip unless ``flip=False``,
+    Cutout)."""
     from gar_jax.augment import policies
 
     mean, _ = stats.mean_std(config.dataset)
     fill = tuple(int(round(255 * m)) for m in mean) if config.standard.fill_mean else 0
     return policies.get_policy("standard", pad=config.standard.pad,
-                               cutout=config.standard.cutout, fill=fill)
+                               cutout=config.standard.cutout, fill=fill,
+                               flip=config.standard.get("flip", True))
 
 
 def make_model(config, num_classes: int) -> WideResNet:

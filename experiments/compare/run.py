@@ -1,0 +1,390 @@
+"""One comparison of every augmentation method on one benchmark: runs, tables, figure.
+
+Usage (from the repository root)::
+
+    python experiments/compare/run.py                       # every method x seeds 0-4
+    python experiments/compare/run.py --methods=none,standard,ra --seeds=0,1,2,3,4
+    python experiments/compare/run.py --summarize_only      # tables/figure from what has run
+    python experiments/compare/run.py --benchmark=cifar10 --dry_run   # the Table 2 commands
+
+Each (method, seed) is one cell: one ``python -m gar_jax.main`` run in ``<root>/<method>_s<seed>``
+(one config of `METHODS`, ``--config.seed=<seed>``). A cell whose ``results.json`` exists is
+done and skipped; any other cell is (re)run with the same command, and the engine resumes it
+from its checkpoints, so a killed comparison continues where it stopped when the same command is
+run again. Cells run seed by seed (every method at seed 0, then seed 1, ...), so a partial
+comparison covers every method. A method whose config is not in the tree, or which the CLI
+rejects before computing (exit status 2, one line), is reported as "not available" and skipped.
+
+Outputs (``--out``, default experiments/compare/ for the digits32_small benchmark):
+- ``results.json``: ``{method: {"test_acc": [per seed], "train_s": [per seed],
+  "search_s": [per seed or null], "seeds": [...], "command": "..."}}``; test_acc is the final
+  test accuracy as a fraction, train_s the wall time of the (final) training run, search_s the
+  wall time of a method's search phase (null for methods without one). Times come from the runs'
+  results.json (`read_cell`).
+- ``results.md``: mean ± 95 % confidence interval (Student t over seeds) per method, every seed,
+  and the cost (train_s + search_s) relative to the standard pipeline's mean train_s.
+- ``results.png``: accuracy per method (mean, 95 % CI, every seed) and relative cost.
+"""
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+sys.path.insert(0, ROOT)
+SUPERVISED = "configs/digits32_supervised.py"
+OLA = "configs/digits32_ola.py"
+
+# The benchmark protocol (configs/digits32_supervised.py) imposed on the method configs written
+# for 8x8 digits (configs/digits_<method>.py): dataset, model, schedule, standard pipeline. Read
+# from the config file, so that the two cannot drift apart.
+PROTOCOL_FIELDS = ("dataset", "model.depth", "model.width", "num_epochs", "batch_size",
+                   "eval_batch_size", "learning_rate", "warmup_epochs", "eval_every_epochs",
+                   "log_every_steps", "checkpoint_every_steps", "standard.pad", "standard.cutout",
+                   "standard.flip")
+
+
+def protocol_overrides() -> list:
+    """``--config.<field>=<value>`` for every `PROTOCOL_FIELDS` entry of digits32_small."""
+    from gar_jax.train import defaults
+
+    config = defaults.load_config(os.path.join(ROOT, SUPERVISED))
+    out = []
+    for field in PROTOCOL_FIELDS:
+        value = config
+        for part in field.split("."):
+            value = value[part]
+        out.append(f"--config.{field}={value}")
+    return out
+
+
+# method -> (config file[:argument], extra overrides, what it is). "@protocol" stands for
+# `protocol_overrides()` (a config written for another dataset, moved onto this benchmark).
+METHODS = {
+    # Fixed policies (then the standard pipeline, except none).
+    "none": (f"{SUPERVISED}:none", [], "no augmentation at all"),
+    "standard": (f"{SUPERVISED}:baseline", [], "pad-crop 4, Cutout 16 (no flip)"),
+    "ua_ra": (f"{SUPERVISED}:ua_ra", [], "UniformAugment over the RA space"),
+    "ua_wl": (f"{SUPERVISED}:ua_wl", [], "UniformAugment over the wide space"),
+    "ra": (f"{SUPERVISED}:ra", [], "RandAugment N=3, M=5"),
+    "ta": (f"{SUPERVISED}:ta", [], "TrivialAugment (wide ranges)"),
+    "aa": (f"{SUPERVISED}:aa", [], "AutoAugment, published CIFAR-10 policy"),
+    # Published policies of the searches (their configs, moved onto this benchmark).
+    "faa_published": ("configs/digits_faa.py:published", ["@protocol"],
+                      "Fast AutoAugment, published reduced-CIFAR-10 policy"),
+    "dra_published": ("configs/digits_dra.py", ["@protocol", "--config.dra.policy=cifar10"],
+                      "DRA, published CIFAR-10 policy"),
+    # Searches (then training with the found policy, in the same workdir).
+    "faa_search": ("configs/digits_faa.py", ["@protocol"], "Fast AutoAugment search + training"),
+    # DRA searches on all 100 images (halves of 50, batch 20, 2 steps per epoch): 50 epochs =
+    # 100 steps, so that its policy lr x steps (0.015 x 100) stays the paper's 1.5.
+    "dra_search": ("configs/digits_dra.py", ["@protocol", "--config.dra.search.fraction=1.0",
+                                             "--config.dra.search.batch_size=20",
+                                             "--config.dra.search.epochs=50",
+                                             "--config.dra.search.learning_rate=0.03"],
+                   "DRA search + training"),
+    # In-loop learned augmentation.
+    "smart_aug": ("configs/digits_smart_aug.py", ["@protocol"], "smart augmentation (meta step)"),
+    "ola_ra": (OLA, ["--config.ola.space=randaug"], "OLA, RA space, GAR rewards"),
+    "ola_wl": (OLA, ["--config.ola.space=wide"], "OLA, wide space, GAR rewards"),
+    "ola_nslr": (OLA, ["--config.ola.space=randaug", "--config.ola.reward=nslr"],
+                 "OLA, RA space, NSLR rewards"),
+}
+COST_REFERENCE = "standard"
+
+# Table 2 on CIFAR: method -> config file per dataset ({d} = cifar10 / cifar100) and overrides.
+# Configs of methods still being written carry the names their issues prescribe.
+CIFAR_METHODS = {
+    "none": ("configs/{d}_baseline.py", ["--config.augment=none"]),
+    "standard": ("configs/{d}_baseline.py", []),
+    "ua_ra": ("configs/{d}_ua_ra.py", []),
+    "ua_wl": ("configs/{d}_ua_wl.py", []),
+    "ra": ("configs/{d}_ra.py", []),
+    "ta": ("configs/{d}_ta.py", []),
+    "aa": ("configs/{d}_aa.py", []),
+    "faa_published": ("configs/{d}_faa.py", []),
+    "faa_search": ("configs/cifar10_faa_search.py", []),
+    "dra_published": ("configs/{d}_dra.py", []),
+    "dra_search": ("configs/cifar10_dra_search.py", []),
+    "smart_aug": ("configs/{d}_smart_aug.py", []),
+    "ola_ra": ("configs/{d}_ola.py:ra", []),
+    "ola_wl": ("configs/{d}_ola.py", []),
+    "ola_nslr": ("configs/{d}_ola.py:ra", ["--config.ola.reward=nslr"]),
+}
+CIFAR_ONLY_CIFAR10 = ("faa_search", "dra_search")  # the searches are run on CIFAR-10 (papers)
+
+
+def method_table(benchmark: str) -> dict:
+    """``{method: (config spec, overrides)}`` with "@protocol" expanded."""
+    if benchmark == "digits32_small":
+        protocol = None
+        table = {}
+        for name, (spec, extra, _) in METHODS.items():
+            if "@protocol" in extra:
+                protocol = protocol or protocol_overrides()
+                extra = [o for e in extra for o in (protocol if e == "@protocol" else [e])]
+            table[name] = (spec, list(extra))
+        return table
+    table = {}
+    for name, (spec, extra) in CIFAR_METHODS.items():
+        if benchmark == "cifar100" and name in CIFAR_ONLY_CIFAR10:
+            continue
+        table[name] = (spec.format(d=benchmark), list(extra))
+    return table
+
+
+def cell_command(spec: str, extra: list, workdir: str, seed: int) -> list:
+    return [sys.executable, "-m", "gar_jax.main", f"--config={spec}", f"--workdir={workdir}",
+            f"--config.seed={seed}", "--config.progress_bar=False", *extra]
+
+
+def display_command(argv: list) -> str:
+    return " ".join(shlex.quote(a) for a in ["python", *argv[1:]])
+
+
+def availability(spec: str):
+    """None if the config file exists, else the reason it is not available."""
+    path = spec.partition(":")[0]
+    if not os.path.exists(os.path.join(ROOT, path)):
+        return f"{path} is not in the tree"
+    return None
+
+
+def _wall(path: str):
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f).get("wall_time_s")
+
+
+def read_cell(workdir: str):
+    """``(test_acc, train_s, search_s)`` of a finished cell, or None if it has not finished.
+
+    The cell's results.json gives ``test_accuracy``. Times: ``train_s`` / ``search_s`` when the
+    method's results.json reports them; otherwise, for a multi-phase method, the ``wall_time_s``
+    of ``train/results.json`` and ``search/results.json`` (the engine's per-phase results); else
+    the run's own ``wall_time_s`` is the training time and there is no search (None).
+    """
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        results = json.load(f)
+    if "test_accuracy" not in results:
+        return None
+    train_s = results.get("train_s")
+    if train_s is None:
+        train_s = _wall(os.path.join(workdir, "train", "results.json"))
+    if train_s is None:
+        train_s = results.get("wall_time_s")
+    search_s = results.get("search_s")
+    if search_s is None:
+        search_s = _method_search_s(results)
+    if search_s is None:
+        search_s = _wall(os.path.join(workdir, "search", "results.json"))
+    return float(results["test_accuracy"]), train_s, search_s
+
+
+def _method_search_s(results: dict):
+    """Search time from the keys the search methods write: FAA (fold models + TPE search),
+    DRA (its search phase's engine run)."""
+    faa = results.get("faa")
+    if isinstance(faa, dict) and "search_seconds" in faa:
+        return float(faa["search_seconds"]) + float(faa.get("folds", {}).get("seconds", 0.0))
+    dra = results.get("dra")
+    if isinstance(dra, dict) and dra.get("search_wall_time_s") is not None:
+        return float(dra["search_wall_time_s"])
+    return None
+
+
+def run_cell(argv: list, workdir: str):
+    """Runs (or resumes) one cell; returns None on success, else a one-line reason."""
+    os.makedirs(workdir, exist_ok=True)
+    with open(os.path.join(workdir, "compare_log.txt"), "a", encoding="utf-8") as log:
+        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {display_command(argv)}\n")
+        log.flush()
+        proc = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True)
+        log.write(proc.stderr)
+    if proc.returncode == 0:
+        return None
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    last = lines[-1] if lines else f"exit status {proc.returncode}"
+    if proc.returncode == 2:  # the CLI rejected the config before any compute
+        return f"not available: {last}"
+    return f"failed (exit {proc.returncode}): {last}"
+
+
+def write_json(path: str, obj) -> None:
+    """Atomic: a killed comparison never leaves a half-written file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ statistics
+
+
+def mean_ci(values, confidence: float = 0.95):
+    """``(mean, half-width)`` of the Student t confidence interval; half-width nan for n < 2."""
+    from scipy.special import stdtrit  # the t quantile (scipy.stats is slow to import)
+
+    values = np.asarray(values, np.float64)
+    n = values.size
+    if n < 2:
+        return float(values.mean()) if n else math.nan, math.nan
+    sem = values.std(ddof=1) / math.sqrt(n)
+    return float(values.mean()), float(stdtrit(n - 1, 0.5 + confidence / 2) * sem)
+
+
+def cost(entry: dict):
+    """Mean over seeds of train_s + search_s (None: no times)."""
+    totals = [t + (s or 0.0) for t, s in zip(entry["train_s"], entry["search_s"])
+              if t is not None]
+    return float(np.mean(totals)) if totals else None
+
+
+def markdown(results: dict, missing: dict, benchmark: str) -> str:
+    ref = results.get(COST_REFERENCE)
+    ref_cost = cost(ref) if ref else None
+    order = sorted(results, key=lambda m: -np.mean(results[m]["test_acc"]))
+    lines = [f"Benchmark: {benchmark}. Test accuracy in %: mean ± half-width of the 95 % "
+             "confidence interval (Student t over seeds). Cost: mean wall time (search + "
+             f"training) relative to `{COST_REFERENCE}`'s training.", "",
+             "| method | seeds | test accuracy % | per seed | train s | search s | cost |",
+             "|---|---|---|---|---|---|---|"]
+    for m in order:
+        e = results[m]
+        mean, half = mean_ci(np.array(e["test_acc"]) * 100)
+        per_seed = ", ".join(f"{100 * a:.2f}" for a in e["test_acc"])
+        train = np.mean([t for t in e["train_s"] if t is not None]) if any(
+            t is not None for t in e["train_s"]) else math.nan
+        searches = [s for s in e["search_s"] if s is not None]
+        search = f"{np.mean(searches):.0f}" if searches else "-"
+        c = cost(e)
+        rel = f"{c / ref_cost:.2f}x" if c is not None and ref_cost else "-"
+        acc = f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")
+        lines.append(f"| {m} | {len(e['test_acc'])} | {acc} | {per_seed} | "
+                     f"{train:.0f} | {search} | {rel} |")
+    for m, reason in missing.items():
+        lines.append(f"| {m} | 0 | {reason} | | | | |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: dict, path: str, benchmark: str) -> None:
+    from gar_jax.plots import plt
+
+    order = sorted(results, key=lambda m: np.mean(results[m]["test_acc"]))
+    ref = results.get(COST_REFERENCE)
+    ref_cost = cost(ref) if ref else None
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 0.45 * len(order) + 1.5), sharey=True,
+                                 gridspec_kw={"width_ratios": [3, 1]})
+    for y, m in enumerate(order):
+        acc = np.array(results[m]["test_acc"]) * 100
+        mean, half = mean_ci(acc)
+        ax.errorbar(mean, y, xerr=0 if math.isnan(half) else half, fmt="o", color="C0",
+                    capsize=3)
+        ax.scatter(acc, np.full(acc.shape, y + 0.2), s=8, color="0.5", zorder=3)
+        c = cost(results[m])
+        if c is not None and ref_cost:
+            bx.barh(y, c / ref_cost, color="C1")
+    ax.set_yticks(range(len(order)), order)
+    ax.set_xlabel("test accuracy % (mean, 95% CI; grey: seeds)")
+    ax.grid(axis="x", alpha=0.3)
+    bx.set_xlabel(f"cost relative to {COST_REFERENCE}")
+    bx.axvline(1.0, color="0.3", lw=0.8)
+    fig.suptitle(f"Augmentation methods on {benchmark}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------- main
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--benchmark", default="digits32_small",
+                        choices=("digits32_small", "cifar10", "cifar100"))
+    parser.add_argument("--methods", default="all", help="comma-separated, or 'all'")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated run seeds")
+    parser.add_argument("--root", default=None, help="workdir root (default runs/compare_<b>)")
+    parser.add_argument("--out", default=None,
+                        help="results.json/.md/.png folder (default experiments/compare, "
+                             "experiments/compare/<benchmark> for CIFAR)")
+    parser.add_argument("--dry_run", action="store_true", help="print the commands only")
+    parser.add_argument("--summarize_only", action="store_true",
+                        help="run nothing; tables and figure from the finished cells")
+    args = parser.parse_args(argv)
+
+    table = method_table(args.benchmark)
+    methods = list(table) if args.methods == "all" else args.methods.split(",")
+    unknown = [m for m in methods if m not in table]
+    if unknown:
+        parser.error(f"unknown methods {unknown} for {args.benchmark}; known: {list(table)}")
+    seeds = [int(s) for s in args.seeds.split(",")]
+    root = args.root or os.path.join("runs", f"compare_{args.benchmark}")
+    out = args.out or os.path.join(ROOT, "experiments", "compare",
+                                   *([] if args.benchmark == "digits32_small" else
+                                     [args.benchmark]))
+
+    missing = {}
+    for m in methods:
+        reason = availability(table[m][0])
+        if reason:
+            missing[m] = f"not available: {reason}"
+    for seed in seeds:
+        for m in methods:
+            workdir = os.path.join(root, f"{m}_s{seed}")
+            argv_cell = cell_command(*table[m], workdir, seed)
+            if args.dry_run:
+                note = f"  # {missing[m]}" if m in missing else ""
+                print(display_command(argv_cell) + note)
+                continue
+            if m in missing:
+                continue
+            if args.summarize_only or read_cell(workdir) is not None:
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] {m} seed {seed}: {workdir}", flush=True)
+            start = time.time()
+            problem = run_cell(argv_cell, workdir)
+            if problem:
+                print(f"  {problem}", flush=True)
+                if problem.startswith("not available"):
+                    missing[m] = problem
+            else:
+                print(f"  done in {time.time() - start:.0f} s: test accuracy "
+                      f"{100 * read_cell(workdir)[0]:.2f} %", flush=True)
+    if args.dry_run:
+        return
+
+    results = {}
+    for m in methods:
+        if m in missing:
+            continue
+        cells = [(s, read_cell(os.path.join(root, f"{m}_s{s}"))) for s in seeds]
+        cells = [(s, c) for s, c in cells if c is not None]
+        if not cells:
+            continue
+        results[m] = {"test_acc": [c[0] for _, c in cells], "train_s": [c[1] for _, c in cells],
+                      "search_s": [c[2] for _, c in cells], "seeds": [s for s, _ in cells],
+                      "command": display_command(cell_command(
+                          *table[m], os.path.join(root, f"{m}_s<seed>"), "<seed>"))}
+    os.makedirs(out, exist_ok=True)
+    write_json(os.path.join(out, "results.json"), results)
+    text = markdown(results, missing, args.benchmark)
+    with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
+        f.write(text)
+    if results:
+        figure(results, os.path.join(out, "results.png"), args.benchmark)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
