@@ -65,7 +65,7 @@ def train_step_rows(args):
     from gar_jax.data import stats
     from gar_jax.models.wrn import WideResNet
     from gar_jax.train import optim, steps
-    from gar_jax.train.mesh import data_sharding, make_mesh
+    from gar_jax.mesh import data_sharding, make_mesh
     from gar_jax.train.state import create_state
     import jax.numpy as jnp
 

@@ -15,7 +15,7 @@ from gar_jax.data import sources
 from gar_jax.errors import ConfigError
 from gar_jax.methods import smart_aug
 from gar_jax.train import defaults, optim
-from gar_jax.train.mesh import make_mesh, replicated
+from gar_jax.mesh import make_mesh, replicated
 from gar_jax.train.state import TrainState
 
 # Differentiable ops with magnitudes (geometric and colour), ops without (identity, flip) and a

@@ -43,7 +43,7 @@ from gar_jax.augment import ola, spaces
 from gar_jax.errors import ConfigError
 from gar_jax.models import variables
 from gar_jax.train import engine, steps
-from gar_jax.train.mesh import DATA_AXIS
+from gar_jax.mesh import DATA_AXIS
 from gar_jax.train.state import TrainState
 
 GAR_METHODS = ("layerwise", "jvp", "vmap")

@@ -52,7 +52,7 @@ from jax.sharding import PartitionSpec as P
 from gar_jax.augment import smart, spaces
 from gar_jax.errors import ConfigError
 from gar_jax.train import steps
-from gar_jax.train.mesh import DATA_AXIS, check_batch_size, replicated
+from gar_jax.mesh import DATA_AXIS, check_batch_size, replicated
 from gar_jax.train.state import TrainState
 
 
