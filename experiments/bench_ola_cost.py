@@ -22,7 +22,8 @@ pipeline; for `direct` only the standard pipeline, its differentiable op is insi
 and the rest. The augmentation programs are compiled once per policy and shared (compiling the
 Pillow-exact ops dominates compile time on a CPU); the reported time is the sum of both calls.
 
-Time: everything is compiled first, then `--reps` interleaved rounds (default 5; each round runs
+Time: everything is compiled and called once (untimed warm-up), then `--reps` interleaved
+rounds (default 5; each round runs
 every method once, the first method rotating), state donated and fed back, so that a change in
 the machine's load hits all methods alike. Reported: the median over rounds of each round's time
 ratio to "fixed", and the ratio of the fastest rounds; the load average (os.getloadavg) is printed
@@ -232,7 +233,7 @@ def bench_model(depth, width, batch, norm, reps, methods):
         print(f"  {m.name:12s} compiled in {seconds:6.1f} s: {max(aug_bytes, core_bytes) / 2**20:8.1f}"
               f" MiB (temporaries {temp / 2**20:8.1f} MiB)", flush=True)
         del images, sample, augmented
-    for r in range(reps):
+    for r in range(-1 if reps else 0, reps):  # round -1: an untimed warm-up call of each
         # Interleaved: every round runs each method once, starting one later each round, so
         # that a change in the machine's load and the position in the round hit all alike.
         order = todo[r % len(todo):] + todo[:r % len(todo)]
@@ -244,8 +245,11 @@ def bench_model(depth, width, batch, norm, reps, methods):
             m.carry, out = m.compiled(m.carry, *m.inputs(augmented))
             jax.block_until_ready((m.carry, out))
             t2 = time.perf_counter()
-            rows[m.name]["seconds_all"].append(t2 - t0)
-            rows[m.name]["augment_seconds_all"].append(t1 - t0)
+            if r >= 0:
+                rows[m.name]["seconds_all"].append(t2 - t0)
+                rows[m.name]["augment_seconds_all"].append(t1 - t0)
+        if r < 0:
+            continue
         print(f"  round {r + 1}: " + ", ".join(
             f"{m.name} {rows[m.name]['seconds_all'][-1]:.2f} s" for m in todo) +
             f"  (load {os.getloadavg()[0]:.2f})", flush=True)
