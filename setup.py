@@ -10,6 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["gar_jax", "gar_jax.*"]),
+    package_data={"gar_jax.augment": ["data/*.json"]},  # the published FAA policies
     install_requires=[
         "jax>=0.7",
         "flax>=0.12,<=0.12.8",
@@ -26,6 +27,7 @@ setup(
         "numpy>=1.26",
         "pillow>=10.0",
         "tensorboardX>=2.6",
+        "optuna>=4",  # Fast AutoAugment's TPE search (gar_jax/methods/faa.py)
     ],
     extras_require={
         # Tests, the notebook test and the Pillow references.

@@ -37,9 +37,12 @@ def get_config(space: str = "wide"):
                                    # ("sampler"), or over the global batch ("batch")
     c.ola.reward = "gar"           # "gar" or "nslr" (next-step loss, normalized across steps)
     c.ola.gar_method = "layerwise"  # "layerwise", "jvp" or "vmap" (all exact, same numbers)
-    c.ola.gar_convention = "contribution"  # layerwise on BatchNorm nets: each example's share
-                                   # of the batch gradient (authors'; one backward), or "frozen"
-                                   # batch statistics (== jvp/vmap; a second backward)
+    c.ola.gar_convention = "frozen"  # layerwise on BatchNorm nets: frozen batch statistics
+                                   # (== jvp/vmap; a second backward), or "contribution": each
+                                   # example's share of the batch gradient (the authors'; one
+                                   # backward, less memory). Frozen is the default because on
+                                   # digits it drove the destructive op down more reliably
+                                   # (experiments/ola/README.md section 4b)
     c.ola.gar_remat = False        # layerwise: recompute layer inputs at step t+1 (less memory)
     c.ola.chunk_size = 0           # jvp/vmap: examples per chunk (bounds memory); 0 = all
     c.ola.learning_rate = 0.1      # Adam on the policy logits

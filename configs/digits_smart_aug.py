@@ -1,7 +1,7 @@
 """smart_augmentation on scikit-learn's digits (offline, minutes on a CPU): WRN-10-2,
 batch 64, the protocol of configs/digits_supervised.py and digits_ola.py but 10 epochs instead of
-30 (a step with its exact meta step costs about 7 plain ones; ``--config.num_epochs=30`` for the
-full protocol). The augmentation distribution and magnitudes over the RA space are learned by
+30 (a step with its exact meta step costs many plain ones, about 16 on a CPU, see
+experiments/smart_aug; ``--config.num_epochs=30`` for the full protocol). The augmentation distribution and magnitudes over the RA space are learned by
 the exact meta-gradient through K = 1 unrolled SGD step, on a held-out 10% of the training set.
 
 ``python -m gar_jax.main --config=configs/digits_smart_aug.py --workdir=runs/digits_smart_aug``

@@ -42,7 +42,7 @@ from gar_jax.data import stats  # noqa: E402
 from gar_jax.methods import dra as method  # noqa: E402
 from gar_jax.models.wrn import WideResNet  # noqa: E402
 from gar_jax.train import optim, steps  # noqa: E402
-from gar_jax.train.mesh import data_sharding, make_mesh  # noqa: E402
+from gar_jax.mesh import data_sharding, make_mesh  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 
 

@@ -65,7 +65,7 @@ def train_step_rows(args):
     from gar_jax.data import stats
     from gar_jax.models.wrn import WideResNet
     from gar_jax.train import optim, steps
-    from gar_jax.train.mesh import data_sharding, make_mesh
+    from gar_jax.mesh import data_sharding, make_mesh
     from gar_jax.train.state import create_state
     import jax.numpy as jnp
 
@@ -244,9 +244,9 @@ def markdown(result) -> str:
         rel_m = (f"{100 * rel['memory_xla']:+.1f}% / " + (
             f"{100 * rel['memory_device_peak']:+.1f}%" if rel["memory_device_peak"] is not None
             else "n/a")) if rel else "—"
+        dev = f"{dev / 2**30:.2f}" if dev else "n/a"
         lines.append(f"| {name} | {1e3 * r['seconds_median']:.1f} | {1e3 * r['seconds']:.1f} | "
-                     f"{rel_t} | {r['bytes'] / 2**30:.2f} | "
-                     f"{(dev or 0) / 2**30:.2f} | {rel_m} |")
+                     f"{rel_t} | {r['bytes'] / 2**30:.2f} | {dev} | {rel_m} |")
     lines += ["", f"## Augmentation policies (batch {result['batch']}, 32x32x3 uint8)", "",
               "| policy | img/s |", "|---|---|"]
     for name, r in result["augment"].items():
@@ -260,7 +260,9 @@ def main():
     parser.add_argument("--quick", action="store_true",
                         help="tiny sizes (WRN-10-1, batch 16) on whatever device: a smoke test")
     parser.add_argument("--out", default=os.path.join(HERE, "gpu"))
-    parser.add_argument("--budget_s", type=float, default=450)
+    parser.add_argument("--budget_s", type=float, default=0,
+                        help="seconds for the train-step and OLA sections (default 450; "
+                             "--quick: no limit)")
     parser.add_argument("--steps", type=int, default=10, help="timed train steps / policy calls")
     parser.add_argument("--reps", type=int, default=5, help="timed OLA rounds per method")
     parser.add_argument("--peak_tflops", type=float, default=0,
@@ -273,6 +275,7 @@ def main():
     if args.quick:
         args.depth, args.width, args.batch, args.steps = 10, 1, 16, 2
         args.reps, args.ola_model = 2, "10-1:16"
+    args.budget_s = args.budget_s or (1e9 if args.quick else 450)
     if args.child:
         return ola_child(args)
 

@@ -5,8 +5,11 @@ device, and times these step pairs (two SGD steps, t on an augmented batch, t+1 
 
   fixed      the baseline: a fixed policy (UniformAugment over the same space, then the standard
              pipeline) on step t, the standard pipeline on step t+1 (`gar_jax.train.steps`);
-  layerwise  OLA (`gar_jax.methods.ola`): the learned policy on step t, the plain step t+1, GAR by
-             the layer-wise method (`gar_jax.gar_layerwise`), REINFORCE update of the policy;
+  layerwise_frozen, layerwise_contrib, layerwise_lean
+             OLA (`gar_jax.methods.ola`): the learned policy on step t, the plain step t+1, GAR by
+             the layer-wise method (`gar_jax.gar_layerwise`) under frozen BatchNorm statistics,
+             under the contribution convention, or contribution with `remat` (the tape keeps
+             output-gradients only); `layerwise` = OLA's default; REINFORCE update of the policy;
   jvp, vmap  the same with `gar.alignment(..., method="jvp" | "vmap")` ("jvp:C": in chunks of C
              examples, bounding the memory of the forward-mode pass);
   direct     a direct meta-gradient through the SGD update (the paper's cheaper variant: re-use
@@ -19,16 +22,20 @@ pipeline; for `direct` only the standard pipeline, its differentiable op is insi
 and the rest. The augmentation programs are compiled once per policy and shared (compiling the
 Pillow-exact ops dominates compile time on a CPU); the reported time is the sum of both calls.
 
-Time: everything is compiled first, then each method is called round-robin for `--reps` rounds
-(state donated and fed back), so a change in the machine's load hits all methods alike; the
-minimum over rounds is reported (all rounds are in the JSON).
+Time: everything is compiled and called once (untimed warm-up), then `--reps` interleaved
+rounds (default 5; each round runs
+every method once, the first method rotating), state donated and fed back, so that a change in
+the machine's load hits all methods alike. Reported: the median over rounds of each round's time
+ratio to "fixed", and the ratio of the fastest rounds; the load average (os.getloadavg) is printed
+at the start, after every round and at the end. Run it with nothing else running.
 Memory: XLA's compiled memory analysis, argument + output + temporaries - aliased (donated) bytes,
 the larger of the two calls (the augmented batch passes from one to the other): what the pair
 needs on the device besides the resident dataset.
 
 Usage: python experiments/bench_ola_cost.py [--models 16-4:128,28-10:8] [--norm batch]
-       [--methods fixed,layerwise,jvp,jvp:16,vmap:16,direct] [--reps 2]
-       [--quick] [--json out.json]
+       [--methods fixed,exact,direct] [--reps 5] [--quick] [--json out.json]
+`exact` = every exact GAR method and convention fast enough to time on a CPU (`EXACT`: not the
+chunked vmap). `--reps 0`: memory only.
 """
 import argparse
 import json
@@ -48,7 +55,7 @@ from gar_jax.data import stats  # noqa: E402
 from gar_jax.models.wrn import WideResNet  # noqa: E402
 from gar_jax.methods import ola  # noqa: E402
 from gar_jax.train import defaults, optim, steps  # noqa: E402
-from gar_jax.train.mesh import data_sharding, make_mesh, replicated  # noqa: E402
+from gar_jax.mesh import data_sharding, make_mesh, replicated  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 
 # Layer-wise variants: name -> config.ola.(gar_method, gar_convention, gar_remat).
@@ -226,7 +233,7 @@ def bench_model(depth, width, batch, norm, reps, methods):
         print(f"  {m.name:12s} compiled in {seconds:6.1f} s: {max(aug_bytes, core_bytes) / 2**20:8.1f}"
               f" MiB (temporaries {temp / 2**20:8.1f} MiB)", flush=True)
         del images, sample, augmented
-    for r in range(reps):
+    for r in range(-1 if reps else 0, reps):  # round -1: an untimed warm-up call of each
         # Interleaved: every round runs each method once, starting one later each round, so
         # that a change in the machine's load and the position in the round hit all alike.
         order = todo[r % len(todo):] + todo[:r % len(todo)]
@@ -238,8 +245,11 @@ def bench_model(depth, width, batch, norm, reps, methods):
             m.carry, out = m.compiled(m.carry, *m.inputs(augmented))
             jax.block_until_ready((m.carry, out))
             t2 = time.perf_counter()
-            rows[m.name]["seconds_all"].append(t2 - t0)
-            rows[m.name]["augment_seconds_all"].append(t1 - t0)
+            if r >= 0:
+                rows[m.name]["seconds_all"].append(t2 - t0)
+                rows[m.name]["augment_seconds_all"].append(t1 - t0)
+        if r < 0:
+            continue
         print(f"  round {r + 1}: " + ", ".join(
             f"{m.name} {rows[m.name]['seconds_all'][-1]:.2f} s" for m in todo) +
             f"  (load {os.getloadavg()[0]:.2f})", flush=True)

@@ -44,7 +44,7 @@ from gar_jax.data import stats  # noqa: E402
 from gar_jax.methods import ola, smart_aug  # noqa: E402
 from gar_jax.models.wrn import WideResNet  # noqa: E402
 from gar_jax.train import defaults, optim, steps  # noqa: E402
-from gar_jax.train.mesh import data_sharding, make_mesh, replicated  # noqa: E402
+from gar_jax.mesh import data_sharding, make_mesh, replicated  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 
 

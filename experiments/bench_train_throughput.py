@@ -30,7 +30,7 @@ from gar_jax.augment import policies
 from gar_jax.data import stats
 from gar_jax.models.wrn import WideResNet
 from gar_jax.train import optim, steps
-from gar_jax.train.mesh import data_sharding, make_mesh
+from gar_jax.mesh import data_sharding, make_mesh
 from gar_jax.train.state import create_state
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

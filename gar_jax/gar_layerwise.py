@@ -19,27 +19,37 @@ Two phases, matching the OLA step pair:
   * `alignment_from_tape` (the plain step t+1, once G exists): one forward per Conv/Dense layer with
     G as kernel, elementwise product with δ, sums. Cost ≈ one forward pass of the network.
 
-BatchNorm convention (as `gar_jax.gar`): per-example losses use the batch's statistics held fixed.
-For models whose train-mode forward has no BatchNorm (GroupNorm, LayerNorm, none) the training
-backward already gives each example's δ_n (scaled by 1/B), so the tape costs nothing extra in
-compute. With train-mode BatchNorm the training gradient must flow through the batch statistics
-while the per-example δ_n must not, so `capture` runs a second backward with frozen statistics
-(its forward is the same computation; only input-gradients, no weight gradients, are computed).
+Two conventions for train-mode BatchNorm, which couples the examples (ALGORITHMS.md §1), chosen by
+``capture(..., convention=...)``; without train-mode BatchNorm they give the same numbers:
+  * "frozen" (default here): per-example losses with the batch's statistics held fixed; equal to
+    `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap" | "jvp")`. The training gradient must
+    flow through the statistics while these δ_n must not, so `capture` runs a second backward
+    with frozen statistics (input-gradients only; its forward is the same computation).
+  * "contribution" (the authors' definition): example n's share of the batch gradient, each
+    layer's input a_n times the output-gradient δ_n of the ordinary train-mode backward (through
+    the statistics), BatchNorm's scale / bias included (Σ_pos δ_n x̂_n, Σ_pos δ_n). The shares sum
+    exactly to the batch gradient, and no second backward is needed.
 
 Memory: the tape holds every Conv/Dense layer's input and output-gradient, about one training
-step's activations, kept through the plain step (`gar.alignment(..., method="jvp",
-chunk_size=C)` keeps only θ_t and the batch instead; experiments/ola/README.md has both measured).
+step's activations, kept through the plain step. ``capture(..., remat=True)`` keeps only the
+output-gradients (plus θ_t and the BatchNorm statistics); `alignment_from_tape` then recomputes
+the layer inputs by one forward at θ_t on the same images (one more forward pass). Measured
+costs: experiments/ola/README.md.
 
-The result equals `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap")` (tested in
-float64). Supported layers: every parameter of the model must belong to a Conv, Dense, BatchNorm,
-GroupNorm, LayerNorm or RMSNorm (feature axis last) applied to a batch-major input; anything else
-raises ConfigError (use `gar.alignment(..., method="jvp")`, which is model-agnostic).
+Tested in float64 against `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap")` (frozen)
+and against explicit per-example outer products of captured inputs and output-gradients
+(contribution). Supported layers: every parameter of the model must belong to a Conv, Dense,
+BatchNorm, GroupNorm, LayerNorm or RMSNorm (feature axis last) applied to a batch-major input;
+anything else raises ConfigError (use `gar.alignment(..., method="jvp")`, which is model-agnostic).
 
 Public API
     capture(model, variables, batch, example_loss, *, axis_name=None, mutable=("batch_stats",),
-            **model_kwargs) -> Captured(loss, logits, model_state, grads, tape: Tape)
+            convention="frozen", remat=False, **model_kwargs)
+        -> Captured(loss, logits, model_state, grads, tape: Tape)
+    CONVENTIONS = ("frozen", "contribution"); check_convention(convention)
     alignment_from_tape(model, variables, tape, direction, images, **model_kwargs) -> float[B]
-    alignment(model, variables, batch, direction, example_loss, **model_kwargs) -> float[B]
+    alignment(model, variables, batch, direction, example_loss, *, convention="frozen",
+              remat=False, **model_kwargs) -> float[B]
 """
 from __future__ import annotations
 
@@ -268,12 +278,12 @@ def capture(model: nn.Module, variables: PyTree, batch: dict,
     shapes_rec = _Recorder()
     jax.eval_shape(lambda p: forward(p, None, False, shapes_rec), params)
     _check_coverage(params, shapes_rec)
-    zeros = {name: jnp.zeros(s.shape, s.dtype) for name, s in shapes_rec.out_shapes.items()}
+    zeros = jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes_rec.out_shapes)
     scale = images.shape[0]
     if axis_name is not None:
         # Each device's perturbations are its own (device-varying), so their gradients are the
         # local δ, not a sum over devices.
-        zeros = {k: jax.lax.pcast(z, axis_name, to="varying") for k, z in zeros.items()}
+        zeros = jax.tree.map(lambda z: jax.lax.pcast(z, axis_name, to="varying"), zeros)
         scale = scale * jax.lax.psum(1, axis_name)
 
     def mean_loss(logits):
@@ -434,9 +444,10 @@ def alignment_from_tape(model: nn.Module, variables: PyTree, tape: Tape, directi
 
 
 def alignment(model: nn.Module, variables: PyTree, batch: dict, direction: PyTree,
-              example_loss: Callable[[jax.Array, jax.Array], jax.Array],
-              **model_kwargs) -> jax.Array:
+              example_loss: Callable[[jax.Array, jax.Array], jax.Array], *,
+              convention: str = "frozen", remat: bool = False, **model_kwargs) -> jax.Array:
     """`capture` then `alignment_from_tape` in one call: float32 [B] (for tests and benches)."""
-    captured = capture(model, variables, batch, example_loss, **model_kwargs)
+    captured = capture(model, variables, batch, example_loss, convention=convention,
+                       remat=remat, **model_kwargs)
     return alignment_from_tape(model, variables, captured.tape, direction, batch["image"],
                                **model_kwargs)

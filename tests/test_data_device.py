@@ -6,7 +6,7 @@ from jax.sharding import PartitionSpec as P
 
 from gar_jax.data.device import DeviceDataset, EvalBatches
 from gar_jax.errors import ConfigError
-from gar_jax.train.mesh import make_mesh
+from gar_jax.mesh import make_mesh
 
 
 def _ids_dataset(n, shape=(4, 4, 1)):

@@ -16,7 +16,7 @@ from gar_jax import batchnorm, gar
 from gar_jax import gar_layerwise
 from gar_jax.errors import ConfigError
 from gar_jax.models.wrn import WideResNet
-from gar_jax.train.mesh import DATA_AXIS, make_mesh
+from gar_jax.mesh import DATA_AXIS, make_mesh
 
 B = 8
 F64 = dict(dtype=jnp.float64, param_dtype=jnp.float64)

@@ -20,7 +20,7 @@ from gar_jax.methods import ola
 from gar_jax.train import engine
 from gar_jax.train.checkpoint import Checkpointer
 from gar_jax.train.defaults import load_config
-from gar_jax.train.mesh import make_mesh, replicated
+from gar_jax.mesh import make_mesh, replicated
 
 
 # A small space keeps the compiled augmentation small (the applier only builds the passes its

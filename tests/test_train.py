@@ -20,7 +20,7 @@ from gar_jax.models.wrn import WideResNet
 from gar_jax.methods import supervised
 from gar_jax.train import defaults, engine, optim, steps
 from gar_jax.train.checkpoint import Checkpointer
-from gar_jax.train.mesh import data_sharding, make_mesh, replicated
+from gar_jax.mesh import data_sharding, make_mesh, replicated
 
 
 def _tiny_config(**overrides):

@@ -78,3 +78,54 @@ def apply_array(name: str, array: np.ndarray, magnitude=None, **kwargs) -> np.nd
         kwargs["other"] = Image.fromarray(other[..., 0] if gray else other)
     out = np.asarray(apply(name, image, magnitude, **kwargs))
     return out[..., None] if gray else out
+
+
+# ---- Fast AutoAugment (augment/faa.py): FAA's own op functions, literally, on Pillow. ----------
+_FAA_RANGES = {
+    "ShearX": (-0.3, 0.3), "ShearY": (-0.3, 0.3), "TranslateX": (-0.45, 0.45),
+    "TranslateY": (-0.45, 0.45), "Rotate": (-30, 30), "AutoContrast": (0, 1), "Invert": (0, 1),
+    "Equalize": (0, 1), "Solarize": (0, 256), "Posterize": (4, 8), "Contrast": (0.1, 1.9),
+    "Color": (0.1, 1.9), "Brightness": (0.1, 1.9), "Sharpness": (0.1, 1.9), "Cutout": (0, 0.2),
+}
+
+
+def faa_apply(op: str, image: Image.Image, level: float, *, negate: bool = False,
+              centre=(0.5, 0.5), other: Image.Image = None) -> Image.Image:
+    """FAA's ``apply_augment(img, op, level)`` with its random draws given: ``negate`` (the sign
+    flip of shear/translate/rotate), ``centre`` = (y, x) fractions of the Cutout centre
+    (FAA: ``np.random.uniform(w)`` = x * w), ``other`` the SamplePairing partner (alpha 1)."""
+    if op == "SamplePairing":
+        return Image.blend(image, other, 1.0)
+    low, high = _FAA_RANGES[op]
+    v = level * (high - low) + low
+    if op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate") and negate:
+        v = -v
+    w, h = image.size
+    if op == "ShearX":
+        return _affine(image, (1, v, 0, 0, 1, 0))
+    if op == "ShearY":
+        return _affine(image, (1, 0, 0, v, 1, 0))
+    if op == "TranslateX":
+        return _affine(image, (1, 0, v * w, 0, 1, 0))
+    if op == "TranslateY":
+        return _affine(image, (1, 0, 0, 0, 1, v * h))
+    if op == "Rotate":
+        return image.rotate(v)
+    if op == "Posterize":
+        return ImageOps.posterize(image, int(v))
+    if op == "Cutout":
+        if v <= 0:
+            return image.copy()
+        v = v * w
+        x0 = int(max(0, float(centre[1]) * w - v / 2.0))
+        y0 = int(max(0, float(centre[0]) * h - v / 2.0))
+        fill = (125, 123, 114)
+        if image.mode == "L":  # FAA is RGB only; gray images get the colour's luma
+            fill = Image.new("RGB", (1, 1), fill).convert("L").getpixel((0, 0))
+        out = image.copy()
+        ImageDraw.Draw(out).rectangle((x0, y0, min(w, x0 + v), min(h, y0 + v)), fill)
+        return out
+    names = {"AutoContrast": "auto_contrast", "Invert": "invert", "Equalize": "equalize",
+             "Solarize": "solarize", "Contrast": "contrast", "Color": "color",
+             "Brightness": "brightness", "Sharpness": "sharpness"}
+    return apply(names[op], image, v)

@@ -24,6 +24,7 @@ import jax.numpy as jnp
 
 from gar_jax.augment import autoaugment
 from gar_jax.augment import color
+from gar_jax.augment import faa
 from gar_jax.augment import ops
 from gar_jax.augment.applier import apply_sequence
 from gar_jax.augment.spaces import SPACES
@@ -183,6 +184,7 @@ _KWARGS = {
     "ra": ("space", "n", "m"), "ta": ("space",), "aa": ("dataset",),
     "smart_aug": ("path",),  # a learned smart_augmentation policy.json, replayed (smart.py)
     "dra": ("policy", "name", "p_min", "p_max", "grid"),  # gar_jax.augment.dra.replay_policy
+    "faa": ("policy",),  # Fast AutoAugment: published name or "policy.json[:name]" (faa.py)
 }
 
 
@@ -207,6 +209,7 @@ def get_policy(name: str, *, with_standard: bool = False, **kwargs):
             "aa": lambda: auto_augment(**kwargs),
             "smart_aug": lambda: _smart_replay(**kwargs),
             "dra": lambda: _dra_replay(**kwargs),
+            "faa": lambda: faa.fast_autoaugment(**kwargs),
         }[name]
     elif name in SPACES:
         allowed, make = (), lambda: uniform_augment(name)

@@ -32,7 +32,7 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec as P
 
 from gar_jax.errors import ConfigError
-from gar_jax.train.mesh import DATA_AXIS, check_batch_size, data_sharding
+from gar_jax.mesh import DATA_AXIS, check_batch_size, data_sharding
 
 
 def _shard(data: dict, shard: int, num_shards: int) -> dict:
@@ -69,7 +69,7 @@ class DeviceDataset:
     Attributes:
       arrays: ``{"image": uint8 [D, N_s, H, W, C], "label": int32 [D, N_s]}`` sharded
         ``P('data')`` (device d's row is the shard of its process).
-      mesh: the 1-D ``'data'`` mesh (`gar_jax.train.mesh.make_mesh`).
+      mesh: the 1-D ``'data'`` mesh (`gar_jax.mesh.make_mesh`).
       batch_size: global batch size B (a multiple of the device count and of ``num_shards``).
       seed: seed of the per-epoch permutations.
       num_shards: S, the number of data shards (processes).

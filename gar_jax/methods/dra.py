@@ -53,7 +53,7 @@ from gar_jax.data.device import DeviceDataset
 from gar_jax.errors import ConfigError
 from gar_jax.methods import supervised
 from gar_jax.train import engine, steps
-from gar_jax.train.mesh import DATA_AXIS
+from gar_jax.mesh import DATA_AXIS
 from gar_jax.train.state import TrainState
 
 
@@ -165,7 +165,7 @@ def validate(config) -> None:
     if half < s.batch_size:
         raise ConfigError(f"config.dra.search.fraction={s.fraction} gives halves of {half} "
                           f"examples, fewer than search.batch_size={s.batch_size}")
-    from gar_jax.train.mesh import check_batch_size
+    from gar_jax.mesh import check_batch_size
     check_batch_size("dra.search.batch_size", s.batch_size, jax.device_count())
     if not (s.learning_rate > 0 and s.policy_learning_rate > 0 and s.tau > 0):
         raise ConfigError("config.dra.search needs learning_rate, policy_learning_rate, tau > 0")

@@ -43,7 +43,7 @@ from gar_jax.augment import ola, spaces
 from gar_jax.errors import ConfigError
 from gar_jax.models import variables
 from gar_jax.train import engine, steps
-from gar_jax.train.mesh import DATA_AXIS
+from gar_jax.mesh import DATA_AXIS
 from gar_jax.train.state import TrainState
 
 GAR_METHODS = ("layerwise", "jvp", "vmap")
@@ -65,7 +65,7 @@ class Options:
     """The static choices of an OLA step pair (from ``config.ola``)."""
     reward: str = "gar"
     gar_method: str = "layerwise"
-    gar_convention: str = "contribution"
+    gar_convention: str = "frozen"
     gar_remat: bool = False
     chunk_size: Optional[int] = None
     replace: bool = True

@@ -52,7 +52,7 @@ from jax.sharding import PartitionSpec as P
 from gar_jax.augment import smart, spaces
 from gar_jax.errors import ConfigError
 from gar_jax.train import steps
-from gar_jax.train.mesh import DATA_AXIS, check_batch_size, replicated
+from gar_jax.mesh import DATA_AXIS, check_batch_size, replicated
 from gar_jax.train.state import TrainState
 
 
@@ -323,8 +323,8 @@ def make_meta_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
 def digits_config(*, destructive_op: bool = False) -> ml_collections.ConfigDict:
     """The digits run (configs/digits_smart_aug*.py): WRN-10-2, batch 64, smart_aug over the RA
     space with CIFAR ranges; the digits protocol of the baselines and OLA except 10 epochs
-    instead of 30 (a step with its exact meta step costs about 7 plain steps: 10 epochs keep a
-    run within minutes on a CPU; ``--config.num_epochs=30`` for the full protocol)."""
+    instead of 30 (a step with its exact meta step costs many plain steps, about 16 on a CPU in
+    experiments/smart_aug; ``--config.num_epochs=30`` for the full protocol)."""
     from gar_jax.train import defaults
 
     c = add_section(defaults.digits("baseline"), "randaug")

@@ -48,7 +48,7 @@ from gar_jax.data.device import DeviceDataset, EvalBatches
 from gar_jax.errors import ConfigError
 from gar_jax.models.wrn import WideResNet
 from gar_jax.train import checkpoint, metrics, optim, steps
-from gar_jax.train.mesh import check_batch_size, initialize_distributed, make_mesh
+from gar_jax.mesh import check_batch_size, initialize_distributed, make_mesh
 from gar_jax.train.state import TrainState, create_state
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}

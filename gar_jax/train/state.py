@@ -24,7 +24,7 @@ import jax
 import jax.numpy as jnp
 from jax.sharding import Mesh
 
-from gar_jax.train.mesh import replicated
+from gar_jax.mesh import replicated
 
 # Initialization folds this into the run's key; training step t folds in t (< 2**32 - 1).
 INIT_STREAM = 2**32 - 1

@@ -22,7 +22,7 @@ import optax
 from jax.sharding import Mesh, PartitionSpec as P
 
 from gar_jax.models import variables
-from gar_jax.train.mesh import DATA_AXIS, replicated
+from gar_jax.mesh import DATA_AXIS, replicated
 
 
 def step_key(rng, step):

@@ -1,0 +1,234 @@
+"""Fast AutoAugment: op semantics vs Pillow, policy files, replay statistics, the search."""
+import json
+
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+from PIL import Image
+from scipy import stats
+
+from gar_jax.augment import faa
+from gar_jax.augment import pil_reference
+from gar_jax.errors import ConfigError
+
+LEVELS = (0.0, 0.13, 0.5, 0.77, 1.0)
+
+
+@pytest.mark.parametrize("shape", [(32, 32, 3), (8, 8, 1)])
+def test_every_op_at_several_levels_equals_pillow(shape):
+    """One sub-policy per (op, level); each image gets one fired step; Pillow per image."""
+    policy = [[(op, 1.0, lv)] for op in faa.ALL_OPS for lv in LEVELS]
+    n = len(policy)
+    h, w, c = shape
+    rng = np.random.RandomState(0)
+    # Smooth-ish images with structure (so that warps, cutouts and histograms all matter).
+    images = rng.randint(0, 256, (n, h, w, c)).astype(np.uint8)
+    images[: n // 2] = (images[: n // 2] // 64) * 64 + 10
+    negate = rng.rand(n, 1) < 0.5
+    centre = rng.rand(n, 1, 2).astype(np.float32)
+    pol = faa.FaaPolicy(policy)
+    draws = {"sub": jnp.arange(n), "fire": jnp.ones((n, 1), bool), "negate": jnp.asarray(negate),
+             "centre": jnp.asarray(centre)}
+    out = np.asarray(faa.apply_draws(pol.device_tables(h, w), pol.names, jnp.asarray(images),
+                                     draws))
+
+    def pil(a):
+        return Image.fromarray(a[..., 0] if c == 1 else a)
+
+    for i, ((op, _, level),) in enumerate(policy):
+        ref = np.asarray(pil_reference.faa_apply(
+            op, pil(images[i]), level, negate=bool(negate[i, 0]), centre=centre[i, 0],
+            other=pil(images[i - 1])))
+        ref = ref[..., None] if c == 1 else ref
+        np.testing.assert_array_equal(out[i], ref, err_msg=f"{op} level {level} "
+                                      f"negate {negate[i, 0]} centre {centre[i, 0]}")
+
+
+# ---- Policies as data ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["fa_reduced_cifar10", "fa_resnet50_rimagenet", "fa_reduced_svhn"])
+def test_published_policy_replay_op_frequencies_chi_square(name):
+    """Sampled draws of a published policy: per step slot, the op (or no op) of 100k images is
+    multinomial with the probabilities of the sub-policy table; and op_probability (P(image
+    gets op)) matches the Monte-Carlo frequency."""
+    pol = faa.fast_autoaugment(name)
+    assert len(pol.policy) == {"fa_reduced_cifar10": 493, "fa_resnet50_rimagenet": 498,
+                               "fa_reduced_svhn": 497}[name]
+    n = 100_000
+    draws = jax.device_get(pol.sample(jax.random.PRNGKey(1), n))
+    ops = list(faa.FAA_OPS)
+    op_index = np.array([[ops.index(o) for o, _, _ in sub] for sub in pol.policy])
+    prob = np.array([[p for _, p, _ in sub] for sub in pol.policy])
+    s = len(pol.policy)
+    fired_op = np.where(draws["fire"], op_index[draws["sub"]], len(ops))  # [n, K]; 15 = none
+    for k in range(2):
+        expected = np.bincount(op_index[:, k], weights=prob[:, k], minlength=len(ops)) / s
+        expected = np.append(expected, 1 - expected.sum()) * n
+        observed = np.bincount(fired_op[:, k], minlength=len(ops) + 1)
+        assert stats.chisquare(observed, expected).pvalue > 1e-4
+    table = faa.op_probability(pol.policy)
+    for i, o in enumerate(ops):
+        freq = np.mean(np.any(fired_op == i, axis=1))
+        p = table[faa.OP_NAME[o]]
+        assert abs(freq - p) < 5 * np.sqrt(p * (1 - p) / n) + 1e-9, o
+
+
+def test_policy_json_round_trip_and_bad_files(tmp_path):
+    pol = faa.resolve("fa_reduced_svhn")
+    path = str(tmp_path / "p.json")
+    faa.save(path, {"mine": pol, "other": pol[:3]}, source="test")
+    assert faa.load(path, "mine") == pol
+    assert faa.resolve(f"{path}:other") == pol[:3]
+    with pytest.raises(ConfigError, match="holds 2 policies"):
+        faa.load(path)
+    bad = str(tmp_path / "bad.json")
+    faa.save(bad, {"x": [[("Rotate", 0.5, 0.5), ("Rotate", 0.5, 0.5)]]}, source="t")
+    data = json.load(open(bad))
+    data["policies"]["x"][0][1][0] = "Wobble"
+    json.dump(data, open(bad, "w"))
+    for call in (lambda: faa.load(bad), lambda: faa.resolve(bad),
+                 lambda: __import__("gar_jax").augment.get_policy("faa", policy=bad)):
+        with pytest.raises(ConfigError, match="unknown op 'Wobble'") as e:
+            call()
+        assert "\n" not in str(e.value)
+    with pytest.raises(ConfigError, match="probability must be a number in"):
+        faa.check_policy([[("Rotate", 1.5, 0.5)]])
+
+
+# ---- The search ---------------------------------------------------------------------------------
+
+from gar_jax.data import sources  # noqa: E402
+from gar_jax.methods import faa as method  # noqa: E402
+
+
+def tiny_config(**overrides):
+    c = method.digits_config(destructive_op=True)
+    c.model.width = 1
+    c.progress_bar = False
+    c.faa.update(dict(folds=2, repeats=1, trials=6, asks_per_batch=3, n_startup_trials=3,
+                      top_n=2, copies=2, num_sub_policies=2, score_chunk=2, fold_epochs=1))
+    c.faa.update(overrides)
+    return c
+
+
+@pytest.fixture(scope="module")
+def search_setup():
+    """Two untrained WRN-10-1 fold models, D_A of 12 digits per fold, and the jitted scorer."""
+    config = tiny_config()
+    from gar_jax.train import engine, optim
+    model = engine.make_model(config, 10)
+    tx, _ = optim.make_optimizer(config, 10)
+    states = method.init_fold_states(model, tx, (8, 8, 1), 0, 2)
+    # Untrained nets predict one class whatever the augmentation; a large random classifier
+    # makes the scores depend on the candidates (something for TPE to rank).
+    params = jax.tree_util.tree_map_with_path(
+        lambda path, v: jax.random.normal(jax.random.PRNGKey(len(v.shape)), v.shape) * 3.0
+        if "Dense" in jax.tree_util.keystr(path) else v, states.params)
+    variables = {"params": params, "batch_stats": states.batch_stats}
+    data = sources.load("digits", "train")
+    da = np.stack([np.arange(8), np.arange(100, 108)])
+    return {"config": config, "model": model, "variables": variables,
+            "images": jnp.asarray(data["image"][da]), "labels": jnp.asarray(data["label"][da]),
+            "scorer": method.make_scorer(config, model)}
+
+
+CANDIDATES = [  # 2 folds x 3 candidates of 2 sub-policies x 2 steps, every op kind covered
+    [[[("SamplePairing", 0.9, 0.3), ("Rotate", 0.7, 0.9)], [("Cutout", 1.0, 0.8), ("Solarize", 0.6, 0.4)]],
+     [[("TranslateX", 0.8, 1.0), ("Posterize", 0.5, 0.1)], [("Equalize", 0.7, 0.5), ("ShearY", 0.9, 0.2)]],
+     [[("Contrast", 0.8, 0.1), ("Sharpness", 0.9, 0.9)], [("Invert", 0.5, 0.5), ("Cutout", 0.8, 0.3)]]],
+    [[[("AutoContrast", 0.9, 0.5), ("TranslateY", 1.0, 0.1)], [("Brightness", 0.9, 0.05), ("ShearX", 0.6, 0.9)]],
+     [[("Color", 0.5, 0.5), ("SamplePairing", 0.5, 0.5)], [("Rotate", 0.9, 0.0), ("Invert", 0.3, 0.3)]],
+     [[("Solarize", 1.0, 0.9), ("Cutout", 0.9, 1.0)], [("Posterize", 0.9, 0.9), ("Equalize", 0.2, 0.2)]]],
+]
+
+
+def test_vectorized_score_equals_slow_loop(search_setup):
+    """The jitted batched score of 2 folds x 3 candidates (chunks of 2: one padded) equals a slow
+    loop that takes one candidate and one image at a time: Pillow for the FAA ops, the standard
+    pipeline and the model on that single image, max correct / min loss over the copies."""
+    s = search_setup
+    scorer, copies = s["scorer"], s["config"].faa.copies
+    tabs = [[faa.tables(c, 8, 8) for c in fold] for fold in CANDIDATES]
+    stacked = {k: jnp.asarray(np.stack([np.stack([t[k] for t in fold]) for fold in tabs]))
+               for k in tabs[0][0]}
+    keys = jax.random.split(jax.random.PRNGKey(7), 6).reshape(2, 3, 2)
+    acc, loss = jax.device_get(scorer(s["variables"], s["images"], s["labels"], stacked, keys))
+
+    draw = jax.jit(faa.draw)
+    std = jax.jit(lambda k, im: scorer.standard(k, im[None])[0])
+    forward = jax.jit(lambda v, im: s["model"].apply(v, im[None], train=False)[0])
+    images, labels = np.asarray(s["images"]), np.asarray(s["labels"])
+    n = images.shape[1]
+    for f in range(2):
+        v = jax.tree.map(lambda a: a[f], s["variables"])
+        for c in range(3):
+            cand = faa.check_policy(CANDIDATES[f][c])
+            prob = jnp.asarray(tabs[f][c]["probability"])
+            correct, losses = np.zeros((copies, n), bool), np.zeros((copies, n))
+            for r, copy_key in enumerate(jax.random.split(keys[f, c], copies)):
+                pairs = [jax.random.split(k) for k in jax.random.split(copy_key, n)]
+                ds = [jax.device_get(draw(kp, prob)) for kp, _ in pairs]
+                state = [Image.fromarray(images[f, i, ..., 0]) for i in range(n)]
+                for step in range(2):  # one step of every image, then the next (pairing)
+                    state = [pil_reference.faa_apply(
+                        cand[int(d["sub"])][step][0], state[i], cand[int(d["sub"])][step][2],
+                        negate=bool(d["negate"][step]), centre=d["centre"][step],
+                        other=state[i - 1]) if d["fire"][step] else state[i]
+                        for i, d in enumerate(ds)]
+                for i in range(n):
+                    x = std(pairs[i][1], jnp.asarray(np.asarray(state[i])[..., None]))
+                    logits = np.asarray(forward(v, x))
+                    correct[r, i] = np.argmax(logits) == labels[f, i]
+                    losses[r, i] = -jax.nn.log_softmax(logits)[labels[f, i]]
+            assert acc[f, c] == pytest.approx(np.mean(correct.max(0)), abs=1e-6), (f, c)
+            assert loss[f, c] == pytest.approx(np.mean(losses.min(0)), rel=1e-4), (f, c)
+
+
+class Killed(Exception):
+    pass
+
+
+def _search(setup, workdir, hook=None, **overrides):
+    config = tiny_config(**overrides)
+    studies, _ = method.run_search(config, str(workdir), setup["scorer"], setup["variables"],
+                                   setup["images"], setup["labels"], image_hw=(8, 8),
+                                   progress=False, hook=hook)
+    trials = {name: [(t.user_attrs["index"], t.params, t.value, t.user_attrs["min_loss"])
+                     for t in sorted(ts, key=lambda t: t.user_attrs["index"])]
+              for name, ts in studies.items()}
+    return trials, method.final_policy(config, studies)[0]
+
+
+def _kill_at(event_name, round_index):
+    def hook(event, r):
+        if event == event_name and r == round_index:
+            raise Killed(event)
+    return hook
+
+
+def test_same_seed_same_policy_and_killed_search_resumes(search_setup, tmp_path):
+    """An uninterrupted search, one killed after asking its second batch (unscored trials are
+    failed and re-asked) and one killed after 2 of 6 tells (the rest told from pending.json)
+    end with the same completed trials and the same final policy; another seed differs."""
+    reference, policy = _search(search_setup, tmp_path / "a")
+    assert [len(v) for v in reference.values()] == [6, 6]
+    assert len(policy) == 2 * 2 * 2 and len({v[2] for v in reference["fold0_repeat0"]}) > 1
+    for name, (event, r) in {"b": ("asked", 1), "c": ("told:2", 0)}.items():
+        with pytest.raises(Killed):
+            _search(search_setup, tmp_path / name, hook=_kill_at(event, r))
+        assert _search(search_setup, tmp_path / name) == (reference, policy), name
+    import optuna
+    failed = optuna.load_study(study_name="fold0_repeat0",
+                               storage=method.storage_url(str(tmp_path / "b"))).trials
+    assert sum(t.state == optuna.trial.TrialState.FAIL for t in failed) == 3
+
+
+def test_bad_search_configs_are_one_line_errors():
+    for field, value, match in (("folds", 1, "K >= 2"), ("test_fraction", 1.0, r"\(0, 1\)"),
+                                ("test_fraction", 0.0, r"\(0, 1\)"), ("trials", 0, "trials"),
+                                ("reduced_size", 10**6, "exceeds")):
+        config = tiny_config(**{field: value})
+        with pytest.raises(ConfigError, match=match) as e:
+            method.validate(config)
+        assert "\n" not in str(e.value)
