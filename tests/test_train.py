@@ -306,13 +306,20 @@ def _load_config(path, arg=None):
 
 
 def test_every_supervised_config_validates():
+    """The Table 2 configs of every method (fixed policies, the published DRA / FAA policies,
+    smart_augmentation) validate with their method's checks and share the Table 2 protocol;
+    the searches (*_search.py) have their own protocols; OLA: tests/test_ola_train.py."""
+    from gar_jax import main
+
     configs = os.path.join(os.path.dirname(__file__), "..", "configs")
     paths = sorted(p for p in glob.glob(os.path.join(configs, "cifar10*_*.py"))
-                   if not p.endswith("_ola.py"))  # OLA configs: tests/test_ola_train.py
-    assert len(paths) == 12
+                   if not p.endswith(("_ola.py", "_search.py")))
+    names = {os.path.basename(p)[:-3].split("_", 1)[1] for p in paths}
+    assert names == set(defaults.BASELINES) | {"dra", "faa", "smart_aug"}, names
+    assert len(paths) == 18
     for path in paths:
         config = _load_config(path)
-        engine.validate(config)  # also builds the policy
+        main.get_runner(config).validate(config)  # also builds the policy
         assert (config.model.depth, config.model.width, config.num_epochs, config.batch_size,
                 config.learning_rate, config.weight_decay, config.warmup_epochs,
                 config.grad_clip_norm) == (28, 10, 200, 256, 0.1, 5e-4, 5.0, 5.0)
