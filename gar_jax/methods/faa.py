@@ -53,6 +53,7 @@ from gar_jax.train import engine
 from gar_jax.train import optim
 from gar_jax.train import steps as train_steps
 from gar_jax.train.state import INIT_STREAM, TrainState
+from gar_jax.models import variables
 
 SEARCH_DIR = "search"
 TRAIN_DIR = "train"
@@ -197,10 +198,6 @@ def make_folds(labels, folds: int, test_fraction: float, seed: int, reduced_size
             np.stack([pool[np.sort(a)] for _, a in pairs]))
 
 
-def _variables(params, batch_stats):
-    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-
-
 def init_fold_states(model, tx, image_shape, seed: int, folds: int) -> TrainState:
     """K initial states stacked on a leading fold axis (fold f: key fold_in(PRNGKey(seed), f))."""
     def init(rng):
@@ -238,7 +235,7 @@ def make_fold_epoch(model, tx, augment: Optional[Callable], batch_size: int,
 
             def loss_fn(p):
                 logits, updates = model.apply(
-                    _variables(p, state.batch_stats), x, train=True, rngs={"dropout": k_drop},
+                    variables(p, state.batch_stats), x, train=True, rngs={"dropout": k_drop},
                     mutable=["batch_stats"] if state.batch_stats else [])
                 return jnp.mean(train_steps.cross_entropy(logits, y)), (logits, updates)
 

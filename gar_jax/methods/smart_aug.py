@@ -54,6 +54,7 @@ from gar_jax.errors import ConfigError
 from gar_jax.train import steps
 from gar_jax.mesh import DATA_AXIS, check_batch_size, replicated
 from gar_jax.train.state import TrainState
+from gar_jax.models import variables
 
 
 @flax.struct.dataclass
@@ -174,10 +175,6 @@ def split_heldout(train: dict, fraction: float, seed: int):
 # --------------------------------------------------------------------------------- the step
 
 
-def _variables(params, batch_stats):
-    return {"params": params, "batch_stats": batch_stats} if batch_stats else {"params": params}
-
-
 def make_mixed_grad_fn(model, mesh, unsup_factor: float) -> Callable:
     """``fn(params, batch_stats, clean, aug, weights, labels, key) -> (grads, stats, metrics)``:
     the gradient of the mixed loss (module docstring), data parallel like
@@ -190,10 +187,10 @@ def make_mixed_grad_fn(model, mesh, unsup_factor: float) -> Callable:
         mutable = ["batch_stats"] if has_bn else []
 
         def loss_fn(p):
-            logits_c, upd = model.apply(_variables(p, batch_stats), clean, train=True,
+            logits_c, upd = model.apply(variables(p, batch_stats), clean, train=True,
                                         rngs={"dropout": k_clean}, mutable=mutable)
             stats = upd["batch_stats"] if has_bn else batch_stats
-            logits_a, upd = model.apply(_variables(p, stats), aug, train=True,
+            logits_a, upd = model.apply(variables(p, stats), aug, train=True,
                                         rngs={"dropout": k_aug}, mutable=mutable)
             log_c, log_a = jax.nn.log_softmax(logits_c), jax.nn.log_softmax(logits_a)
             ce_clean = jnp.mean(steps.cross_entropy(logits_c, labels))
@@ -220,7 +217,7 @@ def make_heldout_loss(model, mesh) -> Callable:
     def local(params, batch_stats, images, labels, key):
         key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
         mutable = ["batch_stats"] if batch_stats else []
-        logits, _ = model.apply(_variables(params, batch_stats), images, train=True,
+        logits, _ = model.apply(variables(params, batch_stats), images, train=True,
                                 rngs={"dropout": key}, mutable=mutable)
         return jax.lax.pmean(jnp.mean(steps.cross_entropy(logits, labels)), DATA_AXIS)
 
