@@ -52,7 +52,7 @@ from gar_jax.train import defaults
 from gar_jax.train import engine
 from gar_jax.train import optim
 from gar_jax.train import steps as train_steps
-from gar_jax.train.state import INIT_STREAM, TrainState
+from gar_jax.train.state import INIT_STREAM, TrainState, initial_state
 from gar_jax.models import variables
 
 SEARCH_DIR = "search"
@@ -201,13 +201,7 @@ def make_folds(labels, folds: int, test_fraction: float, seed: int, reduced_size
 def init_fold_states(model, tx, image_shape, seed: int, folds: int) -> TrainState:
     """K initial states stacked on a leading fold axis (fold f: key fold_in(PRNGKey(seed), f))."""
     def init(rng):
-        init_key = jax.random.fold_in(rng, INIT_STREAM)
-        variables = model.init({"params": init_key, "dropout": init_key},
-                               jnp.zeros((1,) + tuple(image_shape), jnp.uint8), train=False)
-        params = variables["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          batch_stats=variables.get("batch_stats", {}),
-                          opt_state=tx.init(params), rng=rng)
+        return initial_state(model, tx, image_shape, rng)
 
     keys = jax.vmap(lambda f: jax.random.fold_in(jax.random.PRNGKey(seed), f))(jnp.arange(folds))
     with jax.threefry_partitionable(False):

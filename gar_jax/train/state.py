@@ -41,6 +41,18 @@ class TrainState:
     rng: jax.Array
 
 
+def initial_state(model, tx, image_shape, rng) -> TrainState:
+    """The step-0 state from the run's key `rng` (pure: jit or vmap it). Initialization uses
+    ``fold_in(rng, INIT_STREAM)`` (2**32 - 1, never a training step's key)."""
+    init_key = jax.random.fold_in(rng, INIT_STREAM)
+    variables = model.init({"params": init_key, "dropout": init_key},
+                           jnp.zeros((1,) + tuple(image_shape), jnp.uint8), train=False)
+    params = variables["params"]
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                      batch_stats=variables.get("batch_stats", {}),
+                      opt_state=tx.init(params), rng=rng)
+
+
 def create_state(model, tx, *, image_shape, seed: int, mesh: Mesh) -> TrainState:
     """Initializes a model and its optimizer, replicated on the mesh.
 
@@ -53,13 +65,7 @@ def create_state(model, tx, *, image_shape, seed: int, mesh: Mesh) -> TrainState
       mesh: the ``'data'`` mesh; every leaf is replicated over it.
     """
     def init(rng):
-        init_key = jax.random.fold_in(rng, INIT_STREAM)
-        variables = model.init({"params": init_key, "dropout": init_key},
-                               jnp.zeros((1,) + tuple(image_shape), jnp.uint8), train=False)
-        params = variables["params"]
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                          batch_stats=variables.get("batch_stats", {}),
-                          opt_state=tx.init(params), rng=rng)
+        return initial_state(model, tx, image_shape, rng)
 
     # The state is replicated, so partitionable random bits buy nothing here, while XLA:CPU
     # compiles the partitionable threefry initializers of a WRN ~4x slower (25 s vs 5 s).
