@@ -27,6 +27,7 @@ no op of the space needs are left out when the function is traced. Images are pr
 runs 3-wide vector loops nor recomputes a slot inside the next one's gathers and stencils.
 """
 import functools
+import types
 
 import jax
 import jax.numpy as jnp
@@ -39,11 +40,33 @@ from gar_jax.augment import ops
 from gar_jax.augment.spaces import get_space
 from gar_jax.errors import ConfigError
 
-# Stage-2 lookup-table codes.
-_LUT_CODES = {"invert": 1, "solarize": 2, "posterize": 3, "auto_contrast": 4, "equalize": 5,
-              "solarize_add": 6}
-# Stage-3 choice of A: 0 = the image itself (t = 0 leaves it unchanged).
-_BLEND_CODES = {"brightness": 1, "contrast": 2, "color": 3, "sharpness": 4, "blur": 5}
+# Stage-2 lookup-table codes (0: the identity table), the ``lut_code`` of `apply_slot`.
+LUT_CODES = types.MappingProxyType({"invert": 1, "solarize": 2, "posterize": 3, "auto_contrast": 4,
+                                    "equalize": 5, "solarize_add": 6})
+# Stage-3 choice of A, the ``blend_code`` of `apply_slot`: 0 = the image itself (with t = 0 it
+# is left unchanged).
+BLEND_CODES = types.MappingProxyType({"brightness": 1, "contrast": 2, "color": 3, "sharpness": 4,
+                                      "blur": 5})
+
+
+def lut_code(name: str) -> int:
+    """The `apply_slot` ``lut_code`` of op ``name`` (an ops.apply name); 0 if it has no table."""
+    return LUT_CODES.get(name, 0)
+
+
+def blend_code(name: str) -> int:
+    """The `apply_slot` ``blend_code`` of op ``name`` (an ops.apply name); 0 if not a blend."""
+    return BLEND_CODES.get(name, 0)
+
+
+def to_planar(images):
+    """uint8 [B, H, W, C] -> the int32 [B, C, H, W] layout of `apply_slot` (see color.py)."""
+    return jnp.moveaxis(images, -1, 1).astype(jnp.int32)
+
+
+def from_planar(x):
+    """The inverse of `to_planar`: int32 [B, C, H, W] -> uint8 [B, H, W, C]."""
+    return jnp.moveaxis(x, 1, -1).astype(jnp.uint8)
 
 
 @functools.lru_cache(maxsize=64)
@@ -74,8 +97,8 @@ def _tables(space, height: int, width: int) -> dict:
                     integer[o, level, s] = int(m)
     return {
         "fixed": fixed, "factor": factor, "integer": integer,
-        "lut_code": np.array([_LUT_CODES.get(op.name, 0) for op in space.ops], np.int32),
-        "blend_code": np.array([_BLEND_CODES.get(op.name, 0) for op in space.ops], np.int32),
+        "lut_code": np.array([lut_code(op.name) for op in space.ops], np.int32),
+        "blend_code": np.array([blend_code(op.name) for op in space.ops], np.int32),
         "pairing": np.array([op.name == "sample_pairing" for op in space.ops]),
         "cutout": np.array([op.name == "cutout" for op in space.ops]),
         "signed": np.array([op.signed for op in space.ops]),
@@ -90,8 +113,26 @@ def _select(code, candidates: dict, default):
     return out
 
 
-def _slot(x, p, names: frozenset):
-    """One slot on the planar batch x (int32 [B, C, H, W]); p: per-image parameters [B, ...]."""
+def apply_slot(x, p, names: frozenset):
+    """One table-driven op slot (the four passes of the module docstring) on a planar batch.
+
+    The building block of `apply_sequence`, public for policies that gather their per-image
+    parameters from their own tables (augment/faa.py).
+
+    Args:
+      x: int32 [B, C, H, W] (`to_planar`), pixel values 0..255.
+      p: per-image parameters; only those of the passes ``names`` needs are read:
+        fixed int32 [B, 6] 16.16 warp coefficients (affine.fixed_point; identity: no warp;
+        geometric ops); lut_code int32 [B] (`lut_code`; 0: identity) and integer int32 [B]
+        (solarize threshold, posterize bits, solarize_add; LUT ops); blend_code int32 [B]
+        (`blend_code`), factor float32 [B] (blend t; 0: unchanged) and pairing bool [B] (blend
+        towards the batch neighbour ``roll(x, 1)``: sample_pairing) for blends; cut_size int32 [B]
+        (0: none) and center int32 [B, 2] (y, x) for cutout.
+      names: the ops.apply names the slot may apply (a frozenset, static): passes that none of
+        them needs are not traced.
+    Returns:
+      int32 [B, C, H, W].
+    """
     lead, channels = x.shape[:1], x.shape[1]
     x = fusion.materialize(x)  # read many times below: compute it once
 
@@ -214,12 +255,12 @@ def apply_sequence(space, key, images, op_indices, levels, active):
                               tables["integer"][op_indices, levels, sign], 0),
         "center": center,
     }
-    out = jnp.moveaxis(images, -1, 1).astype(jnp.int32)  # planar: see color.py
+    out = to_planar(images)  # planar: see color.py
     # Scan over slots (axis 1 -> leading axis) so the slot pipeline is compiled once.
     params = jax.tree_util.tree_map(lambda v: jnp.moveaxis(v, 1, 0), params)
 
     def slot(x, p):
-        return _slot(x, p, names), None
+        return apply_slot(x, p, names), None
 
     out, _ = jax.lax.scan(slot, out, params)
-    return jnp.moveaxis(out, 1, -1).astype(jnp.uint8)
+    return from_planar(out)

@@ -241,10 +241,10 @@ def tables(policy, height: int, width: int) -> dict:
                         affine.op_matrix(name, sign * v, height, width))
             elif name in ops.ENHANCERS or name == "sample_pairing":
                 out["factor"][i, j] = np.float32(v)  # Pillow passes a C float
-                out["blend_code"][i, j] = applier._BLEND_CODES.get(name, 0)
+                out["blend_code"][i, j] = applier.blend_code(name)
                 out["pairing"][i, j] = name == "sample_pairing"
             elif name in ops.LUT_OPS:
-                out["lut_code"][i, j] = applier._LUT_CODES[name]
+                out["lut_code"][i, j] = applier.lut_code(name)
                 # Pillow's solarize inverts i >= v for a float v: i.e. i >= ceil(v).
                 out["integer"][i, j] = math.ceil(v) if name == "solarize" else int(v)
             elif name == "cutout":
@@ -303,7 +303,7 @@ def apply_draws(tab: dict, names: frozenset, images, draws: dict, group: Optiona
     """
     b, h, w, c = images.shape
     group = b if group is None else group
-    x = jnp.moveaxis(images, -1, 1).astype(jnp.int32)  # planar, as applier._slot
+    x = applier.to_planar(images)  # the layout of applier.apply_slot
     sub, fire = draws["sub"], draws["fire"]
     identity = jnp.asarray(affine.fixed_point(affine.IDENTITY_MATRIX))
     fill = jnp.asarray(CUTOUT_FILL if c == 3 else (CUTOUT_FILL_GRAY,) * c, jnp.int32)
@@ -323,7 +323,7 @@ def apply_draws(tab: dict, names: frozenset, images, draws: dict, group: Optiona
                 "blend_code": jnp.where(f, tab["blend_code"][sub, k], 0),
                 "pairing": jnp.zeros_like(f),
             }
-            x = applier._slot(x, p, slot_names)
+            x = applier.apply_slot(x, p, slot_names)
         if "sample_pairing" in names:
             grouped = before.reshape(b // group, group, *before.shape[1:])
             other = jnp.roll(grouped, 1, axis=1).reshape(before.shape)
@@ -333,7 +333,7 @@ def apply_draws(tab: dict, names: frozenset, images, draws: dict, group: Optiona
                                          draws["centre"][:, k], h, w)
             # color.cutout centres the square at (top + side//2): give it the top-left corner.
             x = color.cutout(x, side, top + side // 2, left + side // 2, fill)
-    return jnp.moveaxis(x, 1, -1).astype(jnp.uint8)
+    return applier.from_planar(x)
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
