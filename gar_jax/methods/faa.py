@@ -213,7 +213,8 @@ def make_fold_epoch(model, tx, augment: Optional[Callable], batch_size: int,
     """Jitted ``epoch(states, images, labels, dm, epoch) -> (states, metrics [K])``.
 
     One epoch of SGD for all K fold models at once (vmap over folds, scan over steps): fold f
-    draws a permutation of its D_M rows ``dm[f]`` from fold_in(state.rng, epoch) and trains on
+    draws a permutation of its D_M rows ``dm[f]`` from fold_in(fold_in(state.rng, INIT_STREAM -
+    1), epoch) (a stream no step key uses) and trains on
     ``images[dm[f][perm[i*B:(i+1)*B]]]``; step keys are ``step_key(state.rng, step)`` (augment,
     dropout), as the supervised loop.
     """
