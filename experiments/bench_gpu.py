@@ -134,11 +134,12 @@ def ola_child(args):
 def ola_rows(args, deadline):
     import bench_ola_cost
 
-    methods = ["fixed"] + [m for m in bench_ola_cost.EXACT]
-    if args.quick:
-        methods = [m.replace(":16", ":4") for m in methods]
-    else:
-        methods = [m.replace(":16", ":32") for m in methods]
+    # EXACT's chunk sizes are for batch 128: scaled to this batch (same number of chunks).
+    batch = int(args.ola_model.split(":")[1])
+    methods = ["fixed"]
+    for m in bench_ola_cost.EXACT:
+        name, _, chunk = m.partition(":")
+        methods.append(f"{name}:{max(1, int(chunk) * batch // 128)}" if chunk else m)
     env = dict(os.environ)
     env.setdefault("JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(),
                                                              "gar_jax_bench_cache"))

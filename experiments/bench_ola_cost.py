@@ -28,6 +28,9 @@ every method once, the first method rotating), state donated and fed back, so th
 the machine's load hits all methods alike. Reported: the median over rounds of each round's time
 ratio to "fixed", and the ratio of the fastest rounds; the load average (os.getloadavg) is printed
 at the start, after every round and at the end. Run it with nothing else running.
+FLOPs: XLA's cost analysis of the core program (the step pair without the augmentation of
+step t), a load-independent count of the work (how XLA:CPU counts; not a time). XLA counts a
+loop body once: a chunked method's alignment (`lax.map`, B/C chunks) is counted as one chunk.
 Memory: XLA's compiled memory analysis, argument + output + temporaries - aliased (donated) bytes,
 the larger of the two calls (the augmented batch passes from one to the other): what the pair
 needs on the device besides the resident dataset.
@@ -65,8 +68,12 @@ GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Optio
                 "layerwise_lean": ("layerwise", "contribution", True),
                 "layerwise_frozen_lean": ("layerwise", "frozen", True)}
 # `--methods exact`: every exact GAR method and convention fast enough to time on a CPU (not
-# vmap: its per-example conv gradients are ~10x slower here, experiments/alignment.md).
-EXACT = ("layerwise_frozen", "layerwise_contrib", "layerwise_lean", "jvp", "jvp:16")
+# vmap: its per-example conv gradients are ~10x slower here, experiments/alignment.md). Chunked
+# jvp at 64 (not 16 as before): at batch 128 it already needs no more memory than "fixed"
+# (+0.0%), and fewer, larger chunks run faster, so jvp:16 only costs time. A chunk size that
+# does not divide the batch works (`gar.alignment` runs a smaller last chunk); one >= the batch
+# is a single chunk, not chunking, and is skipped with a message.
+EXACT = ("layerwise_frozen", "layerwise_contrib", "layerwise_lean", "jvp", "jvp:64")
 
 # Differentiable ops for the direct meta-gradient: (name, initial magnitude, signed).
 DIRECT_OPS = (("rotate", 15.0, True), ("shear_x", 0.15, True), ("shear_y", 0.15, True),
@@ -167,6 +174,17 @@ def compiled_bytes(compiled):
     return total, mem.temp_size_in_bytes
 
 
+def compiled_flops(compiled):
+    """XLA's FLOP count of a compiled program (cost_analysis), None where it gives none."""
+    try:
+        cost = compiled.cost_analysis()
+    except Exception:  # noqa: BLE001 - not every backend implements it
+        return None
+    if isinstance(cost, (list, tuple)):
+        cost = cost[0] if cost else {}
+    return float(cost["flops"]) if cost and "flops" in cost else None
+
+
 def compile_timed(fn, *args):
     t0 = time.perf_counter()
     compiled = fn.lower(*args).compile()
@@ -204,6 +222,10 @@ def bench_model(depth, width, batch, norm, reps, methods):
             todo.append(Method(name, "standard", core, init(fresh()), mesh))
         else:  # "layerwise[_frozen|_contrib]", "jvp[:chunk]", "vmap[:chunk]"
             method, _, chunk = name.partition(":")
+            if chunk and int(chunk) >= batch:
+                print(f"  {name:12s} skipped: chunk size {chunk} >= batch {batch} is a single "
+                      f"chunk (use '{method}' or a smaller chunk)", flush=True)
+                continue
             config.ola.gar_method, config.ola.gar_convention, config.ola.gar_remat = (
                 GAR_VARIANTS.get(method, (method, "frozen", False)))
             config.ola.chunk_size = int(chunk or 0)
@@ -227,11 +249,13 @@ def bench_model(depth, width, batch, norm, reps, methods):
         m.compiled, seconds = compile_timed(m.core, m.carry, *m.inputs(augmented))
         aug_bytes = compiled_bytes(compiled_augments[m.augment_name])[0]
         core_bytes, temp = compiled_bytes(m.compiled)
+        flops = compiled_flops(m.compiled)
         rows[m.name] = {"bytes": max(aug_bytes, core_bytes), "core_bytes": core_bytes,
-                        "core_temp_bytes": temp, "compile_s": seconds, "seconds_all": [],
-                        "augment_seconds_all": []}
+                        "core_temp_bytes": temp, "core_flops": flops, "compile_s": seconds,
+                        "seconds_all": [], "augment_seconds_all": []}
         print(f"  {m.name:12s} compiled in {seconds:6.1f} s: {max(aug_bytes, core_bytes) / 2**20:8.1f}"
-              f" MiB (temporaries {temp / 2**20:8.1f} MiB)", flush=True)
+              f" MiB (temporaries {temp / 2**20:8.1f} MiB), core "
+              f"{flops / 1e9 if flops is not None else float('nan'):7.1f} GFLOP", flush=True)
         del images, sample, augmented
     for r in range(-1 if reps else 0, reps):  # round -1: an untimed warm-up call of each
         # Interleaved: every round runs each method once, starting one later each round, so
@@ -270,6 +294,8 @@ def relative(rows, base="fixed"):
         if method == base:
             continue
         entry = {"memory": r["bytes"] / b["bytes"] - 1}
+        if r.get("core_flops") and b.get("core_flops"):
+            entry["flops"] = r["core_flops"] / b["core_flops"] - 1
         if r["seconds_all"]:
             ratios = np.array(r["seconds_all"]) / np.array(b["seconds_all"])
             entry.update(time_median=float(np.median(ratios)) - 1,
@@ -327,7 +353,8 @@ def main():
             for method, r in rel.items():
                 timing = (f"{100 * r['time_median']:+7.1f}% / {100 * r['time_min']:+7.1f}% time"
                           if "time_median" in r else "       (not timed)       ")
-                print(f"  {method:18s} {timing}  {100 * r['memory']:+7.1f}% memory")
+                flops = f"  {100 * r['flops']:+7.1f}% FLOPs" if "flops" in r else ""
+                print(f"  {method:18s} {timing}  {100 * r['memory']:+7.1f}% memory{flops}")
     load = os.getloadavg()
     results["load_average_end"] = load
     print(f"total run time {time.perf_counter() - started:.0f} s; load average "

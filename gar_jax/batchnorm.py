@@ -10,7 +10,11 @@ included in the dot products.
 Public API
     frozen_bn_loss_fn(model, variables, batch, example_loss, **model_kwargs)
         -> per_example_loss_fn(params, batch) -> float[B]
+    frozen_bn_loss_fn_from_stats(model, variables, stats, example_loss, **model_kwargs)
+        -> per_example_loss_fn(params, batch) -> float[B]      (no forward of its own)
     batch_norm_stats(model, variables, inputs, **model_kwargs) -> {name: {"mean", "var"}}
+    apply_capturing_batch_stats(model, variables, inputs, **model_kwargs)
+        -> (model output, stats): flax's own forward, plus the statistics it normalized with
     apply_with_batch_stats(model, variables, inputs, stats, **model_kwargs) -> model output
     Building blocks for other interceptors (gar_layerwise):
     bn_train_mode(args, kwargs, module) -> bool, bn_batch_stats(module, x) -> (mean, var),
@@ -100,12 +104,14 @@ def bn_normalize(module: nn.BatchNorm, x: jax.Array, mean: jax.Array,
     return jnp.asarray(y, flax_dtypes.canonicalize_dtype(*parts, dtype=module.dtype))
 
 
-def _bn_interceptor(stats: dict[str, dict[str, jax.Array]], capture: bool):
+def _bn_interceptor(stats: dict[str, dict[str, jax.Array]], mode: str):
     """A flax method interceptor for train-mode BatchNorm calls.
 
-    capture=True: compute each call's batch statistics, record them in `stats` and normalize
+    mode="capture": compute each call's batch statistics, record them in `stats` and normalize
     with them (the output equals flax's train-mode output; running averages are not updated).
-    capture=False: normalize with the recorded constants. Calls are keyed by module path plus
+    mode="observe": record the statistics as "capture" does, then run flax's own BatchNorm
+    unchanged (its output, gradient and running-average updates are those of a plain forward).
+    mode="frozen": normalize with the recorded constants. Calls are keyed by module path plus
     a call index, so a module called twice gets two entries. Eval-mode calls pass through.
     """
     calls: dict[str, int] = {}
@@ -120,10 +126,12 @@ def _bn_interceptor(stats: dict[str, dict[str, jax.Array]], capture: bool):
         calls[path] = index + 1
         name = path if index == 0 else f"{path}#{index}"
         x = args[0]
-        if capture:
+        if mode != "frozen":
             mean, var = bn_batch_stats(module, x)
             stats[name] = {"mean": jax.lax.stop_gradient(mean),
                            "var": jax.lax.stop_gradient(var)}
+            if mode == "observe":
+                return next_fun(*args, **kwargs)
         elif name not in stats:
             raise ConfigError(f"frozen batch statistics: BatchNorm call {name!r} has no captured "
                               f"statistics (captured: {sorted(stats)}); capture them with the "
@@ -144,9 +152,27 @@ def batch_norm_stats(model: nn.Module, variables: PyTree, inputs: jax.Array,
       model without BatchNorm. Running averages in `variables` are neither used nor updated.
     """
     stats: dict[str, dict[str, jax.Array]] = {}
-    with nn.intercept_methods(_bn_interceptor(stats, capture=True)):
+    with nn.intercept_methods(_bn_interceptor(stats, "capture")):
         model.apply(variables, inputs, **model_kwargs)
     return stats
+
+
+def apply_capturing_batch_stats(model: nn.Module, variables: PyTree, inputs: jax.Array,
+                                **model_kwargs) -> tuple[Any, dict[str, dict[str, jax.Array]]]:
+    """``model.apply(variables, inputs, **model_kwargs)`` exactly as flax runs it (its own
+    train-mode BatchNorm; with ``mutable=["batch_stats"]`` the running averages are updated as
+    usual, and gradients flow through the batch statistics as usual), plus the statistics of
+    every train-mode BatchNorm call as :func:`batch_norm_stats` returns them (constants, no
+    gradient). Use it in the training step's own forward to freeze its statistics for
+    :func:`frozen_bn_loss_fn_from_stats` without a second forward at the same params.
+
+    Returns:
+      ``(model output, stats)``; stats ``{}`` for a model without BatchNorm.
+    """
+    stats: dict[str, dict[str, jax.Array]] = {}
+    with nn.intercept_methods(_bn_interceptor(stats, "observe")):
+        out = model.apply(variables, inputs, **model_kwargs)
+    return out, stats
 
 
 def apply_with_batch_stats(model: nn.Module, variables: PyTree, inputs: jax.Array,
@@ -154,7 +180,7 @@ def apply_with_batch_stats(model: nn.Module, variables: PyTree, inputs: jax.Arra
     """``model.apply(variables, inputs, **model_kwargs)`` with every train-mode BatchNorm
     normalizing with the constants `stats` (from :func:`batch_norm_stats`) instead of the
     statistics of `inputs`. Examples of `inputs` are then independent of each other."""
-    with nn.intercept_methods(_bn_interceptor(stats, capture=False)):
+    with nn.intercept_methods(_bn_interceptor(stats, "frozen")):
         return model.apply(variables, inputs, **model_kwargs)
 
 
@@ -186,6 +212,17 @@ def frozen_bn_loss_fn(model: nn.Module, variables: PyTree, batch: Batch,
         whose masks differ between a batch and a batch of one).
     """
     stats = batch_norm_stats(model, variables, batch["image"], **model_kwargs)
+    return frozen_bn_loss_fn_from_stats(model, variables, stats, example_loss, **model_kwargs)
+
+
+def frozen_bn_loss_fn_from_stats(model: nn.Module, variables: PyTree,
+                                 stats: dict[str, dict[str, jax.Array]],
+                                 example_loss: Callable[[jax.Array, jax.Array], jax.Array],
+                                 **model_kwargs) -> PerExampleLossFn:
+    """:func:`frozen_bn_loss_fn` with already captured statistics (no forward of its own):
+    `stats` from :func:`batch_norm_stats` or :func:`apply_capturing_batch_stats` (e.g. of the
+    training step at the same params and batch). `variables` supplies the collections other
+    than params (passed through unchanged); its params are not used."""
     others = {k: v for k, v in variables.items() if k != "params"}
 
     def per_example_loss_fn(params: PyTree, batch: Batch) -> jax.Array:

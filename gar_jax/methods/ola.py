@@ -10,7 +10,8 @@ ALGORITHMS.md §4. SGD steps come in pairs, jitted as one function (`make_pair_s
    G = ∇L_{t+1}(θ_{t+1}) (raw, all-reduced over devices) is what the model's update uses;
 3. reward: GAR_n = ⟨∇ℓ_n(θ_t), G⟩ for each augmented example n (``ola.gar_method``: "layerwise"
    (default, `gar_jax.gar_layerwise`: the augmented step keeps each layer's input and output-
-   gradient), "jvp" or "vmap" (`gar_jax.gar.alignment`; they keep θ_t and the augmented batch)),
+   gradient), "jvp" or "vmap" (`gar_jax.gar.alignment`; they keep θ_t, the augmented batch and step t's own
+   BatchNorm batch statistics, frozen)),
    normalized over the batch; or NSLR (−L_{t+1} for every example, normalized across steps);
 4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5).
 
@@ -182,21 +183,27 @@ def _layerwise_fns(model, mesh, convention="frozen", remat=False):
 
 
 def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int]):
-    """Sharded ``fn(params_t, batch_stats_t, images, labels, direction) -> GAR [B]`` with
-    `gar.alignment` under per-device frozen BatchNorm statistics."""
-    def local(params, batch_stats, images, labels, direction):
+    """Sharded ``fn(params_t, batch_stats_t, bn_stats, images, labels, direction) -> GAR [B]``
+    with `gar.alignment` under per-device frozen BatchNorm statistics: `bn_stats` are those of
+    step t's own training forward (``steps.make_grad_fn(..., bn_stats=True)``, leading device
+    axis, ``P('data')``), so no forward at θ_t is spent on capturing them again."""
+    def local(params, batch_stats, bn_stats, images, labels, direction):
         # Nothing of this may start before G exists: otherwise XLA may run the forward at θ_t
-        # early and keep its activations alive through the plain step (memory).
-        params, batch_stats, images, labels, direction = jax.lax.optimization_barrier(
-            (params, batch_stats, images, labels, direction))
+        # early and keep its activations alive through the plain step (memory). It also returns
+        # params typed varying over devices (they pass with the sharded images), which "vmap"
+        # needs: per-example gradients w.r.t. unvarying params would get shard_map's implicit
+        # psum over devices (tests/test_ola_frozen_stats.py checks 8 devices).
+        params, batch_stats, bn_stats, images, labels, direction = jax.lax.optimization_barrier(
+            (params, batch_stats, bn_stats, images, labels, direction))
+        bn_stats = jax.tree.map(lambda s: s[0], bn_stats)  # this device's statistics
         batch = {"image": images, "label": labels}
-        per_example = batchnorm.frozen_bn_loss_fn(model, variables(params, batch_stats), batch,
-                                                  steps.cross_entropy, train=True)
+        per_example = batchnorm.frozen_bn_loss_fn_from_stats(
+            model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
         return gar.alignment(per_example, params, batch, direction, method=method,
                              chunk_size=chunk_size)
 
     return jax.shard_map(local, mesh=mesh,
-                         in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P()),
+                         in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
                          out_specs=P(DATA_AXIS))
 
 
@@ -244,7 +251,8 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     grad_fn = steps.make_grad_fn(model, mesh)
     if opts.reward == "gar" and opts.gar_method == "layerwise":
         capture, replay = _layerwise_fns(model, mesh, opts.gar_convention, opts.gar_remat)
-    elif opts.reward == "gar":
+    elif opts.reward == "gar":  # step t also returns its BatchNorm statistics, frozen for GAR
+        grad_fn_aug = steps.make_grad_fn(model, mesh, bn_stats=True)
         align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size)
     normalizer = reinforce.RunningNormalizer(decay=opts.nslr_decay)
     standard = standard or (lambda key, images: images)
@@ -255,6 +263,9 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         if opts.reward == "gar" and opts.gar_method == "layerwise":
             grads, batch_stats, m_aug, tape = capture(state.params, state.batch_stats, images,
                                                       labels)
+        elif opts.reward == "gar":
+            grads, batch_stats, m_aug, bn_stats = grad_fn_aug(state.params, state.batch_stats,
+                                                              images, labels, k_drop_aug)
         else:
             grads, batch_stats, m_aug = grad_fn(state.params, state.batch_stats, images, labels,
                                                 k_drop_aug)
@@ -269,7 +280,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
             if opts.gar_method == "layerwise":
                 rewards = replay(state.batch_stats, tape, images, g)
             else:
-                rewards = align(state.params, state.batch_stats, images, labels, g)
+                rewards = align(state.params, state.batch_stats, bn_stats, images, labels, g)
             if opts.reward_normalization == "sampler":  # each sampler its own B/E rewards
                 groups = ola.ensemble_size(state.policy)
                 weights = reinforce.normalize_rewards(

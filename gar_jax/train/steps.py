@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import optax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from gar_jax import batchnorm
 from gar_jax.models import variables
 from gar_jax.mesh import DATA_AXIS, replicated
 
@@ -35,32 +36,46 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def make_grad_fn(model, mesh: Mesh) -> Callable:
+def make_grad_fn(model, mesh: Mesh, *, bn_stats: bool = False) -> Callable:
     """``fn(params, batch_stats, images [B,...], labels [B], key) -> (grads, stats, metrics)``.
 
     `images`/`labels` are the global batch (sharded ``P('data')``); the other inputs and all
     outputs are replicated. ``metrics = {"loss", "accuracy"}`` are means over the global batch.
     Dropout masks are drawn per device from ``fold_in(key, device index)``.
+
+    bn_stats=True: a fourth output, each device's train-mode BatchNorm batch statistics of this
+    forward (``batchnorm.apply_capturing_batch_stats``: ``{name: {"mean", "var"}}``, constants)
+    with a leading device axis (sharded ``P('data')``; ``{}`` without BatchNorm): what the
+    frozen-statistics per-example loss at these params and this batch needs, at no extra
+    forward (OLA's GAR). The other outputs are unchanged.
     """
     def local(params, batch_stats, images, labels, key):
         key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
         has_bn = bool(batch_stats)
 
         def loss_fn(p):
-            logits, updates = model.apply(variables(p, batch_stats), images, train=True,
-                                          rngs={"dropout": key},
-                                          mutable=["batch_stats"] if has_bn else [])
+            def apply(v, x, **kwargs):
+                if not bn_stats:
+                    return model.apply(v, x, **kwargs), {}
+                return batchnorm.apply_capturing_batch_stats(model, v, x, **kwargs)
+
+            (logits, updates), frozen = apply(variables(p, batch_stats), images, train=True,
+                                              rngs={"dropout": key},
+                                              mutable=["batch_stats"] if has_bn else [])
             # pmean inside the differentiated function: the gradient of the *global* mean loss
             # w.r.t. the replicated params (shard_map's autodiff then sums the devices' parts).
             loss = jax.lax.pmean(jnp.mean(cross_entropy(logits, labels)), DATA_AXIS)
-            return loss, (logits, updates)
+            return loss, (logits, updates, frozen)
 
-        (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        (loss, (logits, updates, frozen)), grads = jax.value_and_grad(
+            loss_fn, has_aux=True)(params)
         accuracy = jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), DATA_AXIS)
         new_stats = jax.lax.pmean(updates["batch_stats"], DATA_AXIS) if has_bn else batch_stats
-        return grads, new_stats, {"loss": loss, "accuracy": accuracy}
+        out = grads, new_stats, {"loss": loss, "accuracy": accuracy}
+        return out + (jax.tree.map(lambda s: s[None], frozen),) if bn_stats else out
 
-    return jax.shard_map(local, mesh=mesh, out_specs=P(),
+    return jax.shard_map(local, mesh=mesh,
+                         out_specs=(P(), P(), P(), P(DATA_AXIS)) if bn_stats else P(),
                          in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P()))
 
 
