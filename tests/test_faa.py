@@ -1,4 +1,5 @@
 """Fast AutoAugment: op semantics vs Pillow, policy files, replay statistics, the search."""
+import dataclasses
 import json
 
 import numpy as np
@@ -154,6 +155,13 @@ def test_vectorized_score_equals_slow_loop(search_setup):
                for k in tabs[0][0]}
     keys = jax.random.split(jax.random.PRNGKey(7), 6).reshape(2, 3, 2)
     acc, loss = jax.device_get(scorer(s["variables"], s["images"], s["labels"], stacked, keys))
+    # The fold models unrolled in the program (the CPU default of make_scorer) or vmapped over
+    # the folds: the same scores.
+    other = dataclasses.replace(scorer, fold_batching="vmap")
+    assert scorer.fold_batching == "unroll"  # make_scorer on a CPU ("auto")
+    acc2, loss2 = jax.device_get(other(s["variables"], s["images"], s["labels"], stacked, keys))
+    np.testing.assert_array_equal(acc2, acc)
+    np.testing.assert_allclose(loss2, loss, rtol=1e-5)
 
     draw = jax.jit(faa.draw)
     std = jax.jit(lambda k, im: scorer.standard(k, im[None])[0])
@@ -227,7 +235,8 @@ def test_same_seed_same_policy_and_killed_search_resumes(search_setup, tmp_path)
 def test_bad_search_configs_are_one_line_errors():
     for field, value, match in (("folds", 1, "K >= 2"), ("test_fraction", 1.0, r"\(0, 1\)"),
                                 ("test_fraction", 0.0, r"\(0, 1\)"), ("trials", 0, "trials"),
-                                ("reduced_size", 10**6, "exceeds")):
+                                ("reduced_size", 10**6, "exceeds"),
+                                ("fold_batching", "map", "fold_batching")):
         config = tiny_config(**{field: value})
         with pytest.raises(ConfigError, match=match) as e:
             method.validate(config)
@@ -235,7 +244,7 @@ def test_bad_search_configs_are_one_line_errors():
 
 
 
-def _fold_models_vmapped_and_separately(dtype):
+def _fold_models_vmapped_and_separately(dtype, batching="vmap"):
     """3 WRN-10-1 fold models, 3 SGD steps of batch 16 each with the standard pipeline, trained
     vmapped over the folds in one program (init_fold_states + make_fold_epoch) and one fold at a
     time, one program per fold (the supervised train step on one device, fold f's key and D_M
@@ -270,7 +279,7 @@ def _fold_models_vmapped_and_separately(dtype):
         return jax.device_get({"params": state.params, "batch_stats": state.batch_stats})
 
     states = cast(method.init_fold_states(model, tx, shape, seed, folds))
-    epoch = method.make_fold_epoch(model, tx, augment, c.batch_size, steps)
+    epoch = method.make_fold_epoch(model, tx, augment, c.batch_size, steps, batching)
     vmapped = model_variables(epoch(states, images, labels, jnp.asarray(dm), 0)[0])
 
     train_step = train_steps.make_train_step(model, tx, make_mesh(jax.devices()[:1]),
@@ -291,15 +300,17 @@ def _fold_models_vmapped_and_separately(dtype):
     return vmapped, separate
 
 
-def test_fold_models_vmapped_equal_fold_models_trained_separately():
-    """FAA's K fold models trained vmapped over the folds in one program equal the same models
-    trained one program per fold (same data, keys and initialization), in float64: the folds
-    are independent and each gets its own key and D_M rows."""
+@pytest.mark.parametrize("batching", ["vmap", "unroll"])
+def test_fold_models_vmapped_equal_fold_models_trained_separately(batching):
+    """FAA's K fold models trained in one program per step, vmapped over the folds or unrolled
+    over them (the CPU default), equal the same models trained one program per fold (same data,
+    keys and initialization), in float64: the folds are independent and each gets its own key
+    and D_M rows."""
     # float64 (states cast after the float32 init, the model computes in float64): the two
     # programs differ only in rounding (~1e-16 here). In float32 a fold's parameters differed
     # by up to 5e-3 after 3 steps (for one fold; the others ~2e-7): amplified rounding.
     with jax.enable_x64(True):
-        vmapped, separate = _fold_models_vmapped_and_separately(jnp.float64)
+        vmapped, separate = _fold_models_vmapped_and_separately(jnp.float64, batching)
     folds = len(separate)
     for f, alone in enumerate(separate):
         for g in range(folds):

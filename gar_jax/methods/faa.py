@@ -4,9 +4,11 @@
 
 1. Folds (``DIR/search``). K stratified splits of the (optionally reduced) training set into
    D_M and D_A (``faa.test_fraction`` of it, 40% in the paper). One model per D_M, trained with
-   the config's default augmentation (the standard pipeline), all K in ONE jitted program vmapped
-   over the folds (one epoch per call, a `lax.scan` over its steps). The fold models are saved
-   (``folds.msgpack``) and reused on resume.
+   the config's default augmentation (the standard pipeline), all K in ONE jitted program per
+   SGD step, vmapped over the folds or unrolled over them (``faa.fold_batching``; "auto": unroll
+   on CPUs, where XLA runs per-fold-weight convs vmapped ~5x and convs inside loops ~25x slower
+   than plain ones; `over_folds`). The fold models are saved (``folds.msgpack``) and reused on
+   resume.
 2. Search (``DIR/search/study.db``). For every fold and repeat t < T, an Optuna study (RDB
    storage on SQLite) with ``TPESampler(constant_liar=True)`` over candidates of
    ``num_sub_policies`` sub-policies x ``num_ops`` steps (op, probability U[0,1], level U[0,1]).
@@ -15,8 +17,8 @@
    of its candidate; the reward is the fraction of images correct in at least one copy (FAA's
    max over copies), the minimum loss is recorded too. Candidates x copies x images are one flat
    image batch (which is what a vmap over candidates computes, without vmapping the augmentation
-   pipeline's fusion barriers), the fold models run vmapped over folds, in chunks of
-   ``score_chunk`` candidates (memory).
+   pipeline's fusion barriers), the fold models run over the folds as in training, one jitted
+   call per chunk of ``score_chunk`` candidates (memory).
 3. Policy (``DIR/policy.json``): the ``top_n`` candidates of every study, duplicate sub-policies
    (same op sequence) dropped within a candidate, pooled (FAA's final policy).
 4. Training (``DIR/train``): the config's supervised run with ``augment="faa"`` and that policy
@@ -86,6 +88,9 @@ def add_faa_section(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     f.repeats = 2                  # T: independent TPE searches per fold
     f.destructive_op = False       # add the planted SamplePairing (alpha 1) to the 15 ops
     f.score_chunk = 8              # candidates per chunk of the scoring pass (memory)
+    f.fold_batching = "auto"       # the K fold models in one program: "vmap" (batched over the
+                                   # folds) or "unroll" (one call per fold in the program);
+                                   # "auto": unroll on CPUs, vmap elsewhere (`over_folds`)
     f.train_final = True           # train with the searched policy after the search
     return c
 
@@ -159,6 +164,9 @@ def validate(config) -> None:
         v = f[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"config.faa.{name}={v!r} must be an integer >= 1")
+    if f.get("fold_batching", "auto") not in ("auto",) + FOLD_BATCHING:
+        raise ConfigError(f"config.faa.fold_batching={f.fold_batching!r}: use 'auto', 'vmap' "
+                          "or 'unroll'")
     if f.n_startup_trials < 0 or f.reduced_size < 0:
         raise ConfigError("config.faa.n_startup_trials and reduced_size must be >= 0")
     if f.top_n > f.trials:
@@ -208,42 +216,90 @@ def init_fold_states(model, tx, image_shape, seed: int, folds: int) -> TrainStat
         return jax.jit(jax.vmap(init))(keys)
 
 
-def make_fold_epoch(model, tx, augment: Optional[Callable], batch_size: int,
-                    steps_per_epoch: int) -> Callable:
-    """Jitted ``epoch(states, images, labels, dm, epoch) -> (states, metrics [K])``.
+FOLD_BATCHING = ("vmap", "unroll")
 
-    One epoch of SGD for all K fold models at once (vmap over folds, scan over steps): fold f
-    draws a permutation of its D_M rows ``dm[f]`` from fold_in(fold_in(state.rng, INIT_STREAM -
-    1), epoch) (a stream no step key uses) and trains on
+
+def fold_batching(config) -> str:
+    """`config.faa.fold_batching` ("vmap" or "unroll"), "auto" resolved for the default backend:
+    "unroll" on CPUs, "vmap" elsewhere (see `over_folds`)."""
+    mode = config.faa.get("fold_batching", "auto")
+    if mode == "auto":
+        return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    return mode
+
+
+def over_folds(fn: Callable, batching: str, in_axes) -> Callable:
+    """``fn`` applied to every fold in one program: `jax.vmap` over the leading fold axis of the
+    arguments whose ``in_axes`` entry is 0 ("vmap"), or one call per fold, unrolled in the
+    program, results stacked ("unroll": no batched per-fold weights and no loop; XLA:CPU runs a
+    conv vmapped over per-fold weights ~5x slower per fold, and a conv inside a while loop
+    (`lax.map`, `lax.scan`) ~25x slower, than the plain conv: experiments/faa/README.md)."""
+    if batching == "auto":
+        batching = "unroll" if jax.default_backend() == "cpu" else "vmap"
+    if batching == "vmap":
+        return jax.vmap(fn, in_axes=in_axes)
+    if batching != "unroll":
+        raise ConfigError(f"fold batching {batching!r}: use one of {list(FOLD_BATCHING)} or 'auto'")
+
+    def unrolled(*args):
+        folds = next(jax.tree.leaves(a)[0].shape[0] for a, ax in zip(args, in_axes) if ax == 0)
+        outs = [fn(*[jax.tree.map(lambda v: v[f], a) if ax == 0 else a
+                     for a, ax in zip(args, in_axes)]) for f in range(folds)]
+        return jax.tree.map(lambda *vs: jnp.stack(vs), *outs)
+
+    return unrolled
+
+
+def make_fold_epoch(model, tx, augment: Optional[Callable], batch_size: int,
+                    steps_per_epoch: int, batching: str = "auto") -> Callable:
+    """``epoch(states, images, labels, dm, epoch) -> (states, metrics [K])``.
+
+    One epoch of SGD for all K fold models: one jitted program per SGD step trains every fold
+    (``batching``: "vmap" over the folds or "unroll", `over_folds`; the same numbers), called
+    ``steps_per_epoch`` times from the host (no loop around the convolutions in the program).
+    Fold f draws a permutation of its D_M rows ``dm[f]`` from fold_in(fold_in(state.rng,
+    INIT_STREAM - 1), epoch) (a stream no step key uses) and trains on
     ``images[dm[f][perm[i*B:(i+1)*B]]]``; step keys are ``step_key(state.rng, step)`` (augment,
     dropout), as the supervised loop.
     """
-    def one_fold(state, images, labels, dm, epoch):
-        perm = jax.random.permutation(jax.random.fold_in(jax.random.fold_in(state.rng, INIT_STREAM - 1), epoch), dm.shape[0])
+    def permutation(state, dm, epoch):
+        return jax.random.permutation(
+            jax.random.fold_in(jax.random.fold_in(state.rng, INIT_STREAM - 1), epoch),
+            dm.shape[0])
 
-        def step(state, i):
-            idx = dm[jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))]
-            x, y = images[idx], labels[idx]
-            k_aug, k_drop = jax.random.split(train_steps.step_key(state.rng, state.step))
-            if augment is not None:
-                x = augment(k_aug, x)
+    def one_fold(state, images, labels, dm, perm, i):
+        idx = dm[jax.lax.dynamic_slice(perm, (i * batch_size,), (batch_size,))]
+        x, y = images[idx], labels[idx]
+        k_aug, k_drop = jax.random.split(train_steps.step_key(state.rng, state.step))
+        if augment is not None:
+            x = augment(k_aug, x)
 
-            def loss_fn(p):
-                logits, updates = model.apply(
-                    variables(p, state.batch_stats), x, train=True, rngs={"dropout": k_drop},
-                    mutable=["batch_stats"] if state.batch_stats else [])
-                return jnp.mean(train_steps.cross_entropy(logits, y)), (logits, updates)
+        def loss_fn(p):
+            logits, updates = model.apply(
+                variables(p, state.batch_stats), x, train=True, rngs={"dropout": k_drop},
+                mutable=["batch_stats"] if state.batch_stats else [])
+            return jnp.mean(train_steps.cross_entropy(logits, y)), (logits, updates)
 
-            (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-                state.params)
-            stats = updates["batch_stats"] if state.batch_stats else state.batch_stats
-            state = train_steps.apply_gradients(state, grads, stats, tx)
-            return state, (loss, jnp.mean(jnp.argmax(logits, -1) == y))
+        (loss, (logits, updates)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params)
+        stats = updates["batch_stats"] if state.batch_stats else state.batch_stats
+        state = train_steps.apply_gradients(state, grads, stats, tx)
+        return state, jnp.stack([loss, jnp.mean(jnp.argmax(logits, -1) == y)])
 
-        state, (loss, acc) = jax.lax.scan(step, state, jnp.arange(steps_per_epoch))
-        return state, {"loss": jnp.mean(loss), "accuracy": jnp.mean(acc)}
+    perms = jax.jit(jax.vmap(permutation, in_axes=(0, 0, None)))
+    step = jax.jit(over_folds(one_fold, batching, (0, None, None, 0, 0, None)),
+                   donate_argnums=0)
 
-    return jax.jit(jax.vmap(one_fold, in_axes=(0, None, None, 0, None)), donate_argnums=0)
+    def epoch_fn(states, images, labels, dm, epoch):
+        perm = perms(states, dm, epoch)
+        metrics = []
+        for i in range(steps_per_epoch):
+            states, m = step(states, images, labels, dm, perm, i)
+            metrics.append(m)
+        m = jnp.mean(jnp.stack(metrics), axis=0)  # [K, 2]
+        return states, {"loss": m[:, 0], "accuracy": m[:, 1]}
+
+    return epoch_fn
 
 
 def train_fold_models(config, data: dict, dm, search_dir: str, *, progress: bool = True):
@@ -267,12 +323,14 @@ def train_fold_models(config, data: dict, dm, search_dir: str, *, progress: bool
             variables = flax.serialization.from_bytes(target, f.read())
         with open(info_path, encoding="utf-8") as f:
             return model, variables, json.load(f)
-    epoch_fn = make_fold_epoch(model, tx, engine.make_augment(fc), fc.batch_size, spe)
+    epoch_fn = make_fold_epoch(model, tx, engine.make_augment(fc), fc.batch_size, spe,
+                               fold_batching(config))
     images, labels, dm_dev = jnp.asarray(data["image"]), jnp.asarray(data["label"]), jnp.asarray(dm)
     from tqdm.auto import tqdm
     started = time.time()
     history = []
-    for epoch in tqdm(range(fc.num_epochs), desc=f"fold models (K={dm.shape[0]}, vmapped)",
+    for epoch in tqdm(range(fc.num_epochs), desc=f"fold models (K={dm.shape[0]}, "
+                      f"{fold_batching(config)})",
                       disable=not progress, unit="epoch"):
         states, m = epoch_fn(states, images, labels, dm_dev, epoch)
         history.append(jax.tree.map(lambda v: np.asarray(v).tolist(), m))
@@ -303,13 +361,15 @@ class Scorer:
     Vectorization: a chunk of ``chunk`` candidates of every fold is ONE flat image batch of
     F x chunk x copies x N images for the augmentation (what a vmap over folds and candidates
     would compute, without turning the slot pipeline's fusion barriers into selects), then the
-    fold models run vmapped over folds on their F x (chunk x copies x N) images.
+    fold models run on their F x (chunk x copies x N) images, vmapped over folds or one fold
+    after the other (``fold_batching``, see `fold_batching`).
     """
     model: object
     names: frozenset            # ops.apply names of the search space
     copies: int
     standard: Optional[Callable]  # fn(key, images [B,...]) -> images: applied per image
     chunk: int
+    fold_batching: str = "auto"   # the fold models: "vmap", "unroll" or "auto" (`over_folds`)
 
     def candidate_images(self, tab_rows, images, keys):
         """Augmented D_A copies of G candidates: uint8 [G, copies, N, H, W, C].
@@ -342,8 +402,26 @@ class Scorer:
             x = jax.vmap(lambda k, im: self.standard(k, im[None])[0])(std_keys, x)
         return x.reshape((g, self.copies, n) + images.shape[2:])
 
-    def score(self, variables, images, labels, tabs, keys):
-        """See the class docstring (pure; `__call__` is its jitted version)."""
+    def chunk_score(self, variables, fold_images, labels, tab, key):
+        """One chunk of candidates of every fold (pure): tab / key [F * chunk, ...] (fold-major),
+        fold_images [F * chunk, N, ...] -> (accuracy, loss) [F, chunk]."""
+        f = labels.shape[0]
+        chunk = key.shape[0] // f
+        x = self.candidate_images(tab, fold_images, key)  # [F * chunk, copies, N, ...]
+        x = x.reshape((f, -1) + x.shape[3:])
+        forward = over_folds(lambda v, xx: self.model.apply(v, xx, train=False),
+                             self.fold_batching, (0, 0))
+        logits = forward(variables, x)
+        logits = logits.reshape((f, chunk, self.copies) + labels.shape[1:] + (-1,))
+        y = labels[:, None, None, :]
+        correct = jnp.argmax(logits, -1) == y
+        loss = train_steps.cross_entropy(logits, jnp.broadcast_to(y, correct.shape))
+        return (jnp.mean(jnp.max(correct, axis=2), axis=-1),
+                jnp.mean(jnp.min(loss, axis=2), axis=-1))
+
+    def _chunks(self, images, tabs, keys):
+        """(fold images [F * chunk, N, ...], [(tab, key) per chunk], C): the candidates in chunks
+        of ``chunk`` (the last one padded by repeating the last candidate)."""
         f, c = keys.shape[:2]
         chunk = min(self.chunk, c)
         pad = (-c) % chunk
@@ -351,44 +429,38 @@ class Scorer:
             tabs = jax.tree.map(
                 lambda v: jnp.concatenate([v, jnp.repeat(v[:, -1:], pad, 1)], 1), tabs)
             keys = jnp.concatenate([keys, jnp.repeat(keys[:, -1:], pad, 1)], 1)
-        nchunks = (c + pad) // chunk
 
-        def chunked(v):  # [F, C, ...] -> [chunks, F * chunk, ...]
-            v = v.reshape((f, nchunks, chunk) + v.shape[2:])
-            return jnp.moveaxis(v, 1, 0).reshape((nchunks, f * chunk) + v.shape[3:])
+        def part(v, k):  # [F, C, ...] -> [F * chunk, ...] of chunk k
+            v = v[:, k * chunk:(k + 1) * chunk]
+            return v.reshape((f * chunk,) + v.shape[2:])
 
-        fold_images = jnp.repeat(images, chunk, axis=0)  # [F * chunk, N, ...]
+        parts = [(jax.tree.map(lambda v: part(v, k), tabs), part(keys, k))
+                 for k in range((c + pad) // chunk)]
+        return jnp.repeat(images, chunk, axis=0), parts, c
 
-        def body(args):
-            tab, key = args
-            x = self.candidate_images(tab, fold_images, key)  # [F * chunk, copies, N, ...]
-            x = x.reshape((f, -1) + x.shape[3:])
-            logits = jax.vmap(lambda v, xx: self.model.apply(v, xx, train=False))(variables, x)
-            logits = logits.reshape((f, chunk, self.copies) + labels.shape[1:] + (-1,))
-            y = labels[:, None, None, :]
-            correct = jnp.argmax(logits, -1) == y
-            loss = train_steps.cross_entropy(logits, jnp.broadcast_to(y, correct.shape))
-            return (jnp.mean(jnp.max(correct, axis=2), axis=-1),
-                    jnp.mean(jnp.min(loss, axis=2), axis=-1))
-
-        acc, loss = jax.lax.map(body, (jax.tree.map(chunked, tabs), chunked(keys)))
-        # [chunks, F, chunk] -> [F, C]
-        def unchunk(v):
-            return jnp.moveaxis(v, 0, 1).reshape(f, -1)[:, :c]
-        return unchunk(acc), unchunk(loss)
+    def score(self, variables, images, labels, tabs, keys):
+        """See the class docstring (pure: jit it whole, or call the instance, which runs one
+        jitted program per chunk: no loop around the model in the program, XLA:CPU runs convs
+        inside loops many times slower)."""
+        fold_images, parts, c = self._chunks(images, tabs, keys)
+        out = [self.chunk_score(variables, fold_images, labels, tab, key) for tab, key in parts]
+        return tuple(jnp.concatenate(v, axis=1)[:, :c] for v in zip(*out))
 
     @functools.cached_property
-    def jitted(self):
-        return jax.jit(self.score)
+    def jitted_chunk(self):
+        return jax.jit(self.chunk_score)
 
     def __call__(self, variables, images, labels, tabs, keys):
-        return self.jitted(variables, images, labels, tabs, keys)
+        fold_images, parts, c = self._chunks(images, tabs, keys)
+        out = [self.jitted_chunk(variables, fold_images, labels, tab, key) for tab, key in parts]
+        return tuple(jnp.concatenate(v, axis=1)[:, :c] for v in zip(*out))
 
 
 def make_scorer(config, model) -> Scorer:
     names = frozenset(faa.OP_NAME[o] for o in search_ops(config))
     standard = engine.make_augment(_fold_config(config)) if config.faa.score_with_standard else None
-    return Scorer(model, names, config.faa.copies, standard, config.faa.score_chunk)
+    return Scorer(model, names, config.faa.copies, standard, config.faa.score_chunk,
+                  fold_batching(config))
 
 
 # ----------------------------------------------------------------------------------------------
