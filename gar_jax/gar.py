@@ -52,9 +52,6 @@ Batch = dict[str, jax.Array]
 PerExampleLossFn = Callable[[PyTree, Batch], jax.Array]
 
 METHODS = ("jvp", "vmap")
-# `alignment(..., chunk_size=C)` with at most this many chunks unrolls them in the program
-# (sequenced by optimization barriers); more chunks run in a `lax.map` loop.
-MAX_UNROLLED_CHUNKS = 8
 
 
 # --------------------------------------------------------------------------------------------
@@ -136,12 +133,12 @@ def alignment(per_example_loss_fn: PerExampleLossFn, params: PyTree, batch: Batc
         cast to params' dtypes.
       method: "jvp" (forward mode, ≈ one extra forward; default) or "vmap" (explicit
         per-example gradients, then tree-wise dot products).
-      chunk_size: if given (and < B), examples are processed ``chunk_size`` at a time (the last
-        chunk may be smaller), one chunk after the other, bounding peak memory to that many
-        per-example gradients ("vmap") or forward passes ("jvp"): up to
-        `MAX_UNROLLED_CHUNKS` chunks unrolled in the program, more in a ``lax.map`` loop. None:
-        the whole batch at once. Note: on XLA:CPU, convolutions inside a loop run many times
-        slower (experiments/alignment.md, experiments/faa/README.md).
+      chunk_size: if given (and < B), examples are processed ``chunk_size`` at a time with
+        ``lax.map`` (the last chunk may be smaller), bounding peak memory to that many
+        per-example gradients ("vmap") or forward passes ("jvp"). None: the whole batch at
+        once. Note: on XLA:CPU, per-example conv weight gradients inside that loop miss XLA's
+        fast convolution layout and run many times slower (experiments/alignment.md); "jvp"
+        needs no chunking (its memory is about one forward pass).
 
     Returns:
       float[B] (the loss dtype): entry n is ⟨∇_params ℓ_n(params), direction⟩.
@@ -176,22 +173,9 @@ def alignment(per_example_loss_fn: PerExampleLossFn, params: PyTree, batch: Batc
 
     if chunk_size is None or chunk_size >= batch_size:
         return jax.vmap(one)(batch)
-    num_chunks = -(-batch_size // chunk_size)
-    if num_chunks > MAX_UNROLLED_CHUNKS:
-        # lax.map vmaps `one` over chunks of chunk_size examples and scans over the chunks, so
-        # only one chunk of per-example gradients is alive at a time; a remainder chunk too.
-        return jax.lax.map(one, batch, batch_size=chunk_size)
-    # Few chunks: unrolled in the program, each chunk's inputs tied by an optimization barrier
-    # to the previous chunk's output, so the chunks still run one after the other (bounded
-    # memory) but outside a while loop: XLA:CPU runs convolutions inside loops many times slower
-    # (experiments/faa/README.md), and a loop of 2-8 trips buys nothing on accelerators.
-    outs = []
-    for k in range(num_chunks):
-        part = jax.tree.map(lambda a: a[k * chunk_size:(k + 1) * chunk_size], batch)
-        if outs:
-            part, _ = jax.lax.optimization_barrier((part, outs[-1]))
-        outs.append(jax.vmap(one)(part))
-    return jnp.concatenate(outs)
+    # lax.map vmaps `one` over chunks of chunk_size examples and scans over the chunks, so only
+    # one chunk of per-example gradients is alive at a time; a remainder chunk is handled too.
+    return jax.lax.map(one, batch, batch_size=chunk_size)
 
 
 def gar_reward(per_example_loss_fn: PerExampleLossFn, params: PyTree, batch: Batch,
