@@ -222,7 +222,11 @@ FOLD_BATCHING = ("vmap", "unroll")
 def fold_batching(config) -> str:
     """`config.faa.fold_batching` ("vmap" or "unroll"), "auto" resolved for the default backend:
     "unroll" on CPUs, "vmap" elsewhere (see `over_folds`)."""
-    mode = config.faa.get("fold_batching", "auto")
+    return _resolve_batching(config.faa.get("fold_batching", "auto"))
+
+
+def _resolve_batching(mode: str) -> str:
+    """"auto" -> "unroll" on CPUs, "vmap" elsewhere; other modes unchanged."""
     if mode == "auto":
         return "unroll" if jax.default_backend() == "cpu" else "vmap"
     return mode
@@ -234,8 +238,7 @@ def over_folds(fn: Callable, batching: str, in_axes) -> Callable:
     program, results stacked ("unroll": no batched per-fold weights and no loop; XLA:CPU runs a
     conv vmapped over per-fold weights ~5x slower per fold, and a conv inside a while loop
     (`lax.map`, `lax.scan`) ~25x slower, than the plain conv: experiments/faa/README.md)."""
-    if batching == "auto":
-        batching = "unroll" if jax.default_backend() == "cpu" else "vmap"
+    batching = _resolve_batching(batching)
     if batching == "vmap":
         return jax.vmap(fn, in_axes=in_axes)
     if batching != "unroll":
