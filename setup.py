@@ -31,7 +31,8 @@ setup(
     ],
     extras_require={
         # Tests, the notebook test and the Pillow references.
-        "test": ["pytest>=8", "nbformat>=5.9", "nbclient>=0.10", "ipykernel>=6.29"],
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "nbformat>=5.9", "nbclient>=0.10",
+                 "ipykernel>=6.29"],
         # Preparing the real tfds datasets (CIFAR-10/100, SVHN) once needs TensorFlow.
         "prepare": ["tensorflow>=2.16"],
         # NVIDIA GPUs.

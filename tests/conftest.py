@@ -4,13 +4,18 @@ import os
 if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
                                + " --xla_force_host_platform_device_count=8").strip()
-# 8 simulated devices share 2 cores: under load a device thread can reach a collective tens of
-# seconds after the others, and XLA:CPU aborts the whole process (SIGABRT, "Termination timeout
-# ... Exiting to ensure a consistent program state") after its default 40 s. Slow is not stuck
-# here: wait up to 30 minutes (CI failed this way once, exit 134 in test_smart_aug).
-for _flag, _seconds in (("xla_cpu_collective_call_terminate_timeout_seconds", 1800),
-                        ("xla_cpu_collective_timeout_seconds", 1800),
-                        ("xla_cpu_collective_call_warn_stuck_timeout_seconds", 300)):
+# XLA:CPU runs the devices' programs on a pool of max(cores, devices) threads (8 here): with
+# several collective programs in flight (async dispatch), threads blocked in one program's
+# all-reduce can hold every thread another program's all-reduce needs -> deadlock, which XLA
+# turns into SIGABRT after 40 s ("Termination timeout ..."; CI failed so, exit 134, in
+# test_smart_aug). Reproduced outside the tests with 4 jitted psum programs in flight: abort
+# with 8 threads, done with PJRT_NPROC=32 (also with 12 programs in flight). PJRT_NPROC sets the
+# pool size (XLA's DefaultThreadPoolSize); it must be set before JAX creates its CPU client.
+os.environ.setdefault("PJRT_NPROC", "32")
+# Slow is not stuck: under load a starved device thread reached an all-reduce 20+ s after the
+# others (measured); allow 5 minutes before XLA aborts instead of its default 40 s.
+for _flag, _seconds in (("xla_cpu_collective_call_terminate_timeout_seconds", 300),
+                        ("xla_cpu_collective_call_warn_stuck_timeout_seconds", 120)):
     if _flag not in os.environ["XLA_FLAGS"]:
         os.environ["XLA_FLAGS"] += f" --{_flag}={_seconds}"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
