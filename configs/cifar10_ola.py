@@ -44,6 +44,9 @@ def get_config(space: str = "wide"):
                                    # digits it drove the destructive op down more reliably
                                    # (experiments/ola/README.md section 4b)
     c.ola.gar_remat = False        # layerwise: recompute layer inputs at step t+1 (less memory)
+    c.ola.gar_store = "auto"       # layerwise: per layer, keep its input + output-gradient
+                                   # ("activations") or its per-example gradients
+                                   # ("gradients"); "auto": whichever is smaller
     c.ola.chunk_size = 0           # jvp/vmap: examples per chunk (bounds memory); 0 = all
     c.ola.learning_rate = 0.1      # Adam on the policy logits
     c.ola.b1 = 0.0                 # Adam's beta1

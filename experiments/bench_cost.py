@@ -112,11 +112,12 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
         fn = steps.make_train_step(model, tx, mesh, augment=augment, schedule=schedule)
         out.append(Entry(name, fn, fresh(), lambda c: (batches[0], key), 1))
 
-    def ola_pair(name, gar_method, convention, remat, chunk, reward="gar"):
+    def ola_pair(name, gar_method, convention, remat, store, chunk, reward="gar"):
         oc = defaults.load_config("cifar10_ola:ra")
         oc.ola.ensemble_size = 8 if batch % 8 == 0 else 1
         oc.ola.reward = reward
         oc.ola.gar_method, oc.ola.gar_convention, oc.ola.gar_remat = gar_method, convention, remat
+        oc.ola.gar_store = store
         oc.ola.chunk_size = chunk
         fn = ola.make_pair_step(model, tx, mesh, ra_space, ola.meta_optimizer(oc),
                                 ola.options(oc), standard=standard, schedule=schedule)
@@ -134,10 +135,11 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
                 if chunk and batch % int(chunk):
                     print(f"  ola_{variant}: skipped (chunk {chunk} does not divide batch {batch})")
                     continue
-                gm, conv, remat = bench_ola_cost.GAR_VARIANTS.get(method, (method, "frozen", False))
-                ola_pair(f"ola_{variant}", gm, conv, remat, int(chunk or 0))
+                gm, conv, remat, store = bench_ola_cost.GAR_VARIANTS.get(
+                    method, (method, "frozen", False, "auto"))
+                ola_pair(f"ola_{variant}", gm, conv, remat, store, int(chunk or 0))
         elif name == "ola_nslr":
-            ola_pair(name, "layerwise", "frozen", False, 0, reward="nslr")
+            ola_pair(name, "layerwise", "frozen", False, "auto", 0, reward="nslr")
         elif name == "direct":
             core, init = bench_ola_cost.direct_core(model, tx, mesh)
 

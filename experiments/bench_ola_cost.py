@@ -61,12 +61,18 @@ from gar_jax.train import defaults, optim, steps  # noqa: E402
 from gar_jax.mesh import data_sharding, make_mesh, replicated  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 
-# Layer-wise variants: name -> config.ola.(gar_method, gar_convention, gar_remat).
-GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Options.gar_remat),
-                "layerwise_frozen": ("layerwise", "frozen", False),
-                "layerwise_contrib": ("layerwise", "contribution", False),
-                "layerwise_lean": ("layerwise", "contribution", True),
-                "layerwise_frozen_lean": ("layerwise", "frozen", True)}
+# Layer-wise variants: name -> config.ola.(gar_method, gar_convention, gar_remat, gar_store).
+# The default store ("auto") keeps, layer by layer, the smaller of (input, output-gradient) and
+# the per-example gradients; "_acts" variants keep activations everywhere (as before 2026-11-27).
+GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Options.gar_remat,
+                              ola.Options.gar_store),
+                "layerwise_frozen": ("layerwise", "frozen", False, "auto"),
+                "layerwise_contrib": ("layerwise", "contribution", False, "auto"),
+                "layerwise_lean": ("layerwise", "contribution", True, "auto"),
+                "layerwise_frozen_lean": ("layerwise", "frozen", True, "auto"),
+                "layerwise_frozen_acts": ("layerwise", "frozen", False, "activations"),
+                "layerwise_contrib_acts": ("layerwise", "contribution", False, "activations"),
+                "layerwise_lean_acts": ("layerwise", "contribution", True, "activations")}
 # `--methods exact`: every exact GAR method and convention fast enough to time on a CPU (not
 # vmap: its per-example conv gradients are ~10x slower here, experiments/alignment.md). Chunked
 # jvp at 64 (not 16 as before): at batch 128 it already needs no more memory than "fixed"
@@ -226,8 +232,8 @@ def bench_model(depth, width, batch, norm, reps, methods):
                 print(f"  {name:12s} skipped: chunk size {chunk} >= batch {batch} is a single "
                       f"chunk (use '{method}' or a smaller chunk)", flush=True)
                 continue
-            config.ola.gar_method, config.ola.gar_convention, config.ola.gar_remat = (
-                GAR_VARIANTS.get(method, (method, "frozen", False)))
+            (config.ola.gar_method, config.ola.gar_convention, config.ola.gar_remat,
+             config.ola.gar_store) = GAR_VARIANTS.get(method, (method, "frozen", False, "auto"))
             config.ola.chunk_size = int(chunk or 0)
             core = ola.make_pair_core(model, tx, mesh, space, ola.meta_optimizer(config),
                                       ola.options(config), standard=standard)

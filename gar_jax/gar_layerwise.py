@@ -31,10 +31,17 @@ Two conventions for train-mode BatchNorm, which couples the examples (ALGORITHMS
     exactly to the batch gradient, and no second backward is needed.
 
 Memory: the tape holds every Conv/Dense layer's input and output-gradient, about one training
-step's activations, kept through the plain step. ``capture(..., remat=True)`` keeps only the
-output-gradients (plus θ_t and the BatchNorm statistics); `alignment_from_tape` then recomputes
-the layer inputs by one forward at θ_t on the same images (one more forward pass). Measured
-costs: experiments/ola/README.md.
+step's activations, kept through the plain step. Two ways to keep less:
+  * ``capture(..., store=...)``: where a layer's per-example parameter gradients take fewer
+    bytes than its input plus output-gradient (wide images, few channels: a WRN's first stage,
+    whose 3x3x64x64 kernel is 1/3.6 of a 32x32x64 input + output-gradient), keep those instead
+    ("auto", the default; "activations" / "gradients" force one kind). They are built at
+    capture, one kernel offset at a time (a strided window of the input times δ, a batched
+    matmul), and the replay for that layer is one dot product per example.
+  * ``capture(..., remat=True)`` keeps only the output-gradients (plus θ_t and the BatchNorm
+    statistics); `alignment_from_tape` then recomputes the layer inputs by one forward at θ_t
+    on the same images (one more forward pass).
+Measured costs: experiments/ola/README.md.
 
 Tested in float64 against `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap")` (frozen)
 and against explicit per-example outer products of captured inputs and output-gradients
@@ -44,15 +51,18 @@ anything else raises ConfigError (use `gar.alignment(..., method="jvp")`, which 
 
 Public API
     capture(model, variables, batch, example_loss, *, axis_name=None, mutable=("batch_stats",),
-            convention="frozen", remat=False, **model_kwargs)
+            convention="frozen", remat=False, store="auto", **model_kwargs)
         -> Captured(loss, logits, model_state, grads, tape: Tape)
     CONVENTIONS = ("frozen", "contribution"); check_convention(convention)
+    STORES = ("auto", "activations", "gradients"); check_store(store)
     alignment_from_tape(model, variables, tape, direction, images, **model_kwargs) -> float[B]
     alignment(model, variables, batch, direction, example_loss, *, convention="frozen",
-              remat=False, **model_kwargs) -> float[B]
+              remat=False, store="auto", **model_kwargs) -> float[B]
 """
 from __future__ import annotations
 
+import itertools
+import math
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -64,6 +74,7 @@ from gar_jax.errors import ConfigError
 
 PyTree = Any
 CONVENTIONS = ("frozen", "contribution")
+STORES = ("auto", "activations", "gradients")
 LINEAR_LAYERS = (nn.Conv, nn.Dense)
 NORM_LAYERS = (nn.BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
 
@@ -73,6 +84,12 @@ def check_convention(convention: str) -> None:
     if convention not in CONVENTIONS:
         raise ConfigError(f"layer-wise GAR: convention={convention!r} must be one of "
                           f"{list(CONVENTIONS)}")
+
+
+def check_store(store: str) -> None:
+    """ConfigError unless `store` is one of `STORES`."""
+    if store not in STORES:
+        raise ConfigError(f"layer-wise GAR: store={store!r} must be one of {list(STORES)}")
 
 
 class Captured(NamedTuple):
@@ -95,8 +112,9 @@ class Tape(NamedTuple):
     """What `alignment_from_tape` needs (a pytree).
 
     layers: {layer name: {"a": input, "delta": output-gradient}} for Conv/Dense ({"delta"}
-      only with ``remat``) and {layer name: {"u": [B, C], "v": [B, C]}} (per-example scale /
-      bias gradients) for norms; batch axis first. All are gradients of the training loss,
+      only with ``remat``), or {"g": [B, *kernel], "gb": [B, features]} (per-example kernel and
+      bias gradients, `capture`'s store), and {layer name: {"u": [B, C], "v": [B, C]}}
+      (per-example scale / bias gradients) for norms; batch axis first. All are gradients of the training loss,
       the mean over the (global) batch: 1/scale times example n's own (frozen convention) or
       example n's contribution to the batch gradient (contribution convention).
     scale: float32 [], the global batch size B (the factor back to per-example losses).
@@ -119,6 +137,7 @@ class _Recorder:
         self.saved: dict[str, dict[str, jax.Array]] = {}
         self.out_shapes: dict[str, jax.ShapeDtypeStruct] = {}
         self.paths: dict[str, tuple[str, ...]] = {}
+        self.geometry: dict[str, Any] = {}
         self.train_bn = False
         self.busy = False  # True while a layer is re-applied inside an interceptor.
         self.total = None
@@ -203,6 +222,8 @@ def _capture_interceptor(rec: _Recorder, perturbations: dict | None, frozen_bn: 
             rec.out_shapes[name] = jax.ShapeDtypeStruct(y.shape, y.dtype)
             if isinstance(module, NORM_LAYERS):
                 _check_norm(module, x, name)
+            else:
+                rec.geometry[name] = _geometry(module, x, y)
             return y
         if bn_train:  # x̂ from the statistics at hand (cheaper than re-normalizing)
             axes = tuple(range(x.ndim - 1))
@@ -221,6 +242,105 @@ def _capture_interceptor(rec: _Recorder, perturbations: dict | None, frozen_bn: 
     return interceptor
 
 
+def _static_ints(value, rank: int) -> tuple[int, ...]:
+    if value is None:
+        return (1,) * rank
+    return (value,) * rank if isinstance(value, int) else tuple(value)
+
+
+def _geometry(module: nn.Module, x: jax.Array, y: jax.Array):
+    """What `_example_grads` needs to build this layer's per-example parameter gradients, or
+    None where it does not handle the layer (the tape then keeps its input and
+    output-gradient): ("dense", use_bias) or ("conv", kernel_size, strides, kernel_dilation,
+    explicit pads, use_bias)."""
+    if isinstance(module, nn.Dense):
+        if (x.ndim < 2 or getattr(module, "dot_general", None) is not None
+                or getattr(module, "dot_general_cls", None) is not None):
+            return None
+        return ("dense", bool(module.use_bias))
+    if type(module) is not nn.Conv:
+        return None
+    ksize = ((module.kernel_size,) if isinstance(module.kernel_size, int)
+             else tuple(module.kernel_size))
+    rank = len(ksize)
+    if (x.ndim != rank + 2 or module.feature_group_count != 1 or module.mask is not None
+            or any(d != 1 for d in _static_ints(module.input_dilation, rank))
+            or module.conv_general_dilated is not None
+            or module.conv_general_dilated_cls is not None):
+        return None
+    strides = _static_ints(module.strides, rank)
+    dilation = _static_ints(module.kernel_dilation, rank)
+    padding = nn.linear.canonicalize_padding(module.padding, rank)
+    if padding in ("SAME", "VALID"):
+        dilated = tuple((k - 1) * d + 1 for k, d in zip(ksize, dilation))
+        padding = jax.lax.padtype_to_pads(x.shape[1:-1], dilated, strides, padding)
+    elif isinstance(padding, str):  # CIRCULAR, REFLECT, CAUSAL
+        return None
+    pads = tuple((int(lo), int(hi)) for lo, hi in padding)
+    if any(lo < 0 or hi < 0 for lo, hi in pads):
+        return None
+    out = tuple((n + lo + hi - d * (k - 1) - 1) // s + 1
+                for n, (lo, hi), k, s, d in zip(x.shape[1:-1], pads, ksize, strides, dilation))
+    if out != tuple(y.shape[1:-1]):
+        return None
+    return ("conv", ksize, strides, dilation, pads, bool(module.use_bias))
+
+
+def _example_grads(geometry, a: jax.Array, delta: jax.Array) -> dict:
+    """Per-example gradients of a Conv / Dense layer's kernel (and bias) from its input `a` and
+    output-gradient `delta`, float32 (or wider), batch axis first: {"g": [B, *kernel], "gb":
+    [B, features]}. A convolution's kernel gradient is, for each kernel offset k, the strided
+    window of the padded input at offset k times δ, summed over output positions: one batched
+    matmul per offset (no per-example convolutions, which run many times slower on CPUs).
+
+    The offsets are a `lax.scan` (one window alive at a time: unrolled, XLA:CPU materialized
+    all of them, 294 against 86 MiB of temporaries for a 32x32x64 layer at batch 128, and ran
+    no faster: 316 against 290 ms)."""
+    acc = jnp.promote_types(delta.dtype, jnp.float32)
+    batch, features = delta.shape[0], delta.shape[-1]
+    d = delta.reshape(batch, -1, features)
+    dims = (((1,), (1,)), ((0,), (0,)))  # contract positions, batch over examples
+
+    def outer(x):  # [B, P, Cin] x [B, P, Cout] -> [B, Cin, Cout]
+        return jax.lax.dot_general(x.reshape(batch, -1, x.shape[-1]), d, dims,
+                                   preferred_element_type=acc)
+
+    use_bias = geometry[-1]
+    if geometry[0] == "dense":
+        entry = {"g": outer(a)}
+    else:
+        _, ksize, strides, dilation, pads, _ = geometry
+        padded = jnp.pad(a, ((0, 0),) + pads + ((0, 0),))
+        span = tuple((n - 1) * s + 1 for n, s in zip(delta.shape[1:-1], strides))
+        starts = jnp.asarray([[o * dl for o, dl in zip(offset, dilation)]
+                              for offset in itertools.product(*(range(k) for k in ksize))],
+                             jnp.int32)
+        zero = jnp.zeros((), jnp.int32)
+
+        def one_offset(_, start):
+            window = jax.lax.dynamic_slice(padded, (zero, *start, zero),
+                                           (batch,) + span + (a.shape[-1],))
+            if any(s != 1 for s in strides):
+                window = window[(slice(None),) + tuple(slice(None, None, s) for s in strides)]
+            return None, outer(window)
+
+        _, per_offset = jax.lax.scan(one_offset, None, starts)  # [offsets, B, Cin, Cout]
+        entry = {"g": jnp.moveaxis(per_offset, 0, 1).reshape(
+            (batch,) + ksize + (a.shape[-1], features))}
+    if use_bias:
+        entry["gb"] = jnp.sum(d.astype(acc), axis=1)
+    return entry
+
+
+def _grad_term(entry: dict, params: dict) -> jax.Array:
+    """⟨g_n, G_kernel⟩ + ⟨gb_n, G_bias⟩ per example: [B]."""
+    g = entry["g"]
+    term = g.reshape(g.shape[0], -1) @ params["kernel"].reshape(-1).astype(g.dtype)
+    if "gb" in entry:
+        term = term + entry["gb"] @ params["bias"].astype(g.dtype)
+    return term
+
+
 def _check_coverage(params: PyTree, rec: _Recorder) -> None:
     """Every parameter leaf must belong to a layer the tape handles."""
     covered = set(rec.paths.values())
@@ -229,6 +349,14 @@ def _check_coverage(params: PyTree, rec: _Recorder) -> None:
         if keys[:-1] not in covered:
             raise ConfigError(f"layer-wise GAR: parameter {'/'.join(keys)} does not belong to a "
                               f"Conv, Dense or norm layer; use gar.alignment(..., method='jvp')")
+
+
+def _layer_params(params: PyTree, paths: dict, name: str) -> list:
+    """The parameter leaves of the layer called `name` ("path" or "path#k")."""
+    node = params
+    for key in paths[name.split("#")[0]]:
+        node = node[key]
+    return jax.tree.leaves(node)
 
 
 def _split(variables: PyTree) -> tuple[PyTree, dict]:
@@ -240,7 +368,8 @@ def _split(variables: PyTree) -> tuple[PyTree, dict]:
 def capture(model: nn.Module, variables: PyTree, batch: dict,
             example_loss: Callable[[jax.Array, jax.Array], jax.Array], *,
             axis_name: str | None = None, mutable=("batch_stats",),
-            convention: str = "frozen", remat: bool = False, **model_kwargs) -> Captured:
+            convention: str = "frozen", remat: bool = False, store: str = "auto",
+            **model_kwargs) -> Captured:
     """The augmented step's forward/backward, keeping what the layer-wise GAR needs.
 
     Args:
@@ -259,12 +388,23 @@ def capture(model: nn.Module, variables: PyTree, batch: dict,
       remat: keep only the output-gradients (and θ_t, BatchNorm statistics); the layer inputs
         are recomputed by `alignment_from_tape` with one forward at θ_t on the same images.
         About half the tape's memory for one more forward pass.
+      store: what the tape keeps of each Conv/Dense layer (`STORES`): "activations", its input
+        and output-gradient (output-gradient only with `remat`); "gradients", the per-example
+        gradients of its kernel and bias, built here from those two (B x parameter count, in
+        float32); "auto" (default), whichever of the two takes fewer bytes per example, layer
+        by layer: gradients for wide-image, few-channel layers (e.g. a WRN's first stage),
+        activations elsewhere; except "activations" under the frozen convention on a
+        train-mode BatchNorm net, where the smaller tape measured a higher peak (the two
+        backward passes are). The alignments are the same up to float rounding. Layers
+        `_geometry` does not handle (grouped, input-dilated, masked, circular/causal-padded
+        convolutions) always keep activations.
       **model_kwargs: e.g. ``train=True``.
 
     Returns:
       `Captured` (loss and grads are exactly those of the ordinary training step).
     """
     check_convention(convention)
+    check_store(store)
     params, others = _split(variables)
     mutable = [c for c in mutable if c in others]
     images, labels = batch["image"], batch["label"]
@@ -308,13 +448,27 @@ def capture(model: nn.Module, variables: PyTree, batch: dict,
         (loss, (logits, state, saved)), (grads, deltas) = jax.value_and_grad(
             loss_fn, argnums=(0, 1), has_aux=True)(params, zeros, False)
 
+    if store == "auto" and shapes_rec.train_bn and convention == "frozen":
+        # Measured (experiments/ola/README.md): the two-backward capture is this convention's
+        # peak, and the per-example gradients' temporaries add to it (WRN-16-4 b128 BatchNorm:
+        # +103% memory against +87% for activations); the smaller tape does not pay.
+        store = "activations"
     layers, stats = {}, {}
     for name, stored in saved.items():
         delta = deltas[name]
         if "mean" in stored:
             stats[name] = {k: stored[k][None] for k in ("mean", "var")}
         if "a" in stored:
-            layers[name] = {"delta": delta} if remat else {"a": stored["a"], "delta": delta}
+            a, geometry = stored["a"], shapes_rec.geometry.get(name)
+            if geometry is not None and store != "activations":
+                kept = delta.nbytes + (0 if remat else a.nbytes)
+                itemsize = jnp.promote_types(delta.dtype, jnp.float32).itemsize
+                grads_bytes = itemsize * delta.shape[0] * sum(
+                    math.prod(v.shape) for v in _layer_params(params, shapes_rec.paths, name))
+                if store == "gradients" or grads_bytes < kept:
+                    layers[name] = _example_grads(geometry, a, delta)
+                    continue
+            layers[name] = {"delta": delta} if remat else {"a": a, "delta": delta}
         else:  # Per-example gradients of the norm's scale and bias, summed over positions.
             axes = tuple(range(1, delta.ndim - 1))
             d32 = delta.astype(jnp.promote_types(delta.dtype, jnp.float32))
@@ -354,6 +508,9 @@ def _replay_interceptor(rec: _Recorder, layers: dict):
         if "a" in entry:
             out = next_fun(entry["a"], *args[1:], **kwargs)
             term = _linear_term(out, entry["delta"])
+        elif "g" in entry:  # per-example gradients kept; `out` is dead code (shapes only)
+            out = next_fun(*args, **kwargs)
+            term = _grad_term(entry, module.variables["params"])
         else:
             term = _norm_term(entry, module.variables.get("params", {}))
             out = jnp.zeros_like(args[0])
@@ -392,6 +549,9 @@ def _remat_interceptor(rec: _Recorder, layers: dict, stats: dict, direction: PyT
             finally:
                 rec.busy = False
             term = _linear_term(out, entry["delta"])
+        elif "g" in entry:  # per-example gradients kept: only the forward continues
+            y = next_fun(*args, **kwargs)
+            term = _grad_term(entry, g)
         else:
             if name in stats:  # train-mode BatchNorm: normalize as the captured forward did
                 y = batchnorm.bn_normalize(module, args[0], stats[name]["mean"][0],
@@ -445,9 +605,10 @@ def alignment_from_tape(model: nn.Module, variables: PyTree, tape: Tape, directi
 
 def alignment(model: nn.Module, variables: PyTree, batch: dict, direction: PyTree,
               example_loss: Callable[[jax.Array, jax.Array], jax.Array], *,
-              convention: str = "frozen", remat: bool = False, **model_kwargs) -> jax.Array:
+              convention: str = "frozen", remat: bool = False, store: str = "auto",
+              **model_kwargs) -> jax.Array:
     """`capture` then `alignment_from_tape` in one call: float32 [B] (for tests and benches)."""
     captured = capture(model, variables, batch, example_loss, convention=convention,
-                       remat=remat, **model_kwargs)
+                       remat=remat, store=store, **model_kwargs)
     return alignment_from_tape(model, variables, captured.tape, direction, batch["image"],
                                **model_kwargs)

@@ -28,6 +28,9 @@ BAD = {
     "bad_config_argument": ([f"--config={REPO}/configs/digits_supervised.py:nope"],
                             "unknown baseline 'nope'; choose one of none, baseline"),
     "argument_not_taken": ([f"--config={TOY}:x"], "its get_config does not take that argument"),
+    "bad_gar_store": ([f"--config={REPO}/configs/digits_ola.py", "--config.ola.gar_store=lean"],
+                      "config.ola.gar_store='lean' must be one of ['auto', 'activations', "
+                      "'gradients']"),
     # A dataset folder that a killed download left without dataset_info.json: tfds warns about
     # it before our error unless the CLI silences that warning.
     "missing_dataset": ([f"--config={REPO}/configs/cifar10_baseline.py",

@@ -95,6 +95,10 @@ def test_layerwise_equals_vmap_and_jvp(name):
         cap = gar_layerwise.capture(model, variables, batch, loss_fn, train=True)
         out = gar_layerwise.alignment_from_tape(model, variables, cap.tape, direction,
                                                 batch["image"], train=True)
+        grads_tape = gar_layerwise.capture(model, variables, batch, loss_fn, store="gradients",
+                                           train=True).tape
+        refs.append(gar_layerwise.alignment_from_tape(model, variables, grads_tape, direction,
+                                                      batch["image"], train=True))
 
         def train_loss(params):  # the ordinary training step
             logits, state = model.apply({**variables, "params": params}, batch["image"],
@@ -103,10 +107,11 @@ def test_layerwise_equals_vmap_and_jvp(name):
 
         return out, refs, cap, jax.value_and_grad(train_loss, has_aux=True)(variables["params"])
 
-    got, (vmap, jvp), cap, ((loss, state), grads) = everything(variables, batch, direction)
+    got, (vmap, jvp, from_grads), cap, ((loss, state), grads) = everything(variables, batch,
+                                                                          direction)
     assert got.shape == (B,)
     rtol = 1e-9 if jvp.dtype == jnp.float64 else 1e-5
-    for other in (got, jvp):
+    for other in (got, jvp, from_grads):  # from_grads: per-example gradients on the tape
         np.testing.assert_allclose(other, vmap, rtol=rtol, atol=rtol * np.abs(vmap).max())
     # The captured step is the ordinary training step: same loss, gradient and BN statistics.
     np.testing.assert_allclose(cap.loss, loss, rtol=1e-12)
@@ -250,16 +255,26 @@ def explicit_case():
 def test_contribution_per_layer_equals_explicit_outer_products(explicit_case):
     model, variables, batch, direction = explicit_case
 
+    kept = []  # each tape's {layer: entry keys}, recorded while tracing
+
     @jax.jit
     def run(variables, batch, direction):
         out = []
         for remat in (False, True):
-            cap = gar_layerwise.capture(model, variables, batch, loss_fn, remat=remat,
-                                        convention="contribution", train=True)
-            out.append(_per_leaf(cap.tape, model, variables, batch["image"], direction))
+            for store in ("activations", "gradients"):
+                cap = gar_layerwise.capture(model, variables, batch, loss_fn, remat=remat,
+                                            convention="contribution", store=store,
+                                            train=True)
+                out.append(_per_leaf(cap.tape, model, variables, batch["image"], direction))
+                kept.append({name: sorted(entry) for name, entry in cap.tape.layers.items()})
         return out, _explicit_contributions(model, variables, batch)
 
     got, (contributions, grads) = run(variables, batch, direction)
+    # store="gradients" keeps per-example gradients of the strided, asymmetrically padded conv
+    # and the Dense layers; the grouped conv keeps its input (and output-gradient).
+    assert kept[1] == {"conv0": ["g", "gb"], "bn": ["u", "v"], "conv1": ["a", "delta"],
+                       "gn": ["u", "v"], "dense0": ["g", "gb"], "dense1": ["g", "gb"]}, kept[1]
+    assert kept[3]["conv1"] == ["delta"] and kept[3]["conv0"] == ["g", "gb"]
     # The reference's contributions sum to the batch gradient.
     jax.tree.map(lambda c, g: np.testing.assert_allclose(c.sum(0), g, rtol=1e-10, atol=1e-12),
                  contributions, grads)
@@ -267,7 +282,7 @@ def test_contribution_per_layer_equals_explicit_outer_products(explicit_case):
     want = np.stack(jax.tree.leaves(jax.tree.map(
         lambda c, g: B * jnp.sum(c * g, axis=tuple(range(1, c.ndim))), contributions,
         direction)))
-    for per_leaf in got:  # without and with remat
+    for per_leaf in got:  # without and with remat, activations or per-example gradients
         np.testing.assert_allclose(per_leaf, want, rtol=1e-9, atol=1e-9 * np.abs(want).max())
 
 
@@ -374,3 +389,68 @@ def test_bad_convention_is_a_config_error():
     with pytest.raises(ConfigError, match="convention='contrib'"):
         gar_layerwise.capture(model, variables, batch, loss_fn, convention="contrib",
                               train=True)
+
+
+# ------------------------------------------------------- per-example gradients on the tape
+CONVS = {  # (kernel, strides, padding, kernel_dilation, use_bias, image shape)
+    "same_stride2": ((3, 3), 2, "SAME", 1, True, (9, 8, 3)),
+    "valid_dilated": ((3, 2), (1, 2), "VALID", (2, 1), False, (9, 8, 3)),
+    "explicit_pads": ((2, 3), 1, ((2, 0), (1, 3)), 1, True, (5, 6, 2)),
+    "conv1d": ((4,), 3, 1, 1, True, (11, 2)),
+    "conv3d_1x1": ((1, 1, 1), 1, "SAME", 1, False, (3, 4, 2, 5)),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_example_grads_equal_per_example_autodiff(name):
+    """`_example_grads` (strided windows x δ, summed) == jax.grad of each example's own
+    Σ δ_n ⊙ conv(a_n; W), for several strides, paddings, dilations and ranks."""
+    ksize, strides, padding, dilation, use_bias, shape = CONVS[name]
+    conv = nn.Conv(5, ksize, strides=strides, padding=padding, kernel_dilation=dilation,
+                   use_bias=use_bias, **F64)
+    rng = np.random.default_rng(3)
+    a = jnp.asarray(rng.normal(size=(B,) + shape))
+    params = conv.init(jax.random.key(0), a)["params"]
+    y = conv.apply({"params": params}, a)
+    delta = jnp.asarray(rng.normal(size=y.shape))
+    geometry = gar_layerwise._geometry(conv, a, y)
+    assert geometry is not None and geometry[0] == "conv"
+    got = jax.jit(lambda a, d: gar_layerwise._example_grads(geometry, a, d))(a, delta)
+    want = jax.vmap(lambda a, d: jax.grad(lambda p: jnp.sum(
+        conv.apply({"params": p}, a[None]) * d[None]))(params))(a, delta)
+    assert sorted(got) == (["g", "gb"] if use_bias else ["g"])
+    np.testing.assert_allclose(got["g"], want["kernel"], rtol=1e-12, atol=1e-12)
+    if use_bias:
+        np.testing.assert_allclose(got["gb"], want["bias"], rtol=1e-12, atol=1e-12)
+
+
+def test_auto_store_keeps_the_smaller_of_activations_and_gradients():
+    """WRN-10-2 on 32x32 images: "auto" keeps a layer's per-example gradients where its kernel
+    (and bias) is smaller than an example's input plus output-gradient (output-gradient only
+    with remat), its activations elsewhere; the first stage (32x32 positions, 32 channels) keeps
+    gradients, the last (8x8, 128) activations."""
+    model, variables, batch, _ = _case(WideResNet(10, 2, 3, norm="batch", dtype=jnp.float64),
+                                       (32, 32, 3), 9)
+
+    def sizes(**kw):  # {layer: (per-example gradients kept, elements per example)}
+        tape = jax.eval_shape(lambda v, b: gar_layerwise.capture(
+            model, v, b, loss_fn, convention="contribution", train=True, **kw).tape,
+            variables, batch)
+        return {name: ("g" in entry, sum(x.size for x in entry.values()) // B)
+                for name, entry in tape.layers.items() if "u" not in entry}
+
+    kept = {}
+    for remat in (False, True):
+        auto, acts = sizes(remat=remat), sizes(remat=remat, store="activations")
+        grads = sizes(remat=remat, store="gradients")
+        assert all(g for g, _ in grads.values()) and not any(g for g, _ in acts.values())
+        for name, (kept_grads, size) in auto.items():
+            assert kept_grads == (grads[name][1] < acts[name][1]), (name, grads, acts)
+            assert size == min(grads[name][1], acts[name][1])
+        assert auto["group0_block0/Conv_1"][0] and not auto["group2_block0/Conv_1"][0]
+        kept[remat] = sum(g for g, _ in auto.values())
+    assert 0 < kept[True] < kept[False] < len(auto)
+    # The frozen convention on this BatchNorm net: "auto" keeps activations (measured peak).
+    frozen = jax.eval_shape(lambda v, b: gar_layerwise.capture(
+        model, v, b, loss_fn, convention="frozen", train=True).tape, variables, batch)
+    assert not any("g" in entry for entry in frozen.layers.values())

@@ -68,6 +68,7 @@ class Options:
     gar_method: str = "layerwise"
     gar_convention: str = "frozen"
     gar_remat: bool = False
+    gar_store: str = "auto"
     chunk_size: Optional[int] = None
     replace: bool = True
     nslr_decay: float = 0.9
@@ -78,6 +79,7 @@ def options(config) -> Options:
     c = config.ola
     return Options(reward=c.reward, gar_method=c.gar_method, chunk_size=c.chunk_size or None,
                    gar_convention=c.gar_convention, gar_remat=c.gar_remat,
+                   gar_store=c.get("gar_store", Options.gar_store),
                    replace=c.replace, nslr_decay=c.nslr_decay,
                    reward_normalization=c.reward_normalization)
 
@@ -114,6 +116,9 @@ def validate(config) -> None:
     if c.gar_method not in GAR_METHODS:
         raise ConfigError(f"config.ola.gar_method={c.gar_method!r} must be one of {GAR_METHODS}")
     gar_layerwise.check_convention(c.gar_convention)
+    if c.get("gar_store", Options.gar_store) not in gar_layerwise.STORES:
+        raise ConfigError(f"config.ola.gar_store={c.gar_store!r} must be one of "
+                          f"{list(gar_layerwise.STORES)}")
     if c.reward_normalization not in REWARD_NORMALIZATIONS:
         raise ConfigError(f"config.ola.reward_normalization={c.reward_normalization!r} must be "
                           f"one of {REWARD_NORMALIZATIONS}")
@@ -155,13 +160,13 @@ def init_state(state: TrainState, config, space: spaces.SearchSpace) -> OLAState
 # ------------------------------------------------------------------------------- the step pair
 
 
-def _layerwise_fns(model, mesh, convention="frozen", remat=False):
+def _layerwise_fns(model, mesh, convention="frozen", remat=False, store="auto"):
     """Sharded (capture, replay) of `gar_layerwise` with the stack's grad_fn conventions."""
     def capture_local(params, batch_stats, images, labels):
         captured = gar_layerwise.capture(
             model, variables(params, batch_stats), {"image": images, "label": labels},
             steps.cross_entropy, axis_name=DATA_AXIS, convention=convention, remat=remat,
-            train=True)
+            store=store, train=True)
         accuracy = jax.lax.pmean(jnp.mean(jnp.argmax(captured.logits, -1) == labels), DATA_AXIS)
         new_stats = (jax.lax.pmean(captured.model_state["batch_stats"], DATA_AXIS)
                      if batch_stats else batch_stats)
@@ -250,7 +255,8 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     the augmented batch of step t, `sample` its `PolicySample`, `labels` its labels."""
     grad_fn = steps.make_grad_fn(model, mesh)
     if opts.reward == "gar" and opts.gar_method == "layerwise":
-        capture, replay = _layerwise_fns(model, mesh, opts.gar_convention, opts.gar_remat)
+        capture, replay = _layerwise_fns(model, mesh, opts.gar_convention, opts.gar_remat,
+                                         opts.gar_store)
     elif opts.reward == "gar":  # step t also returns its BatchNorm statistics, frozen for GAR
         grad_fn_aug = steps.make_grad_fn(model, mesh, bn_stats=True)
         align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size)
