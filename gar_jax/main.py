@@ -39,6 +39,11 @@ CONFIG_FILE = "config.json"
 # Fields that cannot change a run's results: a rerun on the same workdir may change them.
 IGNORED_FIELDS = ("progress_bar", "data_dir", "log_every_steps", "checkpoint_every_steps",
                   "keep_checkpoints")
+# Config fields added after runs were made with this code: a saved config without one of them
+# was run with the value given here (what reproduces it), so such a workdir resumes when the
+# field has that value now (e.g. an OLA run from before `ola.gar_store` resumes with
+# --config.ola.gar_store=activations), and the error for another value says which it was.
+ADDED_FIELDS = {"ola.gar_store": "activations"}
 
 
 def _fail(message: str) -> None:
@@ -157,16 +162,20 @@ def _saved_fields(workdir: str):
 
 def differing_fields(saved: dict, current: dict) -> list:
     """The dotted field names whose values differ (or that only one side has), except
-    `IGNORED_FIELDS`."""
+    `IGNORED_FIELDS`; a field of `ADDED_FIELDS` absent from `saved` has its value there."""
     missing = object()
     return sorted(k for k in set(saved) | set(current)
                   if k.rpartition(".")[2] not in IGNORED_FIELDS
-                  and saved.get(k, missing) != current.get(k, missing))
+                  and saved.get(k, ADDED_FIELDS.get(k, missing)) != current.get(k, missing))
 
 
 def _describe(saved: dict, current: dict, names: list, limit: int = 6) -> str:
     def value(fields, name):
-        return json.dumps(fields[name]) if name in fields else "(absent)"
+        if name in fields:
+            return json.dumps(fields[name])
+        if fields is saved and name in ADDED_FIELDS:
+            return f"(absent: {json.dumps(ADDED_FIELDS[name])} before the field existed)"
+        return "(absent)"
 
     parts = [f"{n}={value(saved, n)} there, {value(current, n)} now" for n in names[:limit]]
     if len(names) > limit:

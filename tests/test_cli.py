@@ -133,3 +133,17 @@ def test_default_workdir_is_named_after_the_config():
     assert default_workdir("configs/cifar100_ola.py") == os.path.join("runs", "cifar100_ola")
     assert default_workdir("configs/cifar10_ola.py:ra") == os.path.join("runs", "cifar10_ola_ra")
     assert default_workdir("/abs/x/toy_split.py") == os.path.join("runs", "toy_split")
+
+
+def test_a_field_added_later_compares_as_its_old_value():
+    """A workdir from before `ola.gar_store` existed (its config.json lacks it) was run with the
+    activations tape: it resumes with gar_store=activations, and refuses "auto" naming both."""
+    from gar_jax import main
+    saved = {"ola.gar_convention": "frozen", "seed": 3}
+    assert main.differing_fields(saved, {**saved, "ola.gar_store": "activations"}) == []
+    current = {**saved, "ola.gar_store": "auto"}
+    assert main.differing_fields(saved, current) == ["ola.gar_store"]
+    assert main._describe(saved, current, ["ola.gar_store"]) == (
+        'ola.gar_store=(absent: "activations" before the field existed) there, "auto" now')
+    # Other missing fields still differ.
+    assert main.differing_fields(saved, {**saved, "ola.new": 1}) == ["ola.new"]
