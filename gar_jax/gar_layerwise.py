@@ -114,8 +114,8 @@ class Tape(NamedTuple):
     layers: {layer name: {"a": input, "delta": output-gradient}} for Conv/Dense ({"delta"}
       only with ``remat``), or {"g": [B, *kernel], "gb": [B, features]} (per-example kernel and
       bias gradients, `capture`'s store), and {layer name: {"u": [B, C], "v": [B, C]}}
-      (per-example scale / bias gradients) for norms; batch axis first. All are gradients of the training loss,
-      the mean over the (global) batch: 1/scale times example n's own (frozen convention) or
+      (per-example scale / bias gradients) for norms; batch axis first. All are gradients of
+      the training loss, the mean over the (global) batch: 1/scale times example n's own (frozen convention) or
       example n's contribution to the batch gradient (contribution convention).
     scale: float32 [], the global batch size B (the factor back to per-example losses).
     params: with ``remat``: θ_t (the layer inputs are recomputed from it); else None.

@@ -249,8 +249,8 @@ def _fold_models_vmapped_and_separately(dtype, batchings=("vmap",)):
     vmapped over the folds in one program (init_fold_states + make_fold_epoch) and one fold at a
     time, one program per fold (the supervised train step on one device, fold f's key and D_M
     rows, the permutation make_fold_epoch draws). Returns ({batching: vmapped variables
-    [K, ...]}, [fold f's separately trained variables for f < K]); float leaves of the states are cast to ``dtype``
-    after initialization."""
+    [K, ...]}, [fold f's separately trained variables for f < K]); float leaves of the
+    states are cast to ``dtype`` after initialization."""
     from gar_jax.data import sources as data_sources
     from gar_jax.mesh import make_mesh
     from gar_jax.train import defaults, engine, optim

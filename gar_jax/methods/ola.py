@@ -11,8 +11,9 @@ ALGORITHMS.md §4. SGD steps come in pairs, jitted as one function (`make_pair_s
 3. reward: GAR_n = ⟨∇ℓ_n(θ_t), G⟩ for each augmented example n (``ola.gar_method``: "layerwise"
    (default, `gar_jax.gar_layerwise`: the augmented step keeps each layer's input and output-
    gradient, or its per-example gradients where smaller: ``ola.gar_store``; BatchNorm nets:
-   ``ola.gar_convention`` frozen (default) or contribution), "jvp" or "vmap" (`gar_jax.gar.alignment`; they keep θ_t, the augmented batch and step t's own
-   BatchNorm batch statistics, frozen)),
+   ``ola.gar_convention`` frozen (default) or contribution), "jvp" or "vmap"
+   (`gar_jax.gar.alignment`; they keep θ_t, the augmented batch and step t's own BatchNorm
+   batch statistics, frozen)),
    normalized over the batch; or NSLR (−L_{t+1} for every example, normalized across steps);
 4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5).
 
