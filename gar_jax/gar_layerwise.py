@@ -295,7 +295,7 @@ def _example_grads(geometry, a: jax.Array, delta: jax.Array) -> dict:
 
     The offsets are a `lax.scan` (one window alive at a time: unrolled, XLA:CPU materialized
     all of them, 294 against 86 MiB of temporaries for a 32x32x64 layer at batch 128, and ran
-    no faster: 316 against 290 ms)."""
+    no faster: 321 against 274 ms; experiments/ola/bench_example_grads.py)."""
     acc = jnp.promote_types(delta.dtype, jnp.float32)
     batch, features = delta.shape[0], delta.shape[-1]
     d = delta.reshape(batch, -1, features)
