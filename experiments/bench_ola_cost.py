@@ -71,6 +71,7 @@ GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Optio
                 "layerwise_lean": ("layerwise", "contribution", True, "auto"),
                 "layerwise_frozen_lean": ("layerwise", "frozen", True, "auto"),
                 "layerwise_frozen_acts": ("layerwise", "frozen", False, "activations"),
+                "layerwise_frozen_grads": ("layerwise", "frozen", False, "gradients"),
                 "layerwise_contrib_acts": ("layerwise", "contribution", False, "activations"),
                 "layerwise_lean_acts": ("layerwise", "contribution", True, "activations")}
 # `--methods exact`: every exact GAR method and convention fast enough to time on a CPU (not

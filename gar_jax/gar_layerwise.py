@@ -451,7 +451,8 @@ def capture(model: nn.Module, variables: PyTree, batch: dict,
     if store == "auto" and shapes_rec.train_bn and convention == "frozen":
         # Measured (experiments/ola/README.md): the two-backward capture is this convention's
         # peak, and the per-example gradients' temporaries add to it (WRN-16-4 b128 BatchNorm:
-        # +103% memory against +87% for activations); the smaller tape does not pay.
+        # +104% memory with the size rule, +299% with store="gradients", against +87% for
+        # activations); the smaller tape does not pay.
         store = "activations"
     layers, stats = {}, {}
     for name, stored in saved.items():
