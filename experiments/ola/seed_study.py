@@ -1,0 +1,132 @@
+"""Seed study of OLA's destructive-op run: per seed, where the planted op ends.
+
+Reads run directories ``<runs>/<variant>_s<seed>/`` of ``configs/digits_ola_destructive.py``
+(any variant name: ``gar_frozen``, ``gar_contribution``, ``nslr``, ...) and writes, for each
+variant, one row per seed: the destructive op's keep probability (the ``train/keep/<op>`` metric of
+the last epoch, ``metrics.jsonl``), its marginal probability that a
+training image gets it (``results.json["learned_policy"]["op_probability"]``), its rank among
+the ops by that probability (1 = lowest), its ratio to the median op, and the test accuracy.
+Outputs ``seed_study.md`` (tables + summary lines), ``seed_study.json`` and
+``seed_study.png`` (the destructive op's keep probability over training, one line a seed).
+
+    python experiments/ola/seed_study.py --runs runs/ola_seeds --out experiments/ola
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import os
+import re
+import statistics
+
+
+def load_run(path: str) -> dict | None:
+    """One finished run's row, or None if it has no results.json yet."""
+    res = os.path.join(path, "results.json")
+    if not os.path.exists(res):
+        return None
+    with open(res, encoding="utf-8") as f:
+        results = json.load(f)
+    learned = results["learned_policy"]
+    probs, op = learned["op_probability"], learned["destructive_op"]
+    ranked = sorted(probs, key=probs.get)
+    median = statistics.median(probs.values())
+    keep_curve, epochs = [], []
+    with open(os.path.join(path, "metrics.jsonl"), encoding="utf-8") as f:
+        for line in f:
+            rec = json.loads(line)
+            key = f"train/keep/{op}"
+            if key in rec and float(rec["epoch"]).is_integer():
+                epochs.append(rec["epoch"])
+                keep_curve.append(rec[key])
+    return {"op": op, "op_probability": probs[op], "rank": ranked.index(op) + 1,
+            "num_ops": len(probs), "ratio_to_median": probs[op] / median,
+            "keep_end": keep_curve[-1] if keep_curve else None, "keep_curve": keep_curve,
+            "keep_epochs": epochs, "test_accuracy": results["test_accuracy"]}
+
+
+def collect(runs: str) -> dict:
+    """{variant: {seed: row}} for every finished ``<variant>_s<seed>`` directory."""
+    table: dict = {}
+    for path in sorted(glob.glob(os.path.join(runs, "*_s*"))):
+        m = re.fullmatch(r"(.+)_s(\d+)", os.path.basename(path))
+        if not m or not os.path.isdir(path):
+            continue
+        row = load_run(path)
+        if row is not None:
+            table.setdefault(m.group(1), {})[int(m.group(2))] = row
+    return table
+
+
+def summary(rows: dict) -> dict:
+    n = len(rows)
+    accs = [r["test_accuracy"] * 100 for r in rows.values()]
+    return {"seeds": n,
+            "lowest3": sum(r["rank"] <= 3 for r in rows.values()),
+            "lowest": sum(r["rank"] == 1 for r in rows.values()),
+            "below_0.6_median": sum(r["ratio_to_median"] <= 0.6 for r in rows.values()),
+            "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if n > 1 else 0.0}
+
+
+def write_markdown(table: dict, path: str) -> None:
+    lines = []
+    for variant, rows in sorted(table.items()):
+        s = summary(rows)
+        lines += [f"### {variant}", "",
+                  f"{s['seeds']} seeds: destructive op among the 3 lowest in {s['lowest3']}, "
+                  f"the lowest in {s['lowest']}, at <= 0.6x the median op in "
+                  f"{s['below_0.6_median']}; test accuracy {s['acc_mean']:.2f} +- "
+                  f"{s['acc_std']:.2f} % (mean +- std).", "",
+                  "| seed | keep (last epoch) | P(image gets it) | rank (1 = lowest) | / median op "
+                  "| test acc. % |", "|---|---|---|---|---|---|"]
+        for seed, r in sorted(rows.items()):
+            keep = "" if r["keep_end"] is None else f"{r['keep_end']:.3f}"
+            lines.append(f"| {seed} | {keep} | {r['op_probability']:.4f} | {r['rank']} of "
+                         f"{r['num_ops']} | {r['ratio_to_median']:.2f} | "
+                         f"{100 * r['test_accuracy']:.2f} |")
+        lines.append("")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+
+
+def plot(table: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    variants = sorted(table)
+    fig, axes = plt.subplots(1, len(variants), figsize=(4.5 * len(variants), 3.5), squeeze=False,
+                             sharey=True)
+    for ax, variant in zip(axes[0], variants):
+        for seed, r in sorted(table[variant].items()):
+            ax.plot(r["keep_epochs"], r["keep_curve"], lw=1,
+                    color="C3" if r["rank"] > 3 else "C0", alpha=0.8)
+        ax.axhline(0.5, color="gray", lw=0.5, ls=":")
+        ax.set_title(f"{variant} ({len(table[variant])} seeds; red: not in lowest 3)")
+        ax.set_xlabel("epoch")
+    axes[0][0].set_ylabel("keep p(destructive op)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--runs", required=True, help="folder of <variant>_s<seed> run directories")
+    p.add_argument("--out", required=True, help="folder for seed_study.{md,json,png}")
+    args = p.parse_args(argv)
+    table = collect(args.runs)
+    if not table:
+        raise SystemExit(f"seed_study: no finished <variant>_s<seed> runs in {args.runs}")
+    os.makedirs(args.out, exist_ok=True)
+    write_markdown(table, os.path.join(args.out, "seed_study.md"))
+    with open(os.path.join(args.out, "seed_study.json"), "w", encoding="utf-8") as f:
+        json.dump({v: {str(s): r for s, r in rows.items()} for v, rows in table.items()}, f,
+                  indent=1)
+    plot(table, os.path.join(args.out, "seed_study.png"))
+    print(open(os.path.join(args.out, "seed_study.md"), encoding="utf-8").read())
+
+
+if __name__ == "__main__":
+    main()
