@@ -205,8 +205,9 @@ def test_per_source_mean():
 def test_odm_updates_equal_a_hand_computation():
     k = 3
     state = mixture.odm_init(k)
-    batches = [(np.array([0, 0, 2, 1]), np.array([2.0, 1.0, 3.0, 0.5])),
-               (np.array([1, 1, 1, 2]), np.array([0.2, 0.4, 0.6, 4.0]))]
+    rng = np.random.default_rng(0)
+    # Six updates: the exploration rate falls below 1/K from t = 4 on (sqrt(ln 3 / 3t) < 1/3).
+    batches = [(rng.integers(0, k, 8), rng.uniform(0.1, 3.0, 8)) for _ in range(6)]
     est, probs, eps = np.zeros(k), np.full(k, 1 / k), 1 / k
     for t, (ids, losses) in enumerate(batches, start=1):
         state = mixture.odm_update(state, jnp.asarray(ids), jnp.asarray(losses),
