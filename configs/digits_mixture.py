@@ -49,7 +49,8 @@ def get_config(arg: str = ""):
     # Baselines.
     c.odm_reward_scale = 0.1        # ODM: reward = loss x this (the authors' code: /10)
     c.odm_decay = 1.0               # ODM: 1 = cumulative EXP3 estimates
-    c.dga_lr = 0.3                  # DGA: exponentiated-gradient step (0.3, 1, 3 tried on seeds 100-101)
+    c.dga_lr = 0.3                  # DGA: exponentiated-gradient step (0.3, 1, 3 tried on
+                                    # seeds 100-101)
     c.dga_ema = 0.9                 # DGA: EMA of the weights that are sampled
     c.dga_probe = 8                 # DGA: probe examples per source per update
 

@@ -34,8 +34,8 @@ from configs import digits_mixture  # noqa: E402
 
 def small_config(method_name="gar", scenario="noisy", **overrides):
     c = digits_mixture.get_config(f"{method_name},{scenario}")
-    c.update(steps=40, steps_per_eval=20, checkpoint_every_steps=20, progress_bar=False,
-             xla_opt_level=0, **overrides)
+    c.update({"steps": 40, "steps_per_eval": 20, "checkpoint_every_steps": 20,
+              "progress_bar": False, "xla_opt_level": 0, **overrides})
     return c
 
 

@@ -15,6 +15,12 @@ method adapts that mixture during the run (`gar_jax.mixture` has the update rule
                 set, with an EMA (Fan et al. 2024; `mixture.dga_update`);
   uniform, proportional (to source size), oracle (uniform over the sources known to be good).
 
+GAR's alignments (``gar_method``): "jvp" (forward mode, `gar.alignment`), "vmap" (explicit
+per-example gradients, the reference) or "layerwise" (`gar_jax.gar_layerwise`: step t keeps each
+layer's input and output-gradient, the reward is one forward with G as the kernels); BatchNorm
+nets use frozen batch statistics. Settings: ``configs/digits_mixture.py`` (meta_lr 0.03 for gar,
+0.1 for gar_target, dga_lr 0.3: chosen on seeds 100-101, experiments/mixture/README.md).
+
 One call of the jitted step runs ``reward_every`` = k SGD steps (k >= 2): steps t and t+1 form
 the reward pair (batch t is rewarded once step t+1's gradient exists; θ_t lives only inside the
 call), then the mixture is updated, then k − 2 plain steps follow with the new mixture. k trades
@@ -28,7 +34,6 @@ hurt, the mixture at the start of every call (``weights_over_training``), and
 """
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
