@@ -1,0 +1,61 @@
+"""Learning a data mixture online on digits (offline; a run of seconds to minutes on a CPU).
+
+Usage: ``python -m gar_jax.main --config=configs/digits_mixture.py --workdir=DIR`` (GAR on the
+noisy-sources scenario), or ``--config=configs/digits_mixture.py:<method>[,<scenario>]`` for
+another method / scenario, e.g. ``configs/digits_mixture.py:odm`` or
+``configs/digits_mixture.py:gar_target,target``. Methods: gar, gar_target, uniform,
+proportional, odm, dga, nslr, oracle; scenarios: noisy (clean test set; random-label, 50%-noise,
+corrupted, duplicated and shifted sources among clean ones), target (the test set is the shifted
+domain). The benchmark over all of them: experiments/mixture/run.py.
+"""
+import ml_collections
+
+METHODS = ("gar", "gar_target", "uniform", "proportional", "odm", "dga", "nslr", "oracle")
+SCENARIOS = ("noisy", "target")
+
+
+def get_config(arg: str = ""):
+    parts = [p.strip() for p in arg.split(",") if p.strip()] if arg else []
+    c = ml_collections.ConfigDict()
+    c.experiment = "mixture"        # the method module: gar_jax.methods.mixture
+    c.scenario = parts[1] if len(parts) > 1 else "noisy"   # noisy | target
+    c.method = parts[0] if parts else "gar"
+    c.net = "fc"                    # toy nets: fc | fcbn | cnnbn (gar_jax.models.toy)
+    c.seed = 0                      # the run's seed (init, sampling); the data are fixed
+    c.data_seed = 0                 # how the digits are cut into sources
+
+    # Training the net: SGD with Nesterov momentum, constant learning rate.
+    c.batch_size = 64
+    c.steps = 600
+    c.steps_per_eval = 100          # test accuracy every this many steps (the engine's "epoch")
+    c.lr = 0.05
+    c.momentum = 0.9
+    c.weight_decay = 5e-4
+
+    # One reward pair (and one mixture update) per `reward_every` SGD steps (>= 2): the cost of
+    # learning the mixture is one alignment per reward_every steps.
+    c.reward_every = 2
+
+    # GAR / NSLR: REINFORCE on softmax logits, Adam with gradient value clipping.
+    # Tuned on seeds 100-101: gar 0.03 (0.1 can lock onto one source, even a noisy one, at
+    # reward_every=4); gar_target 0.1 (0.03 found the target's source less often).
+    c.meta_lr = 0.1 if c.method == "gar_target" else 0.03
+    c.meta_b1 = 0.9
+    c.meta_clip = 5.0               # 0 = off
+    c.meta_every = 1                # meta-gradients averaged over this many updates per Adam step
+    c.running_decay = 0.9           # NSLR's across-step normalizer
+    c.gar_method = "jvp"            # jvp | vmap | layerwise
+
+    # Baselines.
+    c.odm_reward_scale = 0.1        # ODM: reward = loss x this (the authors' code: /10)
+    c.odm_decay = 1.0               # ODM: 1 = cumulative EXP3 estimates
+    c.dga_lr = 0.3                  # DGA: exponentiated-gradient step (0.3, 1, 3 tried on
+                                    # seeds 100-101)
+    c.dga_ema = 0.9                 # DGA: EMA of the weights that are sampled
+    c.dga_probe = 8                 # DGA: probe examples per source per update
+
+    c.xla_opt_level = 1             # compile fast; these programs are tiny
+    c.checkpoint_every_steps = 300
+    c.log_every_steps = 100
+    c.progress_bar = True
+    return c

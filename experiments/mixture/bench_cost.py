@@ -1,0 +1,125 @@
+"""What learning the mixture costs per SGD step: each method's call vs a plain (uniform) call.
+
+Every entry is the benchmark's own jitted call (`gar_jax.methods.mixture.Runner.call`: the
+config's ``reward_every`` SGD steps of the same net on the same batch size, drawing from the
+same sources) for one method; ``uniform`` is the plain step (a fixed mixture: sampling, the SGD
+steps, nothing learned). Reported relative to ``uniform``:
+
+  time    after compiling and one untimed call, ``--rounds`` interleaved rounds (each round runs
+          every entry for ``--calls`` consecutive calls, the first entry rotating); the median
+          over rounds of each round's ratio to uniform, and the ratio of the fastest rounds. The
+          load average is printed at the start, after every round and at the end: run it with
+          nothing else running on the machine.
+  memory  XLA's compiled memory analysis of one call (arguments + outputs + temporaries −
+          donated/aliased), relative to uniform's.
+
+Usage: python experiments/mixture/bench_cost.py [--set reward_every=4 --set gar_method=layerwise]
+       [--methods gar,gar_target,nslr,odm,dga] [--rounds 7] [--calls 50] [--json out.json]
+The JSON (``{"ratios": {method: {"time", "time_fastest", "memory"}}, ...}``) is what
+``experiments/mixture/run.py --bench`` reads into results.json's step_cost / step_memory.
+"""
+import argparse
+import json
+import os
+import sys
+import time
+
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", ".."))
+sys.path.insert(0, HERE)
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+
+import run as bench_run  # noqa: E402  (experiments/mixture/run.py: the cell configs)
+from gar_jax.data import mixture_digits  # noqa: E402
+from gar_jax.methods import mixture  # noqa: E402
+
+
+def load() -> str:
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+class Entry:
+    def __init__(self, name, runner, seed=0):
+        self.name, self.runner = name, runner
+        self.state = runner.initial_state(seed)
+        t0 = time.perf_counter()
+        self.compiled = runner.call.lower(self.state).compile()
+        self.compile_s = time.perf_counter() - t0
+        m = self.compiled.memory_analysis()
+        self.bytes = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+                      - m.alias_size_in_bytes)
+        self.seconds = []
+
+    def run(self, calls: int) -> float:
+        """Seconds per SGD step over `calls` consecutive calls."""
+        t0 = time.perf_counter()
+        for _ in range(calls):
+            self.state, metrics = self.compiled(self.state)
+        jax.block_until_ready((self.state, metrics))
+        return (time.perf_counter() - t0) / (calls * self.runner.config.reward_every)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--scenario", default="noisy")
+    parser.add_argument("--methods", default="gar,gar_target,nslr,odm,dga")
+    parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE")
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--json", default=None)
+    args = parser.parse_args()
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    print(f"load average at start: {load()}  ({os.cpu_count()} CPUs, {jax.devices()[0]})",
+          flush=True)
+    data = mixture_digits.build(args.scenario)
+    names = ["uniform"] + [m for m in args.methods.split(",") if m and m != "uniform"]
+    entries = []
+    for name in names:
+        config = bench_run.cell_config(args.scenario, name, 0, overrides)
+        mixture.validate(config)
+        entries.append(Entry(name, mixture.Runner(config, data)))
+        e = entries[-1]
+        print(f"  {name:11s} compiled in {e.compile_s:5.1f} s, {e.bytes / 2**10:9.1f} KiB "
+              f"per call", flush=True)
+    for e in entries:
+        e.run(1)  # untimed: first execution
+    ratios = {e.name: [] for e in entries}
+    for r in range(args.rounds):
+        order = entries[r % len(entries):] + entries[:r % len(entries)]
+        times = {e.name: e.run(args.calls) for e in order}
+        for e in entries:
+            e.seconds.append(times[e.name])
+            ratios[e.name].append(times[e.name] / times["uniform"])
+        print(f"round {r}: " + "  ".join(f"{n} {1e6 * t:.0f} us" for n, t in times.items())
+              + f"   load {load()}", flush=True)
+    base = entries[0]
+    out = {"ratios": {}, "settings": {"scenario": args.scenario, "overrides": overrides,
+                                      "rounds": args.rounds, "calls": args.calls},
+           "per_step_us": {}, "bytes_per_call": {}}
+    print(f"\nper SGD step, relative to uniform (plain); reward_every="
+          f"{base.runner.config.reward_every}, gar_method={base.runner.config.gar_method}, "
+          f"net={base.runner.config.net}, batch={base.runner.config.batch_size}")
+    for e in entries:
+        fastest = min(e.seconds) / min(base.seconds)
+        ratio = {"time": float(np.median(ratios[e.name])), "time_fastest": float(fastest),
+                 "memory": e.bytes / base.bytes}
+        out["ratios"][e.name] = ratio
+        out["per_step_us"][e.name] = 1e6 * float(np.median(e.seconds))
+        out["bytes_per_call"][e.name] = int(e.bytes)
+        print(f"  {e.name:11s} {1e6 * np.median(e.seconds):8.1f} us/step  time x{ratio['time']:.3f}"
+              f" (fastest rounds x{fastest:.3f})  memory x{ratio['memory']:.3f} "
+              f"({e.bytes / 2**10:.1f} KiB)")
+    print(f"load average at end: {load()}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(out, f, indent=1)
+
+
+if __name__ == "__main__":
+    main()
