@@ -234,13 +234,21 @@ def prepare_workdir(workdir: str, config) -> bool:
     return created
 
 
-def check_finite(config) -> None:
+INT_LIMIT = 2 ** 31 - 1  # JAX computes in 32-bit integers (seeds, sizes, step counts)
+
+
+def check_numbers(config) -> None:
     """ConfigError for a NaN or infinite number in any field (no field takes one; a check like
-    ``lr <= 0`` is False for NaN, so the methods' own checks would let it through)."""
+    ``lr <= 0`` is False for NaN, so the methods' own checks would let it through), or an
+    integer beyond 32 bits (JAX would overflow or silently truncate it)."""
     for name, value in config_fields(config).items():
         values = value if isinstance(value, list) else [value]
         if any(isinstance(v, float) and not math.isfinite(v) for v in values):
             raise ConfigError(f"config.{name}={value} must be a finite number")
+        if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > INT_LIMIT
+               for v in values):
+            raise ConfigError(f"config.{name}={value} is out of range: integers must be within "
+                              f"+-{INT_LIMIT} (32 bits)")
 
 
 _lock = None  # (workdir, open file) of the lock this process holds
@@ -383,7 +391,7 @@ def main(argv):
     _drop_orphan_callbacks()
     try:
         config = _CONFIG.value
-        check_finite(config)
+        check_numbers(config)
         runner = get_runner(config)
         runner.validate(config)
     except ConfigError as e:

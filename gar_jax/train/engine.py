@@ -149,6 +149,11 @@ def validate(config) -> None:
         raise ConfigError(f"config.model.dropout_rate={m.dropout_rate} must be in [0, 1)")
     if config.num_epochs < 1 or config.learning_rate <= 0:
         raise ConfigError("config.num_epochs must be >= 1 and config.learning_rate > 0")
+    if not 0 <= config.get("momentum", 0.0) < 1:
+        raise ConfigError(f"config.momentum={config.momentum} must be in [0, 1)")
+    for name in ("weight_decay", "grad_clip_norm"):
+        if config.get(name, 0.0) < 0:
+            raise ConfigError(f"config.{name}={config[name]} must be >= 0 (0: off)")
     if not 0 <= config.warmup_epochs < config.num_epochs:
         raise ConfigError(f"config.warmup_epochs={config.warmup_epochs} must be in "
                           f"[0, num_epochs={config.num_epochs}): the cosine phase needs steps")
