@@ -226,7 +226,8 @@ def test_killed_pair_resumes(tmp_path):
 @pytest.mark.parametrize("to", ["both", "process_1"])
 def test_sigterm_stops_the_pair_at_one_step_with_a_checkpoint_and_resumes(tmp_path, to):
     workdir, go = str(tmp_path / "run"), str(tmp_path / "go")
-    pair = _start_pair(workdir, _fake_args(go), program=FAKE)
+    args = _fake_args(go, "--config.sleep_s=0.2")  # steps slow enough for the notice to spread
+    pair = _start_pair(workdir, args, program=FAKE)
     _wait_for(_checkpointed(workdir, 2), "checkpoint 2", pair)  # both now wait at step 3
     for p in pair if to == "both" else pair[1:]:
         p.send_signal(signal.SIGTERM)
@@ -243,7 +244,7 @@ def test_sigterm_stops_the_pair_at_one_step_with_a_checkpoint_and_resumes(tmp_pa
     for err in (err0, err1):  # the same step on both
         assert f"stopped by SIGTERM at step {stopped}; checkpoint saved in {workdir}" in err, err
     assert not os.path.exists(os.path.join(workdir, "results.json"))
-    (code0, err0), (code1, err1) = _finish(_start_pair(workdir, _fake_args(go), program=FAKE))
+    (code0, err0), (code1, err1) = _finish(_start_pair(workdir, args, program=FAKE))
     assert code0 == code1 == 0, (err0, err1)
     assert f"resumed from step {stopped} " in err0
     _assert_fake_finished(workdir)
