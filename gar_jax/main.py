@@ -9,15 +9,30 @@ Before any work the CLI checks that the workdir can be written and that it does 
 another config: a workdir remembers its config in ``config.json``, and a rerun with a different
 config is refused (naming the fields that differ) rather than overwriting or mixing results.
 Bad input ends the process with one line on stderr and exit status 2.
+
+A workdir is used by one run at a time: the run holds an exclusive lock on ``workdir/.lock``
+(flock; the kernel releases it when the process ends, however it ends, so a crashed run never
+leaves it stuck), and a second run on the same workdir (a double-submitted job) is refused with
+one line naming the process that holds it. With several processes (multi-host), process 0 takes
+the lock and every process learns the outcome, so a whole job runs or a whole job is refused.
+
+Exit statuses: 0 done, 2 bad input or an unusable workdir (before any compute), 3 the training
+diverged (`engine.DIVERGED_EXIT`), 4 a write the storage refused, e.g. disk full
+(`engine.STORAGE_EXIT`), 128 + signal when stopped by SIGTERM (143) or Ctrl-C (130).
 """
+import errno
+import fcntl
 import importlib
 import importlib.util
 import json
 import logging
+import math
 import os
 import pkgutil
+import socket
 import sys
 import tempfile
+import time
 
 from absl import app
 from absl import flags
@@ -36,6 +51,7 @@ _WORKDIR = flags.DEFINE_string(
 EXPERIMENTS = {}
 
 CONFIG_FILE = "config.json"
+LOCK_FILE = ".lock"
 # Fields that cannot change a run's results: a rerun on the same workdir may change them.
 IGNORED_FIELDS = ("progress_bar", "data_dir", "log_every_steps", "checkpoint_every_steps",
                   "keep_checkpoints")
@@ -207,20 +223,149 @@ def prepare_workdir(workdir: str, config) -> bool:
                 f"({_describe(saved, current, names)}); use another --workdir, or delete "
                 f"{workdir} to start over (fields that cannot change results are not compared: "
                 f"{', '.join(IGNORED_FIELDS)})")
-    from gar_jax.train import engine  # (JAX is imported by then: the runner imports it)
+    # Not undone on failure: a run started at the same moment may have created the directory.
+    lock_workdir(workdir)
+    import jax  # (imported by then: the runner imports it)
+    from gar_jax.train import engine
 
-    engine.write_json(os.path.join(workdir, CONFIG_FILE),
-                      json.loads(json.dumps(config.to_dict(), default=str)))
+    if jax.process_index() == 0:
+        engine.write_json(os.path.join(workdir, CONFIG_FILE),
+                          json.loads(json.dumps(config.to_dict(), default=str)))
     return created
+
+
+INT_LIMIT = 2 ** 31 - 1  # JAX computes in 32-bit integers (seeds, sizes, step counts)
+
+
+def check_numbers(config) -> None:
+    """ConfigError for a NaN or infinite number in any field (no field takes one; a check like
+    ``lr <= 0`` is False for NaN, so the methods' own checks would let it through), or an
+    integer beyond 32 bits (JAX would overflow or silently truncate it)."""
+    for name, value in config_fields(config).items():
+        values = value if isinstance(value, list) else [value]
+        if any(isinstance(v, float) and not math.isfinite(v) for v in values):
+            raise ConfigError(f"config.{name}={value} must be a finite number")
+        if any(isinstance(v, int) and not isinstance(v, bool) and abs(v) > INT_LIMIT
+               for v in values):
+            raise ConfigError(f"config.{name}={value} is out of range: integers must be within "
+                              f"+-{INT_LIMIT} (32 bits)")
+
+
+_lock = None  # (workdir, open file) of the lock this process holds
+
+
+def _lock_holder(path: str) -> str:
+    try:
+        with open(path, encoding="utf-8") as f:
+            holder = f.read().strip()
+    except OSError:
+        holder = ""
+    return holder or "another process"
+
+
+def lock_workdir(workdir: str) -> None:
+    """Takes the workdir's lock (process 0 of a multi-process job; all processes agree on the
+    outcome). ConfigError, naming the holder, if another run holds it."""
+    global _lock
+    import jax
+
+    unlock_workdir()  # one run per process at a time (a test may run the CLI several times)
+    error = ""
+    if jax.process_index() == 0:
+        path = os.path.join(workdir, LOCK_FILE)
+        f = open(path, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            f.close()
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise ConfigError(f"--workdir={workdir}: cannot lock {path} ({e.strerror})")
+            error = (f"--workdir={workdir} is in use by another run ({_lock_holder(path)}); "
+                     "wait for it to end or use another --workdir")
+        else:
+            f.seek(0)
+            f.truncate()
+            f.write(f"process {os.getpid()} on host {socket.gethostname()}, since "
+                    f"{time.strftime('%Y-%m-%d %H:%M:%S %Z')}\n")
+            f.flush()
+            _lock = (workdir, f)
+    if jax.process_count() > 1:  # every process of the job learns process 0's outcome
+        import numpy as np
+        from jax.experimental import multihost_utils
+
+        text = np.frombuffer(error.encode()[:1024].ljust(1024, b"\0"), np.uint8)
+        text = multihost_utils.broadcast_one_to_all(text)
+        error = bytes(np.asarray(text)).rstrip(b"\0").decode(errors="replace")
+    if error:
+        raise ConfigError(error)
+
+
+def unlock_workdir() -> None:
+    """Releases the lock (also released by the kernel when the process ends)."""
+    global _lock
+    if _lock is not None:
+        workdir, f = _lock
+        _lock = None
+        f.close()
 
 
 def _undo_workdir(workdir: str) -> None:
     """Removes a workdir this process created, if it holds nothing but its config.json."""
+    unlock_workdir()
+    for name in (CONFIG_FILE, LOCK_FILE):
+        try:
+            os.remove(os.path.join(workdir, name))
+        except OSError:
+            pass
     try:
-        os.remove(os.path.join(workdir, CONFIG_FILE))
         os.rmdir(workdir)
     except OSError:
         pass
+
+
+def _orphan_callback(kind, tb) -> bool:
+    """Whether an exception is asyncio refusing a callback because its loop is closed: after
+    a refused write, orbax's other writes of that checkpoint still finish (or fail) in
+    tensorstore's threads and report to the loop orbax has closed, and Python prints each as a
+    traceback; the refused write itself is reported in one line (`checkpoint.StorageError`)."""
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    return (kind is RuntimeError and tb is not None
+            and tb.tb_frame.f_code.co_name == "_check_closed"
+            and tb.tb_frame.f_code.co_filename.endswith(os.path.join("asyncio", "base_events.py")))
+
+
+def _drop_orphan_callbacks() -> None:
+    """Installs a `sys.unraisablehook` (tensorstore reports a failed callback through it) that
+    drops `_orphan_callback` exceptions and passes everything else on."""
+    hook = sys.unraisablehook
+    if getattr(hook, "__module__", None) == __name__:
+        return
+
+    def unraisablehook(unraisable):
+        if not _orphan_callback(unraisable.exc_type, unraisable.exc_traceback):
+            hook(unraisable)
+
+    sys.unraisablehook = unraisablehook
+
+
+class _DropStorageErrors(logging.Filter):
+    """orbax logs a refused write (disk full) from each of its writer threads with a traceback,
+    and a checkpoint whose metadata does not read once per step; the engine turns the former into
+    `checkpoint.StorageError` and reports the latter (`Checkpointer.restore_readable`), each
+    in one line."""
+
+    def filter(self, record):
+        if record.levelno < logging.ERROR or "orbax" not in record.pathname:
+            return True
+        from gar_jax.train import checkpoint
+
+        text = str(record.msg) + str(record.args)
+        if text.startswith("Failed to read Metadata file"):
+            return False
+        error = record.exc_info[1] if record.exc_info else None
+        return (checkpoint.storage_errno(ValueError(text)) is None
+                and (error is None or checkpoint.storage_errno(error) is None))
 
 
 class _DropMissingDatasetInfo(logging.Filter):
@@ -233,6 +378,7 @@ class _DropMissingDatasetInfo(logging.Filter):
 
 
 _TFDS_FILTER = _DropMissingDatasetInfo()
+_STORAGE_FILTER = _DropStorageErrors()
 
 
 def main(argv):
@@ -241,8 +387,11 @@ def main(argv):
     if not flags.FLAGS["config"].present:  # defined with no default
         _fail("--config is required, e.g. --config=configs/toy_split.py")
     logging.getLogger("absl").addFilter(_TFDS_FILTER)  # once, however often main runs
+    logging.getLogger("absl").addFilter(_STORAGE_FILTER)
+    _drop_orphan_callbacks()
     try:
         config = _CONFIG.value
+        check_numbers(config)
         runner = get_runner(config)
         runner.validate(config)
     except ConfigError as e:
@@ -257,17 +406,30 @@ def main(argv):
         _fail(str(e))
     if not _WORKDIR.value:
         print(f"gar_jax: no --workdir given; using {workdir}", file=sys.stderr)
-    from gar_jax.train import engine  # the runner has imported it (and jax) already
+    from gar_jax.train import checkpoint, engine  # the runner has imported them (and jax)
 
     try:
         runner.run(config, workdir)
     except ConfigError as e:  # A check that needs the data (e.g. a missing dataset).
-        if created:
+        if created and not os.path.exists(os.path.join(workdir, "checkpoints")):
             _undo_workdir(workdir)
         _fail(str(e))
     except engine.Preempted as e:  # SIGTERM / Ctrl-C: the engine checkpointed the current step
         print(f"gar_jax: {e}", file=sys.stderr)
         sys.exit(128 + e.signum)
+    except engine.Diverged as e:  # NaN/inf: metrics and the last good checkpoint are kept
+        print(f"gar_jax: error: {e}", file=sys.stderr)
+        sys.exit(engine.DIVERGED_EXIT)
+    except Exception as e:  # noqa: BLE001 - a write the storage refused is one line, not a bug
+        code = checkpoint.storage_errno(e)
+        if code is None:
+            raise
+        message = str(e) if isinstance(e, checkpoint.StorageError) else checkpoint.storage_message(
+            code, getattr(e, "filename", None) or f"to {workdir}")
+        print(f"gar_jax: error: {message}", file=sys.stderr)
+        sys.exit(engine.STORAGE_EXIT)
+    finally:
+        unlock_workdir()
 
 
 if __name__ == "__main__":

@@ -10,7 +10,10 @@ Multi-host: `initialize_distributed` calls ``jax.distributed.initialize()`` befo
 touches the devices when asked to (``config.distributed = "on"``) or, with ``"auto"``, when the
 environment shows a multi-process launch (SLURM with more than one task, Open MPI, an explicit
 ``JAX_COORDINATOR_ADDRESS``, a multi-host TPU slice). JAX itself reads the coordinator address,
-process count and id from those environments.
+process count and id from SLURM, Open MPI and TPU environments; with ``JAX_COORDINATOR_ADDRESS``
+(any other launcher, or several processes on one machine) the process count and id come from
+``JAX_NUM_PROCESSES`` and ``JAX_PROCESS_ID``. On CPU the processes' collectives use gloo.
+(tests/test_multiprocess.py runs all four launches, 2 processes x 4 CPU devices on one machine.)
 """
 import os
 
@@ -75,6 +78,22 @@ def initialize_distributed(mode: str = "auto") -> bool:
     if _initialized:
         return True
     if mode == "on" or (mode == "auto" and _multi_process_env()):
-        jax.distributed.initialize()
+        env = os.environ
+        kwargs = {}
+        try:
+            for name, key in (("num_processes", "JAX_NUM_PROCESSES"),
+                              ("process_id", "JAX_PROCESS_ID")):
+                if env.get(key):
+                    kwargs[name] = int(env[key])
+        except ValueError:
+            raise ConfigError(f"JAX_NUM_PROCESSES={env.get('JAX_NUM_PROCESSES')!r} and "
+                              f"JAX_PROCESS_ID={env.get('JAX_PROCESS_ID')!r} must be integers")
+        try:
+            jax.distributed.initialize(**kwargs)
+        except ValueError as e:  # e.g. JAX_COORDINATOR_ADDRESS without a process count or id
+            raise ConfigError(
+                f"cannot start multi-process JAX ({e}); under SLURM, Open MPI or a TPU slice "
+                "JAX finds the processes itself, otherwise set JAX_COORDINATOR_ADDRESS, "
+                "JAX_NUM_PROCESSES and JAX_PROCESS_ID (or --config.distributed=off)") from None
         _initialized = True
     return _initialized

@@ -149,7 +149,7 @@ def test_workdir_refuses_another_config_but_not_a_progress_bar_change(tmp_path, 
     code, err = run_cli([*base, "--config.progress_bar=False", f"--config.data_dir={tmp_path}"],
                         monkeypatch, capsys)
     assert code == 2 and "tfds dataset 'cifar10' (train) is not available" in err
-    assert os.listdir(workdir) == ["config.json"]
+    assert sorted(os.listdir(workdir)) == [".lock", "config.json"]  # (the run's lock file stays)
 
 
 # ---------------------------------------------------------------------------------------------

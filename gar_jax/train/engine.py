@@ -18,9 +18,17 @@ what it learned. `train` does everything else, once, for all of them::
 - calls ``advance`` until ``total_steps``; writes metrics (JSON lines + TensorBoard) every
   ``log_every_steps`` and at epoch ends; evaluates every ``eval_every_epochs``; checkpoints every
   ``checkpoint_every_steps`` and at the end; shows a progress bar (images/s, ETA);
-- stops on a non-finite ``loss`` metric before checkpointing it (FloatingPointError);
+- stops on a non-finite ``loss`` metric (or non-finite state at a checkpoint) before
+  checkpointing it: `Diverged` (a FloatingPointError; the CLI exits `DIVERGED_EXIT`), keeping
+  the metrics written so far and the last good checkpoint;
+- resumes from the newest checkpoint that reads (an unreadable newer one is moved aside, see
+  `gar_jax.train.checkpoint`); a checkpoint the storage refuses (disk full) raises
+  `checkpoint.StorageError` (the CLI exits `STORAGE_EXIT`) with the previous ones intact;
 - on SIGTERM (a cluster's preemption) or Ctrl-C: finishes the current call, checkpoints this
-  step and raises `Preempted` (the CLI exits 128 + signal); a second Ctrl-C aborts at once;
+  step and raises `Preempted` (the CLI exits 128 + signal); a second Ctrl-C aborts at once.
+  With several processes, JAX's preemption service (started by ``jax.distributed``) catches
+  SIGTERM and `multihost_utils.reached_preemption_sync_point` makes every process stop at the
+  same step (a signal to any one of them stops all);
 - after each evaluation calls ``report`` (chief only) and merges the dict it returns into
   ``results.json`` (``{"learned_policy": {"op_probability": {op: p}, "destructive_op": ...}}``
   for methods that learn augmentation), written atomically by `write_json`.
@@ -52,6 +60,9 @@ from gar_jax.mesh import check_batch_size, initialize_distributed, make_mesh
 from gar_jax.train.state import TrainState, create_state
 
 _DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# Exit statuses of the CLI besides 0, 2 (bad input) and 128 + signal (SIGTERM 143, Ctrl-C 130).
+DIVERGED_EXIT = 3  # the loss (or the state) became NaN/inf: rerunning would not help
+STORAGE_EXIT = 4   # a write the storage refused (disk full): free space, rerun to resume
 # Loop settings a config may omit (the WRN configs set them all).
 LOOP_DEFAULTS = {"eval_every_epochs": 1, "log_every_steps": 100, "checkpoint_every_steps": 2000,
                  "keep_checkpoints": 2, "progress_bar": True}
@@ -138,6 +149,11 @@ def validate(config) -> None:
         raise ConfigError(f"config.model.dropout_rate={m.dropout_rate} must be in [0, 1)")
     if config.num_epochs < 1 or config.learning_rate <= 0:
         raise ConfigError("config.num_epochs must be >= 1 and config.learning_rate > 0")
+    if not 0 <= config.get("momentum", 0.0) < 1:
+        raise ConfigError(f"config.momentum={config.momentum} must be in [0, 1)")
+    for name in ("weight_decay", "grad_clip_norm"):
+        if config.get(name, 0.0) < 0:
+            raise ConfigError(f"config.{name}={config[name]} must be >= 0 (0: off)")
     if not 0 <= config.warmup_epochs < config.num_epochs:
         raise ConfigError(f"config.warmup_epochs={config.warmup_epochs} must be in "
                           f"[0, num_epochs={config.num_epochs}): the cosine phase needs steps")
@@ -237,6 +253,10 @@ class Method:
     describe: Optional[dict] = None
 
 
+class Diverged(FloatingPointError):
+    """The loss or the state became NaN/inf; the run stopped before checkpointing it."""
+
+
 class Preempted(Exception):
     """A run stopped by SIGTERM or Ctrl-C after checkpointing its current step."""
 
@@ -277,19 +297,37 @@ class _Pending:
         self.items.append((step, values))
 
     def fetch(self, last_good_checkpoint: Optional[int], workdir: str) -> dict:
-        """Means over the pending steps; raises FloatingPointError at the first bad loss."""
+        """Means over the pending steps; raises `Diverged` at the first bad loss."""
         items, self.items = jax.device_get(self.items), []
         for step, values in items:
             loss = values.get("loss")
             if loss is not None and not np.all(np.isfinite(loss)):
-                where = ("no checkpoint yet" if last_good_checkpoint is None else
-                         f"last good checkpoint: step {last_good_checkpoint} in {workdir}")
-                raise FloatingPointError(
-                    f"training loss is {loss} at step {step}; stopped ({where}). "
-                    "Lower the learning rate or check the data.")
+                raise Diverged(_diverged_message(f"the training loss is {loss} at step {step}",
+                                                 last_good_checkpoint, workdir))
         if not items:
             return {}
         return {k: float(np.mean([v[k] for _, v in items])) for k in items[0][1]}
+
+
+def _diverged_message(what: str, last_good_checkpoint: Optional[int], workdir: str) -> str:
+    where = ("no checkpoint yet" if last_good_checkpoint is None else
+             f"last good checkpoint: step {last_good_checkpoint} in {workdir}")
+    return (f"training diverged: {what}; stopped ({where}; metrics so far in "
+            f"{os.path.join(workdir, 'metrics.jsonl')}). Lower the learning rate or check the "
+            "data.")
+
+
+@jax.jit
+def _all_finite(state) -> jax.Array:
+    """Whether every floating-point leaf of `state` is finite (a replicated scalar)."""
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(state)
+              if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.bool_(True)
+
+
+def _host_bool(x) -> bool:
+    """A replicated scalar as a Python bool (on every process: its own copy)."""
+    return bool(np.asarray(x.addressable_data(0)))
 
 
 class _Signals:
@@ -298,6 +336,14 @@ class _Signals:
     def __init__(self):
         self.received = None
         self._old = {}
+
+    def poll(self, step: int) -> bool:
+        """Whether to checkpoint and stop after `step` (the same answer on every process)."""
+        if jax.process_count() > 1:
+            from jax.experimental import multihost_utils
+            if multihost_utils.reached_preemption_sync_point(step):
+                self.received = signal.SIGTERM
+        return self.received is not None
 
     def __enter__(self):
         if jax.process_count() == 1 and _is_main_thread():
@@ -357,9 +403,14 @@ def train(config, workdir: str, setup: Optional[Setup], method: Method, *,
             "curves": {"epoch": [], "test_accuracy": [], "test_loss": [], "train_loss": [],
                        "train_accuracy": []}}
     state = method.state
-    last_saved = ckpt.latest_step()
-    if last_saved is not None:
-        state, saved = ckpt.restore(state)
+    try:
+        restored = ckpt.restore_readable(state)
+    except BaseException:
+        ckpt.close()
+        raise
+    last_saved = None
+    if restored is not None:
+        last_saved, state, saved = restored
         if (saved["steps_per_epoch"], saved["total_steps"]) != (spe, total):
             ckpt.close()
             raise ConfigError(
@@ -396,6 +447,9 @@ def train(config, workdir: str, setup: Optional[Setup], method: Method, *,
         # The data position is the step; epoch and position are recorded for people.
         meta["epoch"], meta["position"] = divmod(step, spe)
         meta["epoch_train"] = [list(x) for x in epoch_train]
+        if not _host_bool(_all_finite(state)):
+            raise Diverged(_diverged_message(f"the state is not finite at step {step}",
+                                             last_saved, workdir))
         ckpt.save(step, state, meta)
         last_saved = step
 
@@ -408,7 +462,7 @@ def train(config, workdir: str, setup: Optional[Setup], method: Method, *,
                 bar.update(spc)
                 for hook in on_step:
                     hook(step, state)
-                stop = signals.received is not None
+                stop = signals.poll(step)
                 epoch_done = step // spe > before // spe
                 save_now = step // save_every > before // save_every or step >= total or stop
                 if step // log_every > before // log_every or epoch_done or save_now:
