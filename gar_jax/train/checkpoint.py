@@ -21,6 +21,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from typing import Optional
 
 import jax
@@ -64,6 +65,23 @@ def storage_message(code: int, what: str) -> str:
     """``no space left on device writing <what>; free space and rerun to resume``."""
     reason = "no space left on device" if code == errno.ENOSPC else os.strerror(code).lower()
     return f"{reason} writing {what}; free space and rerun the same command to resume"
+
+
+def _remove_settled(paths, *, settle_s: float = 0.5, limit_s: float = 5.0) -> None:
+    """Removes `paths` (directories of a refused save) and keeps removing them until none has
+    reappeared for `settle_s` (at most `limit_s`): when one write of a save fails, orbax raises
+    while tensorstore's other writes of that save may still be landing, and a write that lands
+    after the first removal re-creates the directory."""
+    deadline, quiet_since = time.monotonic() + limit_s, None
+    while time.monotonic() < deadline:
+        present = [p for p in paths if os.path.exists(p)]
+        for path in present:
+            shutil.rmtree(path, ignore_errors=True)
+        now = time.monotonic()
+        quiet_since = (quiet_since or now) if not present else None
+        if quiet_since is not None and now - quiet_since >= settle_s:
+            return
+        time.sleep(0.05)
 
 
 class Checkpointer:
@@ -180,8 +198,7 @@ class Checkpointer:
             tmp = {s: os.path.join(self.directory, f"{s}{_TMP_SUFFIX}") for s in candidates}
             failed = [s for s in candidates if os.path.exists(tmp[s])] or candidates[-1:]
             if jax.process_index() == 0:  # free what the refused save took
-                for path in tmp.values():
-                    shutil.rmtree(path, ignore_errors=True)
+                _remove_settled(list(tmp.values()))
             kept = [s for s in self.all_steps() if s not in failed]
             what = (f"checkpoint step {', '.join(map(str, failed))} in {self.directory}"
                     + (f" (step {kept[-1]} is intact)" if kept else ""))
