@@ -18,7 +18,7 @@ REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "dr
 
 
 def hand_argument(name, m, sign, size):
-    """The mapping written out from reference/dra_policies.json's magnitude_to_argument."""
+    """The mapping written out from tests/data/dra_policies.json (magnitude_to_argument)."""
     table = {
         "ShearX": 0.3 * m * sign, "ShearY": 0.3 * m * sign,
         "TranslateX": 10 * m * sign, "TranslateY": 10 * m * sign, "Rotate": 30 * m * sign,
@@ -357,6 +357,39 @@ def test_search_augment_same_key_same_batch():
     a, b = fn(jax.random.PRNGKey(11)), fn(jax.random.PRNGKey(11))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, fn(jax.random.PRNGKey(12)))
+
+
+def test_pipelines_in_the_authors_order(tmp_path):
+    """Search: the policy half gets no crop / flip (its clean images are the batch itself), the
+    weight half does. Training: crop/flip -> DRA -> Cutout. A policy that inverts every image
+    (layer 1: Invert; layer 2: Brightness at m = 0, the identity; p = 1) on a constant-100 batch:
+    inverted crop padding is 255 and the Cutout hole, made after the inversion, is 0; the old
+    order (DRA, then crop and Cutout) leaves no 255, Cutout before DRA no 0."""
+    from gar_jax.methods import dra as method
+
+    config = method.digits_config(destructive_op=False)
+    config.standard.pad, config.standard.cutout, config.standard.fill_mean = 2, 3, False
+    config.dra.p_min = config.dra.p_max = 1.0
+    images = jnp.full((64, 8, 8, 1), 100, jnp.uint8)
+    params = dra.init_params(16)
+    params["W"] = params["W"].at[0, dra.DRA_OPS.index("Invert")].set(50.0)
+    params["W"] = params["W"].at[1, dra.DRA_OPS.index("Brightness")].set(50.0)
+    params["M_MEAN"] = params["M_MEAN"].at[1].set(0.0)
+    params["M_STD"] = params["M_STD"].at[1].set(0.0)
+    key = jax.random.PRNGKey(4)
+    for crop_flip in (False, True):
+        pipeline = method.make_search_pipeline(config, dra.DRA_OPS, crop_flip=crop_flip)
+        clean = np.asarray(jax.jit(lambda k: pipeline(params, k, images)[0])(key))
+        # No crop: the batch itself; crop: some images show the zero padding.
+        assert (clean == 0).any() == crop_flip
+        if not crop_flip:
+            np.testing.assert_array_equal(clean, images)
+    path = tmp_path / "invert.json"
+    path.write_text(dra.to_json(params, dra.DRA_OPS))
+    out = np.asarray(jax.jit(method.make_replay_augment(config, str(path), None))(key, images))
+    assert set(np.unique(out).tolist()) == {0, 155, 255}
+    holes = (out == 0).reshape(64, -1).sum(1)
+    assert holes.max() <= 9 and (holes > 0).mean() > 0.5
 
 
 def test_replay_reproduces_published_policy_statistics():

@@ -4,7 +4,8 @@ fixed replay of a learned policy, and the policy JSON.
 A DRA policy is three float arrays of shape [L layers, A ops] (L = 2, A = 16 in the paper):
 ``W`` (op logits), ``M_MEAN`` and ``M_STD`` (mean and std of the magnitude m in [0, 1]). Op order
 and the magnitude -> argument mapping are those of the authors' code
-(``reference/dra_policies.json``, ``magnitude_to_argument``); ``s`` is a random sign:
+(ainieli/DRA ``auto_augment/operations.py`` and ``train_phase/auto_augment``; the table is
+also in ``tests/data/dra_policies.json``); ``s`` is a random sign:
 
 =============  ==========================  ==================================================
 DRA op         gar_jax op                  argument (our op's own unit)
@@ -18,7 +19,7 @@ Cutout         cutout                      side int(max(H, W) 0.2 m) pixels
 Solarize       solarize                    threshold ceil(256 - 256 m)
 Posterize      posterize                   bits ceil(8 - 4 m)
 Equalize, AutoContrast, Invert             no magnitude
-SolarizeAdd    solarize_add                addition int(110 m) below 128
+SolarizeAdd    solarize_add                addition int(110 m) below 128 (search: 110 m, float)
 SamplePairing  sample_pairing              alpha 1 (the planted destructive op, not DRA's)
 =============  ==========================  ==================================================
 
@@ -26,20 +27,21 @@ Solarize's ``ceil``: the authors' op keeps pixels ``< 256 - 256 m`` (a float), i
 below ``ceil(256 - 256 m)``, which is Pillow's ``solarize(threshold)``. Posterize's: they shift by
 ``int(4 m)`` bits, i.e. keep ``8 - int(4 m) = ceil(8 - 4 m)`` bits.
 
-Search (`search_augment`), per layer l: a hard Gumbel-softmax one-hot over the ops (temperature
-tau, straight-through), p ~ U(p_min, p_max), the op fires with probability p, magnitude
-m = clip(mu + eps sigma, 0, 1) (reparameterized), output ``sum_j onehot_j y_j``. Ops with an
-analytic gradient in m (geometric: bilinear sampling; enhancers: unclipped blend) run in the
-differentiable ``mode="bilinear"`` of `gar_jax.augment.ops`; the others run Pillow-exact and get
-the straight-through term ``y + m - stop_gradient(m)`` (added to the output: the authors add it to
-the input, where its effect then depends on each TF op's own gradient). Two modes:
-
-- per batch (default, the authors'): one op, one p, one fire decision and one eps per layer for
-  the whole batch. Only the chosen op is computed (``lax.switch``); the other ops' terms are
-  ``onehot_j * 1`` (zero forward, as the authors' ``tf.ones_like(x) * hardwts[j]``), so W's
-  gradient is ``<dL/dy, y_chosen>`` for the chosen op and ``sum dL/dy`` for the others.
-- per image: every image draws its own op, p, fire and eps; every op is computed on every image
-  (A times the augmentation work) and ``y = sum_j onehot_j op_j(x)`` exactly.
+Search (`search_augment`), as the authors run it (ainieli/DRA: every model applies the DRA
+layer image by image, ``x = tf.map_fn(self.da, x)``): per image and layer l, a hard
+Gumbel-softmax one-hot over the ops (temperature tau, straight-through), p ~ U(p_min, p_max), the
+op fires with probability p, magnitude m = clip(mu + eps sigma, 0, 1) (reparameterized) and a
+random sign. Only each image's chosen op is computed (one applier slot with per-image op indices
+and one warp + blend, whatever the number of ops); every other op j contributes
+``onehot_j * 1`` (zero forward, as the authors' ``tf.ones_like(x) * hardwts[j]``), so W's
+gradient is ``<dL/dy, y_chosen>`` for the chosen op and ``<dL/dy, 1>`` for the others, image by
+image. The magnitude learns through the authors' straight-through term at the op's input,
+``x_m = x + m - stop_gradient(m)``, with the op's input gradient as TF computes it (`apply_ops`):
+geometric ops (bilinear) get no gradient through the transform, enhancers also through their
+blend factor, SolarizeAdd (a float addition in the search, as theirs) through its addition; the
+other ops are Pillow-exact forward. Earlier versions drew one op per batch (or ran every op on
+every image) and gave the signed ops an analytic d op / dm with no input term; neither was the
+authors'.
 
 Replay (`replay_policy`): per image and layer, op ~ Categorical(W[l]), m ~ N(mu, sigma) clipped to
 [0, 1], random sign, fires with p ~ U(p_min, p_max); applied Pillow-exactly by the shared batched
@@ -91,7 +93,7 @@ LAYERS = 2
 INIT = {"W": 1e-3, "M_MEAN": 0.5, "M_STD": 0.1}
 FORMAT = "gar_jax.dra_policy/1"
 
-# The published CIFAR policies of ainieli/DRA policy.py (reference/dra_policies.json), data.
+# The published CIFAR policies of ainieli/DRA policy.py (also tests/data/dra_policies.json), data.
 PUBLISHED = {
     "WRN-28-10 on CIFAR-10": {
         "W": (
@@ -314,7 +316,7 @@ def op_probability(params: dict, p_min: float = 0.2, p_max: float = 0.8) -> np.n
 
 
 def to_json(params: dict, names=DRA_OPS, *, name: str = "searched", source: str = "") -> str:
-    """The policy in the layout of ``reference/dra_policies.json``: {"ops", "policies": {name:
+    """The policy in the layout of ``tests/data/dra_policies.json``: {"ops", "policies": {name:
     {"W", "M_MEAN", "M_STD"}}} (plus "format" and "source"); M_MEAN and M_STD clipped."""
     names = check_ops(names)
     params = clip_params(jax.device_get(params))
@@ -330,7 +332,7 @@ def load_policy(spec, name: Optional[str] = None) -> tuple:
     """(params dict of float32 arrays, op names) of a DRA policy.
 
     `spec`: a published name (`PUBLISHED`: "WRN-28-10 on CIFAR-10", ...; aliases "cifar10",
-    "cifar100"), a path to a JSON file in the reference layout (``reference/dra_policies.json``
+    "cifar100"), a path to a JSON file in that layout (``tests/data/dra_policies.json``
     itself, or a run's ``policy.json``; `name` picks the policy when it holds several), or a dict
     {"W", "M_MEAN", "M_STD"} (the 16 DRA ops, or 17 with the destructive op).
     """

@@ -6,31 +6,30 @@ resumable run of its own, chained through the workdir:
 1. ``DIR/search`` (when ``config.dra.policy == "search"``): the paper's search (seed 002,
    ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the training set, cut in two
    halves (model weights / policy). Every step does, with no unrolling:
-   a. a policy update on a batch of the policy half: pad-crop + flip, the relaxed DRA layers
-      (`gar_jax.augment.dra.search_augment`: hard Gumbel-softmax op choice, reparameterized
-      magnitudes, straight-through where an op is not differentiable in m), Cutout; loss
+   a. a policy update on a batch of the policy half, which gets no crop or flip (the authors'
+      ``datasets/split.py``): the relaxed DRA layers (`gar_jax.augment.dra.search_augment`: per
+      image a hard Gumbel-softmax op, apply probability, firing, magnitude noise and sign, the
+      straight-through term at the op's input, only the chosen op computed), Cutout; loss
       CE(aug) + kl_weight * KL(softmax(clean) || softmax(aug)) with the model in train mode
       (its batch statistics updates dropped), AdamW (lr 5e-3, b1 0.5, weight decay 0) on
       {W, M_MEAN, M_STD}, then M_MEAN, M_STD clipped to [0, 1];
-   b. a weight update on a batch of the weight half, augmented by the same relaxed layers under
-      the updated policy (no gradient to it): SGD Nesterov, cosine lr from search.learning_rate,
-      weight decay, gradient-norm clip.
-   Writes ``policy.json`` (the layout of ``reference/dra_policies.json``), ``policy_history.jsonl``
+   b. a weight update on a batch of the weight half: pad-crop + flip, the same relaxed layers
+      under the updated policy (no gradient to it), Cutout: SGD Nesterov, cosine lr from
+      search.learning_rate, weight decay, gradient-norm clip.
+   Writes ``policy.json`` (the layout of ``tests/data/dra_policies.json``), ``policy_history.jsonl``
    and the plots ``policy_weights.png`` (softmax(W) per layer over the search) and
    ``policy_magnitudes.png`` (each op's clipped-normal magnitude density at the end).
-2. ``DIR/train``: ordinary training (the supervised protocol of the config) whose augmentation is
-   the learned (or a published) policy replayed as a fixed policy, ``get_policy("dra",
-   policy=...)``: per image and layer op ~ Categorical(W), m ~ N(M_MEAN, M_STD) clipped, fires
-   with p ~ U(0.2, 0.8); then the standard pipeline (pad-crop, flip, Cutout).
+2. ``DIR/train``: ordinary training (the supervised protocol of the config) whose augmentation is,
+   in the authors' order (``train_phase/train_CIFAR.py``), pad-crop + flip, the learned (or a
+   published) policy replayed as a fixed policy (`dra.replay_policy`: per image and layer op ~
+   Categorical(W), m ~ N(M_MEAN, M_STD) clipped, fires with p ~ U(0.2, 0.8)), then Cutout.
 
 A killed run resumes the phase it was in (a finished search is not redone). ``DIR/results.json`` is
 the training's results plus ``learned_policy`` (op_probability: the probability that an image gets
 each op under the policy used for training) and ``dra`` (the search's summary).
 
-Per-batch versus per-image op choice (``search.per_image``): the default is the authors' per-batch
-draw: it is what the published policies were searched with, and only the chosen op is computed,
-whereas the per-image sampler computes every op on every image (16x the augmentation work) to
-form sum_j onehot_j op_j(x) exactly.
+The search estimator is the authors' only (augment/dra.py): earlier versions drew one op per
+batch by default (not theirs: their layer runs image by image) or ran every op on every image.
 """
 from __future__ import annotations
 
