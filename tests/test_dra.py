@@ -199,7 +199,7 @@ def test_magnitude_gradients_are_the_authors_input_straight_through():
             np.testing.assert_array_equal(out[i], expected_image, err_msg=name)
 
 
-def _layer_draws(key, b, num_ops, layers):
+def _layer_draws(key, b, num_ops, layers, p_min=0.2, p_max=0.8):
     """The per-image draws of `search_augment` for each layer, read from its keys (the layout of
     its key splits): gumbel [L, B, A], p, fire-uniform, eps, negate [L, B], op keys [L]."""
     out = []
@@ -208,7 +208,7 @@ def _layer_draws(key, b, num_ops, layers):
         out.append(dict(
             gumbel=np.asarray(jax.random.gumbel(k_g, (b, num_ops))),
             fired=np.asarray(jax.random.uniform(k_fire, (b,))
-                             < jax.random.uniform(k_p, (b,), minval=0.2, maxval=0.8)),
+                             < jax.random.uniform(k_p, (b,), minval=p_min, maxval=p_max)),
             eps=np.asarray(jax.random.normal(k_eps, (b,))),
             sign=np.where(np.asarray(jax.random.bernoulli(k_sign, 0.5, (b,))), -1.0, 1.0),
             k_op=k_op))
@@ -226,7 +226,7 @@ def tf_blend(name, x, factor):
     return jnp.where(v < 0, 0.0, jnp.where(v > 255, 255.0, v))
 
 
-def slow_search_augment(params, key, images, names, tau, host):
+def slow_search_augment(params, key, images, names, tau, host, p_min=0.2, p_max=0.8):
     """The authors' DRA layer (auto_augment/dra.py, operations.py) applied image by image in a
     Python loop (as tf.map_fn does), each op written out on one image in float: per image and
     layer the hard Gumbel-softmax hardwts, m = clip(mu + eps sigma), x_m = x + m - sg(m), the
@@ -236,7 +236,7 @@ def slow_search_augment(params, key, images, names, tau, host):
     params, host = dra.clip_params(params), dra.clip_params(host)
     b, size = images.shape[0], images.shape[1]
     layers, num_ops = params["W"].shape
-    draws = _layer_draws(key, b, num_ops, layers)
+    draws = _layer_draws(key, b, num_ops, layers, p_min, p_max)
     sg = jax.lax.stop_gradient
     x = [jnp.asarray(images[i], jnp.float32) for i in range(b)]
     for l, d in enumerate(draws):
@@ -297,7 +297,9 @@ def slow_search_augment(params, key, images, names, tau, host):
 def test_search_step_equals_slow_per_image_loop():
     """search_augment's images and its W, M_MEAN, M_STD gradients of <out, R> equal the authors'
     formula computed image by image (`slow_search_augment`), 2 layers, 17 ops (the 16 DRA ops
-    and the planted one; about 80 s: the loop runs eagerly)."""
+    and the planted one; about 80 s: the loop runs eagerly). Apply probability U(0.7, 1) so
+    that the fired ops cover every kind (asserted): geometric, enhancer, SolarizeAdd, Cutout,
+    Solarize, the no-magnitude LUT ops, SamplePairing."""
     names = dra.DRA_OPS + (dra.DESTRUCTIVE,)
     rng = np.random.default_rng(7)
     b = 10
@@ -306,22 +308,30 @@ def test_search_step_equals_slow_per_image_loop():
     params = {"W": jnp.asarray(rng.normal(0, 0.5, (2, len(names))), jnp.float32),
               "M_MEAN": jnp.asarray(rng.uniform(0.1, 0.9, (2, len(names))), jnp.float32),
               "M_STD": jnp.asarray(rng.uniform(0.0, 0.3, (2, len(names))), jnp.float32)}
-    key = jax.random.PRNGKey(22)
+    key = jax.random.PRNGKey(0)
 
     def fast(p):
-        out, aux = dra.search_augment(p, key, images, names=names, tau=0.5)
+        out, aux = dra.search_augment(p, key, images, names=names, tau=0.5, p_min=0.7,
+                                      p_max=1.0)
         return jnp.sum(out * r), (out, aux)
 
     (_, (out, aux)), grads = jax.jit(jax.value_and_grad(fast, has_aux=True))(params)
     host = jax.device_get(params)
 
     def slow(p):
-        out = slow_search_augment(p, key, images, names, 0.5, host)
+        out = slow_search_augment(p, key, images, names, 0.5, host, 0.7, 1.0)
         return jnp.sum(out * r), out
 
     expected, expected_out = jax.grad(slow, has_aux=True)(params)
-    # Several different ops in the batch, per layer (a per-batch draw would give one).
+    # Several different ops in the batch, per layer (a per-batch draw would give one), and
+    # every kind of op among those that fired.
     assert all(len(set(np.asarray(aux["op"][:, l]).tolist())) > 3 for l in range(2))
+    fired = {names[j] for j in np.asarray(aux["op"])[np.asarray(aux["fired"])]}
+    for kind in ({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"},
+                 {"Brightness", "Color", "Sharpness", "Contrast"}, {"SolarizeAdd"}, {"Cutout"},
+                 {"Solarize"}, {"Equalize", "AutoContrast", "Invert", "Posterize"},
+                 {dra.DESTRUCTIVE}):
+        assert kind & fired, kind
     np.testing.assert_allclose(out, expected_out, atol=2e-3)
     for k in ("W", "M_MEAN", "M_STD"):
         scale = np.abs(np.asarray(expected[k])).max()
