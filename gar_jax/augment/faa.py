@@ -12,9 +12,10 @@ FAA's semantics, which differ from our other spaces (reference/fast_autoaugment_
   ``int(v)`` bits, the enhancers take the factor ``v`` (a C float, as Pillow).
 - Cutout: ``v * width`` px (0 < v <= 0.2); FAA draws a float centre ``cx = np.random.uniform(w)``,
   which numpy reads as ``uniform(low=w, high=1.0)``: uniform on (1, w], not [0, w) (the centre
-  never falls in the first pixel column / row); matched here. It fills the Pillow rectangle ``(x0, y0, min(w, x0 + v), min(h, y0 + v))`` with
-  x0 = int(max(0, cx - v/2)) (inclusive corners, so int(v) + 1 pixels a side before clipping)
-  with RGB (125, 123, 114); gray images get that colour's Pillow luma, 123.
+  never falls in the first pixel column / row); matched here. It fills the Pillow rectangle
+  ``(x0, y0, min(w, x0 + v), min(h, y0 + v))`` with x0 = int(max(0, cx - v/2)) (inclusive
+  corners, so int(v) + 1 pixels a side before clipping) with RGB (125, 123, 114); gray images
+  get that colour's Pillow luma, 123.
 - SamplePairing is our planted destructive op (spaces.DESTRUCTIVE_OP): alpha 1, the level is
   ignored; it replaces the image by its batch neighbour. It is not one of FAA's 15 ops.
 
@@ -263,8 +264,8 @@ def draw(key, probability):
 
     Returns {sub int32 []: the sub-policy, fire bool [K], negate bool [K]: sign flips of the
     signed ops, centre float32 [K, 2]: the uniform [0, 1) draws u of the Cutout (y, x) centre,
-    which `cutout_box` maps as numpy maps FAA's ``np.random.uniform(size)``}. Keys are per image, so one image's draws do not
-    depend on its batch (the slow references in the tests rely on it).
+    which `cutout_box` maps as numpy maps FAA's ``np.random.uniform(size)``}. Keys are per
+    image, so one image's draws do not depend on its batch (the slow references in the tests rely on it).
     """
     k_sub, k_fire, k_sign, k_cut = jax.random.split(key, 4)
     steps = probability.shape[1]
