@@ -4,7 +4,7 @@ then 30 epochs of WRN-10-2 training with the searched policy replayed as a fixed
 
 ``python -m gar_jax.main --config=configs/digits_dra.py --workdir=runs/digits_dra``
 Variants: ``--config.dra.policy=cifar10`` (no search: train with the published WRN-28-10
-CIFAR-10 policy), ``--config.dra.search.per_image=True`` (per-image op draws in the search).
+CIFAR-10 policy).
 """
 from gar_jax.methods.dra import digits_config
 

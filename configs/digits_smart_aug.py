@@ -11,11 +11,13 @@ from gar_jax.methods.smart_aug import digits_config
 
 def get_config():
     c = digits_config()
-    # The smart_aug section, as set by digits_config (the authors' invScale_wide jobs):
+    # The smart_aug section, as set by digits_config: all from one code path of the authors, the
+    # one their invScale_wide jobs ran (train_utils.run_dist_dataugV3):
     # c.smart_aug.space = "randaug"        # 14 ops, CIFAR ranges (harsh on 8x8 images)
     # c.smart_aug.num_ops = 3              # N ops per image, i.i.d.
     # c.smart_aug.inner_steps = 1          # K unrolled steps per meta step
     # c.smart_aug.temperature = 0.5        # draws from softmax(prob * 0.5)
     # c.smart_aug.heldout_fraction = 0.1   # held out of the training set for the meta loss
-    # c.smart_aug.meta_learning_rate = 1e-2, c.smart_aug.meta_clip = 10, c.smart_aug.mag_reg = 1e-3
+    # c.smart_aug.meta_learning_rate = 1e-2, c.smart_aug.mag_reg = 1e-3 (-mr default)
+    # c.smart_aug.meta_clip = 1, c.grad_clip_norm = 1   # max_grad = 1: meta AND inner clip
     return c

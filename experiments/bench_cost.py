@@ -16,9 +16,11 @@ values). Every entry is one jitted program, compiled first; its cost is reported
   smart_aug         one smart_augmentation call with K = 1 (`gar_jax.methods.smart_aug`): mixed
                     loss (clean + augmented), the SGD update, and the meta step through it;
   dra_search        one DRA search step (`gar_jax.methods.dra.make_search_step`): a policy update
-                    through the relaxed layers and a weight update, op drawn per batch (the
-                    authors'); ``dra_search_image``: op drawn per image;
-  dra_replay        one SGD step of DRA's final training (the published CIFAR-10 policy replayed);
+                    through the relaxed layers and a weight update, op, apply probability,
+                    magnitude noise and sign drawn per image and only each image's op computed
+                    (the authors' estimator);
+  dra_replay        one SGD step of DRA's final training (crop/flip, the published CIFAR-10
+                    policy replayed, Cutout: `gar_jax.methods.dra.make_replay_augment`);
   faa_score         FAA's density-matching score (`gar_jax.methods.faa.Scorer`): ``--faa``
                     C:N = C candidates x 5 copies x N held-out images in one call; reported per
                     image scored, relative to `plain` per image trained.
@@ -60,7 +62,7 @@ from gar_jax.train.state import create_state  # noqa: E402
 
 DEFAULT_GAR = "layerwise_frozen,layerwise_contrib,layerwise_lean,jvp,jvp:64"
 ENTRIES = ("plain", "ua", "ola", "ola_nslr", "direct", "smart_aug", "dra_search",
-           "dra_search_image", "dra_replay", "faa_score")
+           "dra_replay", "faa_score")
 
 
 def standard(key, images):
@@ -158,16 +160,16 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
                                           schedule=schedule)
             carry = smart_aug.init_state(fresh(), sc, space)
             out.append(Entry(name, fn, carry, lambda c: ((batches[0],), batches[2]), 1))
-        elif name in ("dra_search", "dra_search_image"):
+        elif name == "dra_search":
             dc = dra.cifar_config("cifar10", "search")
             dc.dra.search.batch_size = batch
             dc.batch_size = batch
-            dc.dra.search.per_image = name == "dra_search_image"
             fn = dra.make_search_step(dc, model, tx, mesh, schedule=schedule)
             out.append(Entry(name, fn, dra.init_state(fresh(), dc),
                              lambda c: (batches[0], batches[1]), 1))
         elif name == "dra_replay":
-            train_step(name, policies.get_policy("dra", policy="cifar10", with_standard=True))
+            train_step(name, dra.make_replay_augment(dra.cifar_config("cifar10", "cifar10"),
+                                                     "cifar10", None))
         elif name == "faa_score":
             candidates, images = (int(v) for v in faa_spec.split(":"))
             copies = 5

@@ -3,13 +3,14 @@
 On one device, with the same model and batch size, it compiles and times:
 
   plain        one supervised SGD step with the standard pipeline (`gar_jax.train.steps`);
-  replay       one SGD step of DRA's final training: a DRA policy replayed as a fixed policy
-               (Pillow-exact ops on the magnitude grid) then the standard pipeline;
+  replay       one SGD step of DRA's final training: crop/flip, a DRA policy replayed as a fixed
+               policy (Pillow-exact ops on the magnitude grid), Cutout
+               (`gar_jax.methods.dra.make_replay_augment`);
   search       one DRA search step (`gar_jax.methods.dra.make_search_step`): a policy update
                (relaxed DRA layers, two forwards + a backward through model and ops, AdamW) and
-               a weight update on a second batch augmented by the relaxed layers, per-batch op
-               draws (the authors');
-  search_image the same with per-image op draws (every op on every image).
+               a weight update on a second batch augmented by the relaxed layers; op, apply
+               probability, magnitude noise and sign drawn per image, only each image's op
+               computed (the authors' estimator).
 
 Time: everything is compiled first, then the steps run round-robin for ``--reps`` rounds (so a
 change in the machine's load hits all alike); the minimum over rounds is reported. Memory: XLA's
@@ -22,7 +23,7 @@ the paper's CIFAR-10 settings (N = 50000, f = 0.08, B_s = 128, E_s = 20 -> 300 s
 the benchmark's batch size.
 
 Usage: python experiments/bench_dra_cost.py [--model 10-2] [--batch 64] [--size 32]
-       [--methods plain,replay,search,search_image] [--reps 3] [--json out.json]
+       [--methods plain,replay,search] [--reps 3] [--json out.json]
 """
 import argparse
 import json
@@ -57,7 +58,7 @@ def main():
     parser.add_argument("--model", default="10-2", help="WRN depth-width")
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--size", type=int, default=32, help="image side (3 channels)")
-    parser.add_argument("--methods", default="plain,replay,search,search_image")
+    parser.add_argument("--methods", default="plain,replay,search")
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--json", default="")
     args = parser.parse_args()
@@ -87,11 +88,11 @@ def main():
             fn = steps.make_train_step(model, tx, mesh, augment=standard)
             todo[name] = (fn, fresh(), lambda s: (s, batches[0], key))
         elif name == "replay":
-            replay = policies.get_policy("dra", policy="cifar10", with_standard=True)
+            replay = method.make_replay_augment(method.cifar_config("cifar10", "cifar10"),
+                                                "cifar10", None)
             fn = steps.make_train_step(model, tx, mesh, augment=replay)
             todo[name] = (fn, fresh(), lambda s: (s, batches[0], key))
-        elif name in ("search", "search_image"):
-            config.dra.search.per_image = name == "search_image"
+        elif name == "search":
             fn = method.make_search_step(config, model, tx, mesh, schedule=schedule)
             todo[name] = (fn, method.init_state(fresh(), config),
                           lambda s: (s, batches[0], batches[1]))
@@ -131,7 +132,7 @@ def main():
     if base:
         search_steps = 20 * int(0.08 * 50000 / 2 // b)
         plain_steps = 50000 // b
-        for name in ("search", "search_image"):
+        for name in ("search",):
             if name in rows:
                 ratio = search_steps * rows[name]["best_s"] / (plain_steps * base["best_s"])
                 summary[name] = ratio

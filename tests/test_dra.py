@@ -10,14 +10,15 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gar_jax.augment import applier, dra, ops, pil_reference, policies
+from gar_jax.augment import applier, color, dra, ops, pil_reference, policies
 from gar_jax.errors import ConfigError
 
-REFERENCE = "/work/shared/reference/dra_policies.json"
+# The authors' published matrices and op table (ainieli/DRA policy.py, auto_augment/), as data.
+REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "dra_policies.json")
 
 
 def hand_argument(name, m, sign, size):
-    """The mapping written out from reference/dra_policies.json's magnitude_to_argument."""
+    """The mapping written out from tests/data/dra_policies.json (magnitude_to_argument)."""
     table = {
         "ShearX": 0.3 * m * sign, "ShearY": 0.3 * m * sign,
         "TranslateX": 10 * m * sign, "TranslateY": 10 * m * sign, "Rotate": 30 * m * sign,
@@ -80,8 +81,6 @@ def test_each_op_at_its_dra_magnitude_equals_pillow_at_the_mapped_argument():
 
 
 def test_argument_table_matches_reference_file():
-    if not os.path.exists(REFERENCE):
-        pytest.skip("reference/dra_policies.json not present")
     with open(REFERENCE, encoding="utf-8") as f:
         data = json.load(f)
     assert tuple(data["ops"]) == dra.DRA_OPS
@@ -116,84 +115,291 @@ def test_gumbel_one_hot_frequencies_and_straight_through_gradient():
     np.testing.assert_allclose(grad, soft * (c - jnp.sum(soft * c)) / 0.5, rtol=1e-5, atol=1e-6)
 
 
-def test_straight_through_and_analytic_magnitude_gradients():
-    """d<op(x, m), R>/dm: analytic for ops differentiable in m (brightness: closed form; rotate:
-    the bilinear op of the library, and finite differences), the straight-through sum(R) for
-    the others."""
-    names = dra.DRA_OPS
+def test_magnitude_gradients_are_the_authors_input_straight_through():
+    """d<op(x_m, m), R>/dm with x_m = x + m - sg(m) (ainieli/DRA apply_op), written out per op:
+    the op's input Jacobian applied to a uniform shift (J 1), plus the op's own derivative in its
+    argument where the TF op has one (enhancer factors, SolarizeAdd's float addition); geometric
+    ops get no gradient through the transform. Forward values: Pillow (exact ops), the float
+    formula (SolarizeAdd)."""
+    names = dra.DRA_OPS + (dra.DESTRUCTIVE,)
     rng = np.random.default_rng(4)
-    x = jnp.asarray(rng.integers(0, 256, (3, 8, 8, 3)).astype(np.float32))
-    r = jnp.asarray(rng.normal(size=(3, 8, 8, 3)).astype(np.float32))
-    op = jnp.asarray([names.index("Brightness"), names.index("Rotate"),
-                      names.index("Solarize")], jnp.int32)
-    sign = jnp.asarray([-1.0, 1.0, 1.0])
-    m = jnp.asarray([0.3, 0.41, 0.6])
+    n, size = len(names), 8
+    xi = rng.integers(0, 256, (n, size, size, 3)).astype(np.float32)
+    x = jnp.asarray(xi)
+    r = rng.normal(size=(n, size, size, 3))
+    op = jnp.arange(n, dtype=jnp.int32)
+    sign = jnp.asarray(np.where(np.arange(n) % 2, -1.0, 1.0))
+    m = jnp.asarray(rng.uniform(0.2, 0.9, n).astype(np.float32))
     key = jax.random.PRNGKey(0)
 
     def objective(m):  # per image: <op_i(x_i, m_i), R_i>
         return jnp.sum(dra.apply_ops(names, key, x, op, m, sign) * r, axis=(1, 2, 3))
 
-    # Images are independent, so the gradient of the sum is each image's own d/dm_i.
-    fn = jax.jit(lambda m: (objective(m), jax.grad(lambda mm: jnp.sum(objective(mm)))(m)))
-    value, g = (np.asarray(a, np.float64) for a in fn(m))
-    # Brightness: y = clip(f x), f = 1 - 0.9 m: dy/dm = -0.9 x where 0 < f x < 255.
-    f = 1 - 0.9 * 0.3
-    inside = (f * x[0] > 0) & (f * x[0] < 255)
-    np.testing.assert_allclose(g[0], float(jnp.sum(jnp.where(inside, -0.9 * x[0] * r[0], 0))),
-                               rtol=1e-4)
-    # Rotate: the library's bilinear op at 30 m degrees, and a central difference.
-    ref = jax.jit(jax.grad(lambda mm: jnp.sum(ops.apply("rotate", x[1], 30 * mm,
-                                                        mode="bilinear") * r[1])))(0.41)
-    np.testing.assert_allclose(g[1], ref, rtol=1e-4)
-    h = 1e-2
-    fd = (fn(m.at[1].add(h))[0][1] - fn(m.at[1].add(-h))[0][1]) / (2 * h)
-    np.testing.assert_allclose(g[1], fd, rtol=2e-2)
-    # Solarize: a step function of m; straight-through: d/dm (y + m - sg(m)) = 1 per pixel.
-    np.testing.assert_allclose(g[2], float(jnp.sum(r[2])), rtol=1e-5)
-    expected = pil_reference.apply_array("solarize", np.asarray(x[2], np.uint8),
-                                         math.ceil(256 - 256 * 0.6))
-    np.testing.assert_allclose(value[2], np.sum(expected * np.asarray(r[2])), rtol=1e-5)
+    fn = jax.jit(lambda m: (dra.apply_ops(names, key, x, op, m, sign),
+                            jax.grad(lambda mm: jnp.sum(objective(mm)))(m)))
+    out, g = (np.asarray(a, np.float64) for a in fn(m))
+    mq = np.round(np.asarray(m, np.float64) * dra.GRID) / dra.GRID
+    _, center = applier.slot_randomness(key, n, 1, size, size)
+    center = np.asarray(center)[:, 0]
+    for i, name in enumerate(names):
+        s, mi, ri, xv = float(sign[i]), float(m[i]), r[i], xi[i].astype(np.float64)
+        if name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
+            # J 1 of the bilinear warp: the warp of an all-ones image (the in-image weight).
+            ones = ops.apply(dra.OUR_NAME[name], jnp.ones((size, size, 3)),
+                             dra.argument(name, s * mi), mode="bilinear")
+            expected = np.sum(np.asarray(ones) * ri)
+        elif name == "Brightness":
+            f = 1 + 0.9 * s * mi
+            inside = (f * xv >= 0) & (f * xv <= 255)  # TF's clip: gradient on the closed range
+            expected = np.sum(np.where(inside, (f + 0.9 * s * xv) * ri, 0))
+        elif name in ("Color", "Contrast", "Sharpness"):
+            # degenerate(x + t) = degenerate(x) + t: J 1 = 1; plus 0.9 s (x - degenerate).
+            planar = jnp.moveaxis(jnp.asarray(xv, jnp.float32), -1, 0)
+            if name == "Color":
+                deg = np.asarray(color.grayscale(planar, exact=False))[..., None]
+            elif name == "Contrast":
+                deg = float(jnp.mean(color.grayscale(planar, exact=False)))
+            else:
+                deg = np.moveaxis(np.asarray(color.smooth_and_blur(planar, exact=False)[0]),
+                                  0, -1)
+            f = 1 + 0.9 * s * mi
+            value = deg + f * (xv - deg)
+            inside = (value >= 0) & (value <= 255)
+            expected = np.sum(np.where(inside, (1 + 0.9 * s * (xv - deg)) * ri, 0))
+        elif name == "Cutout":
+            side = dra.argument(name, mq[i], size, size)
+            top, left = center[i] - side // 2
+            hole = np.zeros((size, size), bool)
+            hole[max(top, 0):max(top + side, 0), max(left, 0):max(left + side, 0)] = True
+            expected = np.sum(np.where(hole[..., None], 0, ri))
+        elif name == "Solarize":
+            expected = np.sum(np.where(xv < dra.argument(name, mq[i]), ri, -ri))
+        elif name in ("Posterize", "Equalize"):
+            expected = np.sum(ri)
+        elif name == "Invert":
+            expected = -np.sum(ri)
+        elif name == "AutoContrast":
+            expected = 0.0  # invariant to a uniform shift of each channel
+        elif name == "SolarizeAdd":
+            added = xv + 110 * mi
+            expected = np.sum(np.where(xv < 128, np.where(added <= 255, 111 * ri, 0), ri))
+            np.testing.assert_allclose(out[i], np.where(xv < 128, np.minimum(added, 255), xv),
+                                       rtol=1e-6, atol=1e-3)
+        else:  # SamplePairing at alpha 1: the neighbour's image, nothing from this one's m
+            expected = 0.0
+        np.testing.assert_allclose(g[i], expected, rtol=1e-4, atol=1e-3 * np.abs(ri).sum(),
+                                   err_msg=name)
+        if name not in dra.DIFFERENTIABLE:  # forward: Pillow at the grid magnitude
+            arg = dra.argument(name, mq[i], size, size)
+            kwargs = {"center": tuple(center[i])} if name == "Cutout" else {}
+            if name == dra.DESTRUCTIVE:
+                kwargs["other"] = xi[i - 1].astype(np.uint8)
+            expected_image = pil_reference.apply_array(dra.OUR_NAME[name], xi[i].astype(np.uint8),
+                                                       arg, **kwargs)
+            np.testing.assert_array_equal(out[i], expected_image, err_msg=name)
 
 
-@pytest.fixture(scope="module")
-def search_fn():
-    """value_and_grad of <search_augment(params, key, images), R> (per batch), one layer."""
+def _layer_draws(key, b, num_ops, layers, p_min=0.2, p_max=0.8):
+    """The per-image draws of `search_augment` for each layer, read from its keys (the layout of
+    its key splits): gumbel [L, B, A], p, fire-uniform, eps, negate [L, B], op keys [L]."""
+    out = []
+    for k in jax.random.split(key, layers):
+        k_g, k_p, k_fire, k_eps, k_sign, k_op = jax.random.split(k, 6)
+        out.append(dict(
+            gumbel=np.asarray(jax.random.gumbel(k_g, (b, num_ops))),
+            fired=np.asarray(jax.random.uniform(k_fire, (b,))
+                             < jax.random.uniform(k_p, (b,), minval=p_min, maxval=p_max)),
+            eps=np.asarray(jax.random.normal(k_eps, (b,))),
+            sign=np.where(np.asarray(jax.random.bernoulli(k_sign, 0.5, (b,))), -1.0, 1.0),
+            k_op=k_op))
+    return out
+
+
+def tf_blend(name, x, factor):
+    """The authors' enhancers on one float image [H, W, C]: blend(degenerate, x, factor) =
+    D + factor (x - D), clipped with TF's clip_by_value gradient (1 on the closed range)."""
+    planar = jnp.moveaxis(x, -1, 0)
+    gray = color.grayscale(planar, exact=False)
+    deg = {"Brightness": 0.0, "Color": gray[..., None], "Contrast": jnp.mean(gray),
+           "Sharpness": jnp.moveaxis(color.smooth_and_blur(planar, exact=False)[0], 0, -1)}[name]
+    v = deg + factor * (x - deg)
+    return jnp.where(v < 0, 0.0, jnp.where(v > 255, 255.0, v))
+
+
+def slow_search_augment(params, key, images, names, tau, host, p_min=0.2, p_max=0.8):
+    """The authors' DRA layer (auto_augment/dra.py, operations.py) applied image by image in a
+    Python loop (as tf.map_fn does), each op written out on one image in float: per image and
+    layer the hard Gumbel-softmax hardwts, m = clip(mu + eps sigma), x_m = x + m - sg(m), the
+    chosen op on x_m if it fires (else x), times hardwts[j], plus hardwts[k] * 1 for the others.
+    Exact ops: forward the library's single-image Pillow-exact op, gradient that of the TF op.
+    ``host``: the same params as numpy arrays, for the draws that are integers (op, grid)."""
+    params, host = dra.clip_params(params), dra.clip_params(host)
+    b, size = images.shape[0], images.shape[1]
+    layers, num_ops = params["W"].shape
+    draws = _layer_draws(key, b, num_ops, layers, p_min, p_max)
+    sg = jax.lax.stop_gradient
+    x = [jnp.asarray(images[i], jnp.float32) for i in range(b)]
+    for l, d in enumerate(draws):
+        _, center = applier.slot_randomness(d["k_op"], b, 1, size, size)
+        center = np.asarray(center)[:, 0]
+        new = []
+        for i in range(b):
+            logits = params["W"][l] + d["gumbel"][i]
+            soft = jax.nn.softmax(logits / tau)
+            j = int(np.argmax(np.asarray(host["W"][l]) + d["gumbel"][i]))
+            hard = jax.nn.one_hot(j, num_ops) + soft - sg(soft)
+            name = names[j]
+            m = jnp.clip(params["M_MEAN"][l, j] + d["eps"][i] * params["M_STD"][l, j], 0.0, 1.0)
+            m_host = float(np.clip(host["M_MEAN"][l, j] + d["eps"][i] * host["M_STD"][l, j],
+                                   0.0, 1.0))
+            mq = round(m_host * dra.GRID) / dra.GRID
+            s = d["sign"][i] if name in dra.SIGNED else 1.0
+            xi = x[i]
+            x_m = xi + m - sg(m)
+            rounded = jnp.clip(jnp.round(sg(xi)), 0, 255).astype(jnp.uint8)
+            our = dra.OUR_NAME[name]
+            if name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
+                y = ops.apply(our, x_m, dra.argument(name, s * m_host), mode="bilinear")
+            elif name in ("Brightness", "Color", "Sharpness", "Contrast"):
+                y = tf_blend(name, x_m, 1 + 0.9 * s * m)
+            elif name == "SolarizeAdd":
+                added = x_m + 110 * m
+                y = jnp.where(xi < 128, jnp.where(added > 255, 255.0, added), x_m)
+            else:
+                arg = dra.argument(name, mq, size, size)
+                if name == "Cutout":
+                    exact = ops.apply(our, rounded, arg, center=tuple(center[i]))
+                    hole = ops.apply(our, jnp.ones_like(rounded), arg, center=tuple(center[i]))
+                    f = hole.astype(jnp.float32) * x_m
+                elif name == dra.DESTRUCTIVE:
+                    neighbour = x[i - 1]
+                    exact = jnp.clip(jnp.round(sg(neighbour)), 0, 255).astype(jnp.uint8)
+                    f = neighbour
+                else:
+                    exact = ops.apply(our, rounded, arg)
+                    if name == "Solarize":
+                        f = jnp.where(rounded < arg, x_m, 255 - x_m)
+                    elif name == "Invert":
+                        f = 255 - x_m
+                    elif name == "AutoContrast":
+                        lo, hi = x_m.min(axis=(0, 1)), x_m.max(axis=(0, 1))
+                        f = jnp.where(hi > lo, (x_m - lo) * 255 / jnp.where(hi > lo, hi - lo, 1),
+                                      x_m)
+                    else:  # Posterize, Equalize: identity gradients
+                        f = x_m
+                y = exact.astype(jnp.float32) + f - sg(f)
+            y = y if d["fired"][i] else xi
+            new.append(hard[j] * y + (jnp.sum(hard) - hard[j]))
+        x = new
+    return jnp.stack(x)
+
+
+def test_search_step_equals_slow_per_image_loop():
+    """search_augment's images and its W, M_MEAN, M_STD gradients of <out, R> equal the authors'
+    formula computed image by image (`slow_search_augment`), 2 layers, 17 ops (the 16 DRA ops
+    and the planted one; about 80 s: the loop runs eagerly). Apply probability U(0.7, 1) so
+    that the fired ops cover every kind (asserted): geometric, enhancer, SolarizeAdd, Cutout,
+    Solarize, the no-magnitude LUT ops, SamplePairing."""
     names = dra.DRA_OPS + (dra.DESTRUCTIVE,)
+    rng = np.random.default_rng(7)
+    b = 10
+    images = jnp.asarray(rng.integers(0, 256, (b, 8, 8, 3), np.uint8))
+    r = jnp.asarray(rng.normal(size=(b, 8, 8, 3)).astype(np.float32))
+    params = {"W": jnp.asarray(rng.normal(0, 0.5, (2, len(names))), jnp.float32),
+              "M_MEAN": jnp.asarray(rng.uniform(0.1, 0.9, (2, len(names))), jnp.float32),
+              "M_STD": jnp.asarray(rng.uniform(0.0, 0.3, (2, len(names))), jnp.float32)}
+    key = jax.random.PRNGKey(0)
 
-    def objective(params, key, images, r):
-        out, aux = dra.search_augment(params, key, images, names=names, tau=0.5)
+    def fast(p):
+        out, aux = dra.search_augment(p, key, images, names=names, tau=0.5, p_min=0.7,
+                                      p_max=1.0)
         return jnp.sum(out * r), (out, aux)
 
-    return names, jax.jit(jax.value_and_grad(objective, has_aux=True))
+    (_, (out, aux)), grads = jax.jit(jax.value_and_grad(fast, has_aux=True))(params)
+    host = jax.device_get(params)
+
+    def slow(p):
+        out = slow_search_augment(p, key, images, names, 0.5, host, 0.7, 1.0)
+        return jnp.sum(out * r), out
+
+    expected, expected_out = jax.grad(slow, has_aux=True)(params)
+    # Several different ops in the batch, per layer (a per-batch draw would give one), and
+    # every kind of op among those that fired.
+    assert all(len(set(np.asarray(aux["op"][:, l]).tolist())) > 3 for l in range(2))
+    fired = {names[j] for j in np.asarray(aux["op"])[np.asarray(aux["fired"])]}
+    for kind in ({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"},
+                 {"Brightness", "Color", "Sharpness", "Contrast"}, {"SolarizeAdd"}, {"Cutout"},
+                 {"Solarize"}, {"Equalize", "AutoContrast", "Invert", "Posterize"},
+                 {dra.DESTRUCTIVE}):
+        assert kind & fired, kind
+    np.testing.assert_allclose(out, expected_out, atol=2e-3)
+    for k in ("W", "M_MEAN", "M_STD"):
+        scale = np.abs(np.asarray(expected[k])).max()
+        assert scale > 0, k
+        np.testing.assert_allclose(grads[k], expected[k], rtol=2e-3, atol=2e-4 * scale,
+                                   err_msg=k)
 
 
-def test_search_augment_same_key_same_batch_and_w_gradient(search_fn):
-    names, fn = search_fn
-    rng = np.random.default_rng(6)
-    images = jnp.asarray(rng.integers(0, 256, (4, 8, 8, 3), np.uint8))
-    r = jnp.asarray(rng.normal(size=(4, 8, 8, 3)).astype(np.float32))
-    params = dra.init_params(len(names), layers=1)
-    params["W"] = jnp.asarray(rng.normal(0, 0.5, (1, len(names))), jnp.float32)
-    key = jax.random.PRNGKey(11)
-    (value, (out, aux)), grads = fn(params, key, images, r)
-    (value2, (out2, _)), _ = fn(params, key, images, r)
-    np.testing.assert_array_equal(out, out2)
-    (_, (out3, _)), _ = fn(params, jax.random.PRNGKey(12), images, r)
-    assert not np.array_equal(out, out3)
-    # W's straight-through gradient: v_j = <R, y> for the chosen op, sum(R) for the others
-    # (their terms are onehot_j * 1), through softmax((W + g) / tau).
-    index = int(aux["op"][0])
-    v = np.full(len(names), float(jnp.sum(r)))
-    v[index] = float(value)
-    k_layer = jax.random.split(key, 1)[0]
-    g = jax.random.gumbel(jax.random.split(k_layer, 6)[0], (len(names),))
-    soft = np.asarray(jax.nn.softmax((params["W"][0] + g) / 0.5), np.float64)
-    assert int(np.argmax(np.asarray(params["W"][0] + g))) == index
-    np.testing.assert_allclose(grads["W"][0], soft * (v - soft @ v) / 0.5, rtol=2e-3,
-                               atol=1e-3 * np.abs(v).max())
-    # Unchosen ops' magnitudes get no gradient.
-    others = np.arange(len(names)) != index
-    np.testing.assert_array_equal(np.asarray(grads["M_MEAN"][0])[others], 0.0)
+def test_search_draws_per_image_with_softmax_frequencies():
+    """Per image: op ~ softmax(W) (chi-square), fires with probability E[p] = 1/2, and the
+    images of one batch get different ops (one batch of 3000 images, one layer)."""
+    names = dra.DRA_OPS
+    w = jnp.asarray(np.random.default_rng(8).normal(0, 0.7, (1, 16)), jnp.float32)
+    params = {**dra.init_params(16, layers=1), "W": w}
+    n = 3000
+    images = jnp.asarray(np.random.default_rng(9).integers(0, 256, (n, 4, 4, 1), np.uint8))
+    _, aux = jax.jit(lambda k: dra.search_augment(params, k, images, names=names))(
+        jax.random.PRNGKey(3))
+    op, fired = np.asarray(aux["op"][:, 0]), np.asarray(aux["fired"][:, 0])
+    soft = np.exp(np.asarray(w[0], np.float64))
+    soft /= soft.sum()
+    assert stats.chisquare(np.bincount(op, minlength=16), n * soft).pvalue > 1e-3
+    assert stats.binomtest(int(fired.sum()), n, 0.5).pvalue > 1e-3
+    magnitude = np.asarray(aux["magnitude"][:, 0])
+    assert len(np.unique(magnitude)) > n // 2  # eps drawn per image
+
+
+def test_search_augment_same_key_same_batch():
+    names = dra.DRA_OPS + (dra.DESTRUCTIVE,)
+    images = jnp.asarray(np.random.default_rng(6).integers(0, 256, (4, 8, 8, 3), np.uint8))
+    params = dra.init_params(len(names))
+    fn = jax.jit(lambda k: dra.search_augment(params, k, images, names=names)[0])
+    a, b = fn(jax.random.PRNGKey(11)), fn(jax.random.PRNGKey(11))
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, fn(jax.random.PRNGKey(12)))
+
+
+def test_pipelines_in_the_authors_order(tmp_path):
+    """Search: the policy half gets no crop / flip (its clean images are the batch itself), the
+    weight half does. Training: crop/flip -> DRA -> Cutout. A policy that inverts every image
+    (layer 1: Invert; layer 2: Brightness at m = 0, the identity; p = 1) on a constant-100 batch:
+    inverted crop padding is 255 and the Cutout hole, made after the inversion, is 0; the old
+    order (DRA, then crop and Cutout) leaves no 255, Cutout before DRA no 0."""
+    from gar_jax.methods import dra as method
+
+    config = method.digits_config(destructive_op=False)
+    config.standard.pad, config.standard.cutout, config.standard.fill_mean = 2, 3, False
+    config.dra.p_min = config.dra.p_max = 1.0
+    images = jnp.full((64, 8, 8, 1), 100, jnp.uint8)
+    params = dra.init_params(16)
+    params["W"] = params["W"].at[0, dra.DRA_OPS.index("Invert")].set(50.0)
+    params["W"] = params["W"].at[1, dra.DRA_OPS.index("Brightness")].set(50.0)
+    params["M_MEAN"] = params["M_MEAN"].at[1].set(0.0)
+    params["M_STD"] = params["M_STD"].at[1].set(0.0)
+    key = jax.random.PRNGKey(4)
+    for crop_flip in (False, True):
+        pipeline = method.make_search_pipeline(config, dra.DRA_OPS, crop_flip=crop_flip)
+        clean = np.asarray(jax.jit(lambda k: pipeline(params, k, images)[0])(key))
+        # No crop: the batch itself; crop: some images show the zero padding.
+        assert (clean == 0).any() == crop_flip
+        if not crop_flip:
+            np.testing.assert_array_equal(clean, images)
+    path = tmp_path / "invert.json"
+    path.write_text(dra.to_json(params, dra.DRA_OPS))
+    out = np.asarray(jax.jit(method.make_replay_augment(config, str(path), None))(key, images))
+    assert set(np.unique(out).tolist()) == {0, 155, 255}
+    holes = (out == 0).reshape(64, -1).sum(1)
+    assert holes.max() <= 9 and (holes > 0).mean() > 0.5
 
 
 def test_replay_reproduces_published_policy_statistics():

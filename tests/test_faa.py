@@ -46,6 +46,27 @@ def test_every_op_at_several_levels_equals_pillow(shape):
                                       f"negate {negate[i, 0]} centre {centre[i, 0]}")
 
 
+def test_cutout_centre_is_numpys_reading_of_faas_uniform_call():
+    """FAA's ``np.random.uniform(w)`` is numpy's uniform(low=w, high=1.0): w + (1 - w) u on
+    (1, w] (checked against numpy itself); cutout_box and the Pillow reference place the hole
+    from that centre, never from u * w."""
+    for w in (8, 32):
+        rs_a, rs_b = np.random.RandomState(5), np.random.RandomState(5)
+        drawn = np.array([rs_a.uniform(w) for _ in range(2000)])
+        u = rs_b.random_sample(2000)
+        np.testing.assert_allclose(drawn, w + (1 - w) * u, rtol=1e-12)
+        assert drawn.min() > 1 and drawn.max() <= w
+    # Corners by hand, side v = 4.8 px (level 0.6 on 40 px... here 8 px: v = 0.2 * 8 * 0.6).
+    v = 0.2 * 8 * 0.6
+    for u, corner in ((0.0, int(8 - v / 2)), (0.5, int(8 - 7 * 0.5 - v / 2)), (0.999, 0)):
+        side, top, left = (int(a) for a in faa.cutout_box(v, jnp.asarray([u, u]), 8, 8))
+        assert (top, left, side) == (corner, corner, int(v) + 1), u
+        ref = np.asarray(pil_reference.faa_apply("Cutout", Image.new("L", (8, 8), 200), 0.6,
+                                                 centre=(u, u)))
+        hole = np.argwhere(ref != 200)
+        assert tuple(hole.min(0)) == (corner, corner), u
+
+
 # ---- Policies as data ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", ["fa_reduced_cifar10", "fa_resnet50_rimagenet", "fa_reduced_svhn"])
@@ -197,8 +218,10 @@ class Killed(Exception):
     pass
 
 
-def _search(setup, workdir, hook=None, **overrides):
+def _search(setup, workdir, hook=None, seed=None, **overrides):
     config = tiny_config(**overrides)
+    if seed is not None:
+        config.seed = seed
     studies, _ = method.run_search(config, str(workdir), setup["scorer"], setup["variables"],
                                    setup["images"], setup["labels"], image_hw=(8, 8),
                                    progress=False, hook=hook)
@@ -225,11 +248,75 @@ def test_same_seed_same_policy_and_killed_search_resumes(search_setup, tmp_path)
     for name, (event, r) in {"b": ("asked", 1), "c": ("told:2", 0)}.items():
         with pytest.raises(Killed):
             _search(search_setup, tmp_path / name, hook=_kill_at(event, r))
-        assert _search(search_setup, tmp_path / name) == (reference, policy), name
+        resumed_trials, resumed_policy = _search(search_setup, tmp_path / name)
+        assert resumed_trials == reference, name
+        assert resumed_policy == policy, name  # the same sub-policies, probabilities, levels
+    other_trials, other_policy = _search(search_setup, tmp_path / "d", seed=1)
+    assert other_policy != policy and other_trials != reference
     import optuna
     failed = optuna.load_study(study_name="fold0_repeat0",
                                storage=method.storage_url(str(tmp_path / "b"))).trials
     assert sum(t.state == optuna.trial.TrialState.FAIL for t in failed) == 3
+
+
+def test_final_policy_is_the_top_n_of_each_study_by_accuracy():
+    """final_policy against a hand-ranked list: per study the top_n trials by accuracy (ties:
+    the earlier trial), their sub-policies pooled in study order, duplicates (same op sequence)
+    dropped within a candidate."""
+    import types
+
+    config = tiny_config(top_n=3, num_sub_policies=2, num_ops=1)
+
+    def trial(index, value, op_a, op_b):
+        params = {"op_0_0": op_a, "prob_0_0": 0.1 * index, "level_0_0": 0.5,
+                  "op_1_0": op_b, "prob_1_0": 0.2, "level_1_0": 0.05 * index}
+        return types.SimpleNamespace(value=value, params=params, number=100 + index,
+                                     user_attrs={"index": index, "min_loss": 1.0 - value})
+
+    studies = {
+        "fold1_repeat0": [trial(0, 0.2, "Invert", "Rotate"), trial(1, 0.6, "Color", "Color")],
+        "fold0_repeat0": [trial(0, 0.5, "ShearX", "Rotate"), trial(1, 0.9, "Invert", "Solarize"),
+                          trial(2, 0.7, "Equalize", "Equalize"), trial(3, 0.9, "Posterize",
+                                                                       "Cutout"),
+                          trial(4, 0.1, "Color", "Sharpness")],
+    }
+    policy, top = method.final_policy(config, studies)
+    # Hand ranking: fold0 -> trials 1 (0.9), 3 (0.9, later), 2 (0.7); fold1 -> 1 (0.6), 0.
+    assert [t["trial"] for t in top["fold0_repeat0"]] == [1, 3, 2]
+    assert [t["trial"] for t in top["fold1_repeat0"]] == [1, 0]
+    assert [t["accuracy"] for t in top["fold0_repeat0"]] == [0.9, 0.9, 0.7]
+    expected = [
+        (("Invert", 0.1, 0.5),), (("Solarize", 0.2, 0.05),),          # fold0 trial 1
+        (("Posterize", 0.30000000000000004, 0.5),), (("Cutout", 0.2, 0.15000000000000002),),
+        (("Equalize", 0.2, 0.5),),                                   # trial 2: duplicate dropped
+        (("Color", 0.1, 0.5),),                                      # fold1 trial 1, duplicate
+        (("Invert", 0.0, 0.5),), (("Rotate", 0.2, 0.0),),            # fold1 trial 0
+    ]
+    assert [tuple(tuple(step) for step in sub) for sub in policy] == expected
+
+
+def test_make_folds_disjoint_stratified_deterministic():
+    labels = np.repeat(np.arange(4), [50, 30, 15, 5])  # unbalanced classes
+    n = len(labels)
+    dm, da = method.make_folds(labels, folds=3, test_fraction=0.4, seed=7)
+    assert dm.shape == (3, 60) and da.shape == (3, 40)
+    overall = np.bincount(labels) / n
+    for f in range(3):
+        assert not set(dm[f]) & set(da[f])                      # D_M and D_A disjoint
+        assert len(set(dm[f]) | set(da[f])) == n                # together the whole pool
+        for part in (dm[f], da[f]):                             # class balance, within 1 image
+            counts = np.bincount(labels[part], minlength=4)
+            assert np.all(np.abs(counts - overall * len(part)) <= 1), counts
+    assert len({tuple(a) for a in da}) == 3                     # the K splits differ
+    again = method.make_folds(labels, folds=3, test_fraction=0.4, seed=7)
+    np.testing.assert_array_equal(again[0], dm)
+    np.testing.assert_array_equal(again[1], da)
+    assert not np.array_equal(method.make_folds(labels, 3, 0.4, seed=8)[1], da)
+    # reduced_size: a stratified subset first, every fold inside it.
+    dm, da = method.make_folds(labels, folds=2, test_fraction=0.5, seed=1, reduced_size=40)
+    pool = np.union1d(dm[0], da[0])
+    assert len(pool) == 40 and np.array_equal(pool, np.union1d(dm[1], da[1]))
+    assert np.all(np.abs(np.bincount(labels[pool], minlength=4) - overall * 40) <= 1)
 
 
 def test_bad_search_configs_are_one_line_errors():

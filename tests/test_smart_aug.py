@@ -42,7 +42,7 @@ class TinyNet(nn.Module):
 
 def _config(**smart_overrides):
     c = smart_aug.add_section(defaults.digits("baseline"))
-    c.grad_clip_norm = 10.0    # the authors' inner optimizer: lr 0.1, momentum 0.9, wd 5e-4
+    c.grad_clip_norm = 10.0    # inner: lr 0.1, momentum 0.9, wd 5e-4; a clip that rarely binds
     c.learning_rate, c.warmup_epochs, c.num_epochs = 0.1, 0.0, 2
     for k, v in smart_overrides.items():
         c.smart_aug[k] = v
@@ -185,11 +185,39 @@ def meta_run(digits):
         return jax.device_put({"image": digits[0][lo:lo + 16], "label": digits[1][lo:lo + 16]},
                               sharding)
 
-    return step, state, batch, space
+    def reference(s, batches, held):
+        """One meta step from its parts, the meta update written out by hand: the unrolled
+        loss's meta-gradient (checked against finite differences above), clipped at global norm
+        meta_clip, Adam (lr 1e-2, 0.9, 0.999, 1e-8) from the state's moments, clamped; the model
+        state is the unrolled loss's aux (the real update)."""
+        opts = smart_aug.options(config)
+        loss = smart_aug.make_unrolled_loss(model, tx, mesh, space, opts)
+        inner = smart_aug.draw_inputs(s, batches, space, opts, None)
+        held_key = jax.random.fold_in(smart_aug.steps.step_key(s.rng, s.step), 1 << 30)
+        (_, (model_state, _)), g = jax.jit(jax.value_and_grad(loss, has_aux=True))(
+            s.aug_params, (s.params, s.batch_stats, s.opt_state), inner,
+            (held["image"], held["label"], held_key))
+        g = jax.tree.map(lambda v: np.asarray(v, np.float64), g)
+        norm = np.sqrt(sum(np.sum(v ** 2) for v in g.values()))
+        g = {k: v * min(1.0, config.smart_aug.meta_clip / norm) for k, v in g.items()}
+        adam = s.aug_opt_state[-1][0]  # chain(clip, adam): adam = (ScaleByAdamState, ...)
+        t = int(adam.count) + 1
+        new = {}
+        for k in g:
+            mu = 0.9 * np.asarray(adam.mu[k], np.float64) + 0.1 * g[k]
+            nu = 0.999 * np.asarray(adam.nu[k], np.float64) + 0.001 * g[k] ** 2
+            update = -1e-2 * (mu / (1 - 0.9 ** t)) / (np.sqrt(nu / (1 - 0.999 ** t)) + 1e-8)
+            new[k] = (np.asarray(s.aug_params[k], np.float64) + update).astype(np.float32)
+        return jax.device_get(smart.clamp(new, space)), jax.device_get(model_state), norm
+
+    return step, state, batch, space, reference
 
 
 def test_memory_is_constant_over_training(meta_run):
-    step, state, batch, space = meta_run
+    """100 meta steps: compiled memory and live arrays do not grow, and the 50th step (a long
+    way into the donated loop) trains what it should: its new policy and model equal
+    `reference`'s."""
+    step, state, batch, space, reference = meta_run
     state = jax.tree.map(jnp.copy, state)  # the step donates it; other tests use the fixture's
     held = batch(32)
     args = lambda s: (s, (batch(0),), held)
@@ -199,7 +227,20 @@ def test_memory_is_constant_over_training(meta_run):
     first = memory(state)
     live = {}
     for t in range(1, 100):
+        if t == 50:
+            expected_policy, expected_model, meta_norm = reference(
+                jax.tree.map(jnp.copy, state), (batch(16 * (t % 2)),), held)
         state, metrics = step(state, (batch(16 * (t % 2)),), held)
+        if t == 50:
+            assert meta_norm > 0 and float(metrics["meta_grad_norm"]) == pytest.approx(
+                meta_norm, rel=1e-4)
+            for k in ("prob", "mag"):
+                np.testing.assert_allclose(state.aug_params[k], expected_policy[k], rtol=1e-5,
+                                           atol=1e-6, err_msg=k)
+            chex.assert_trees_all_close(state.params, expected_model[0], rtol=1e-5, atol=1e-6)
+            chex.assert_trees_all_close(state.batch_stats, expected_model[1], rtol=1e-5,
+                                        atol=1e-6)
+            del expected_policy, expected_model
         if t + 1 in (10, 100):
             jax.block_until_ready(state)
             live[t + 1] = len(jax.live_arrays())
@@ -216,7 +257,7 @@ def test_memory_is_constant_over_training(meta_run):
 
 
 def test_same_key_same_batch(meta_run):
-    _, state, batch, space = meta_run
+    _, state, batch, space, _ = meta_run
     opts = smart_aug.options(_config(ops="identity,rotate,contrast,solarize"))
     draw = jax.jit(lambda s, b: smart_aug.draw_inputs(s, b, space, opts, None))
     apply = jax.jit(lambda p, x, d: smart.augment(p, space, x, d))

@@ -4,7 +4,8 @@ fixed replay of a learned policy, and the policy JSON.
 A DRA policy is three float arrays of shape [L layers, A ops] (L = 2, A = 16 in the paper):
 ``W`` (op logits), ``M_MEAN`` and ``M_STD`` (mean and std of the magnitude m in [0, 1]). Op order
 and the magnitude -> argument mapping are those of the authors' code
-(``reference/dra_policies.json``, ``magnitude_to_argument``); ``s`` is a random sign:
+(ainieli/DRA ``auto_augment/operations.py`` and ``train_phase/auto_augment``; the table is
+also in ``tests/data/dra_policies.json``); ``s`` is a random sign:
 
 =============  ==========================  ==================================================
 DRA op         gar_jax op                  argument (our op's own unit)
@@ -18,7 +19,7 @@ Cutout         cutout                      side int(max(H, W) 0.2 m) pixels
 Solarize       solarize                    threshold ceil(256 - 256 m)
 Posterize      posterize                   bits ceil(8 - 4 m)
 Equalize, AutoContrast, Invert             no magnitude
-SolarizeAdd    solarize_add                addition int(110 m) below 128
+SolarizeAdd    solarize_add                addition int(110 m) below 128 (search: 110 m, float)
 SamplePairing  sample_pairing              alpha 1 (the planted destructive op, not DRA's)
 =============  ==========================  ==================================================
 
@@ -26,20 +27,21 @@ Solarize's ``ceil``: the authors' op keeps pixels ``< 256 - 256 m`` (a float), i
 below ``ceil(256 - 256 m)``, which is Pillow's ``solarize(threshold)``. Posterize's: they shift by
 ``int(4 m)`` bits, i.e. keep ``8 - int(4 m) = ceil(8 - 4 m)`` bits.
 
-Search (`search_augment`), per layer l: a hard Gumbel-softmax one-hot over the ops (temperature
-tau, straight-through), p ~ U(p_min, p_max), the op fires with probability p, magnitude
-m = clip(mu + eps sigma, 0, 1) (reparameterized), output ``sum_j onehot_j y_j``. Ops with an
-analytic gradient in m (geometric: bilinear sampling; enhancers: unclipped blend) run in the
-differentiable ``mode="bilinear"`` of `gar_jax.augment.ops`; the others run Pillow-exact and get
-the straight-through term ``y + m - stop_gradient(m)`` (added to the output: the authors add it to
-the input, where its effect then depends on each TF op's own gradient). Two modes:
-
-- per batch (default, the authors'): one op, one p, one fire decision and one eps per layer for
-  the whole batch. Only the chosen op is computed (``lax.switch``); the other ops' terms are
-  ``onehot_j * 1`` (zero forward, as the authors' ``tf.ones_like(x) * hardwts[j]``), so W's
-  gradient is ``<dL/dy, y_chosen>`` for the chosen op and ``sum dL/dy`` for the others.
-- per image: every image draws its own op, p, fire and eps; every op is computed on every image
-  (A times the augmentation work) and ``y = sum_j onehot_j op_j(x)`` exactly.
+Search (`search_augment`), as the authors run it (ainieli/DRA: every model applies the DRA
+layer image by image, ``x = tf.map_fn(self.da, x)``): per image and layer l, a hard
+Gumbel-softmax one-hot over the ops (temperature tau, straight-through), p ~ U(p_min, p_max), the
+op fires with probability p, magnitude m = clip(mu + eps sigma, 0, 1) (reparameterized) and a
+random sign. Only each image's chosen op is computed (one applier slot with per-image op indices
+and one warp + blend, whatever the number of ops); every other op j contributes
+``onehot_j * 1`` (zero forward, as the authors' ``tf.ones_like(x) * hardwts[j]``), so W's
+gradient is ``<dL/dy, y_chosen>`` for the chosen op and ``<dL/dy, 1>`` for the others, image by
+image. The magnitude learns through the authors' straight-through term at the op's input,
+``x_m = x + m - stop_gradient(m)``, with the op's input gradient as TF computes it (`apply_ops`):
+geometric ops (bilinear) get no gradient through the transform, enhancers also through their
+blend factor, SolarizeAdd (a float addition in the search, as theirs) through its addition; the
+other ops are Pillow-exact forward. Earlier versions drew one op per batch (or ran every op on
+every image) and gave the signed ops an analytic d op / dm with no input term; neither was the
+authors'.
 
 Replay (`replay_policy`): per image and layer, op ~ Categorical(W[l]), m ~ N(mu, sigma) clipped to
 [0, 1], random sign, fires with p ~ U(p_min, p_max); applied Pillow-exactly by the shared batched
@@ -66,7 +68,8 @@ import numpy as np
 from gar_jax.augment import affine
 from gar_jax.augment import color
 from gar_jax.augment import ops
-from gar_jax.augment.applier import apply_sequence
+from gar_jax.augment.applier import _tables as applier_tables
+from gar_jax.augment.applier import apply_sequence, slot_randomness
 from gar_jax.augment.spaces import Level, Op, SearchSpace
 from gar_jax.errors import ConfigError
 
@@ -82,15 +85,15 @@ OUR_NAME = {"ShearX": "shear_x", "ShearY": "shear_y", "TranslateX": "translate_x
             DESTRUCTIVE: "sample_pairing"}
 SIGNED = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
                     "Color", "Sharpness", "Contrast"})
-# Ops with an analytic gradient in m during the search (bilinear / unclipped-blend mode).
-DIFFERENTIABLE = SIGNED
+# Ops computed in float during the search (bilinear warp / blend / float addition).
+DIFFERENTIABLE = SIGNED | {"SolarizeAdd"}
 NO_MAGNITUDE = frozenset({"Equalize", "AutoContrast", "Invert", DESTRUCTIVE})
 GRID = 1000
 LAYERS = 2
 INIT = {"W": 1e-3, "M_MEAN": 0.5, "M_STD": 0.1}
 FORMAT = "gar_jax.dra_policy/1"
 
-# The published CIFAR policies of ainieli/DRA policy.py (reference/dra_policies.json), data.
+# The published CIFAR policies of ainieli/DRA policy.py (also tests/data/dra_policies.json), data.
 PUBLISHED = {
     "WRN-28-10 on CIFAR-10": {
         "W": (
@@ -313,7 +316,7 @@ def op_probability(params: dict, p_min: float = 0.2, p_max: float = 0.8) -> np.n
 
 
 def to_json(params: dict, names=DRA_OPS, *, name: str = "searched", source: str = "") -> str:
-    """The policy in the layout of ``reference/dra_policies.json``: {"ops", "policies": {name:
+    """The policy in the layout of ``tests/data/dra_policies.json``: {"ops", "policies": {name:
     {"W", "M_MEAN", "M_STD"}}} (plus "format" and "source"); M_MEAN and M_STD clipped."""
     names = check_ops(names)
     params = clip_params(jax.device_get(params))
@@ -329,7 +332,7 @@ def load_policy(spec, name: Optional[str] = None) -> tuple:
     """(params dict of float32 arrays, op names) of a DRA policy.
 
     `spec`: a published name (`PUBLISHED`: "WRN-28-10 on CIFAR-10", ...; aliases "cifar10",
-    "cifar100"), a path to a JSON file in the reference layout (``reference/dra_policies.json``
+    "cifar100"), a path to a JSON file in that layout (``tests/data/dra_policies.json``
     itself, or a run's ``policy.json``; `name` picks the policy when it holds several), or a dict
     {"W", "M_MEAN", "M_STD"} (the 16 DRA ops, or 17 with the destructive op).
     """
@@ -457,20 +460,24 @@ def gumbel_one_hot(key, logits, tau: float):
     return hard + (soft - jax.lax.stop_gradient(soft)), index
 
 
-def _differentiable_part(names: tuple, x, op, m, sign):
-    """The signed (geometric and enhancer) ops in their differentiable form, for every image at
-    once: one bilinear warp with a per-image matrix (identity for non-geometric ops), then one
-    unclipped-factor blend with a per-image degenerate image (factor 1 for the others). x float32
-    [N, H, W, C], op int32 [N], m float [N], sign [N] -> float32 [N, H, W, C]."""
-    n, h, w, _ = x.shape
+def _warp_and_blend(names: tuple, x_m, op, m, sign):
+    """The signed ops (geometric and enhancers) in float, for every image at once, as the
+    authors' TF ops differentiate: one bilinear warp of the input x_m with a per-image matrix
+    (identity for non-geometric ops) whose argument is built from stop_gradient(m) (TF's
+    projective transform has no gradient in the transform), then one blend
+    ``clip(D + f (x - D))`` with a per-image degenerate image D of x_m and a factor f(m) that
+    carries the analytic gradient (TF's blend is differentiable in f). x_m float32 [N, H, W, C],
+    op int32 [N], m float [N], sign [N] -> float32 [N, H, W, C]."""
+    n, h, w, _ = x_m.shape
+    m_fixed = jax.lax.stop_gradient(m)
     geometric = [(j, nm) for j, nm in enumerate(names) if nm in SIGNED and
                  OUR_NAME[nm] in ops.GEOMETRIC_OPS]
     matrix = jnp.broadcast_to(jnp.asarray(affine.IDENTITY_MATRIX, jnp.float32), (n, 6))
     for j, nm in geometric:
-        arg = argument_device(nm, m, sign, h, w)
+        arg = argument_device(nm, m_fixed, sign, h, w)
         mat = affine.op_matrix_device(OUR_NAME[nm], arg, h, w).T  # [N, 6]
         matrix = jnp.where((op == j)[:, None], mat, matrix)
-    warped = jax.vmap(affine.warp_bilinear)(x, matrix)
+    warped = jax.vmap(affine.warp_bilinear)(x_m, matrix)
     planar = jnp.moveaxis(warped, -1, 1)
     gray = color.grayscale(planar, exact=False)  # [N, H, W]
     smoothed, _ = color.smooth_and_blur(planar, exact=False)
@@ -483,45 +490,104 @@ def _differentiable_part(names: tuple, x, op, m, sign):
     for j, nm in enumerate(names):
         if nm in degenerate:
             factor = argument_device(nm, m, sign, h, w)[:, None, None, None]
-            blended = jnp.clip(degenerate[nm] + factor * (warped - degenerate[nm]), 0.0, 255.0)
+            blended = _clip255(degenerate[nm] + factor * (warped - degenerate[nm]))
             out = jnp.where((op == j)[:, None, None, None], blended, out)
     return out
 
 
-def apply_ops(names: tuple, key, x, op, m, sign, grid: int = GRID):
-    """DRA op ``names[op[i]]`` on image i at magnitude m[i] in [0, 1] and sign[i] (+-1).
+def _clip255(v):
+    """v clipped to [0, 255] with TF's clip_by_value gradient: 1 on the closed interval, 0
+    outside (jnp.clip gives 1/2 at the bounds, where digits' 0 pixels lie)."""
+    return jnp.where(v < 0.0, 0.0, jnp.where(v > 255.0, 255.0, v))
 
-    x float [N, H, W, C] (0..255); returns float32 [N, H, W, C], differentiable in m: the signed
-    ops analytically (`_differentiable_part`), the others Pillow-exact through the shared applier
-    (on the `GRID` magnitude grid, input rounded to integers) plus the straight-through term
-    m - stop_gradient(m).
+
+def _autocontrast_float(x):
+    """TF's float autocontrast per image and channel: (x - lo) 255 / (hi - lo) clipped, x where
+    hi == lo; x float [N, H, W, C]."""
+    lo = jnp.min(x, axis=(1, 2), keepdims=True)
+    hi = jnp.max(x, axis=(1, 2), keepdims=True)
+    span = jnp.where(hi > lo, hi - lo, 1.0)
+    return jnp.where(hi > lo, _clip255((x - lo) * (255.0 / span)), x)
+
+
+def apply_ops(names: tuple, key, x, op, m, sign, grid: int = GRID):
+    """DRA op ``names[op[i]]`` on image i at magnitude m[i] in [0, 1] and sign[i] (+-1), with
+    the authors' gradients (ainieli/DRA ``auto_augment/dra.py`` ``apply_op``).
+
+    The authors feed each op ``x_m = x + m - stop_gradient(m)`` (the straight-through term at
+    the op's input), so dL/dm is the op's input gradient summed over pixels, plus the op's own
+    gradient in its argument where TF has one. Here:
+
+    - geometric ops: bilinear warp of x_m, matrix from stop_gradient(m) (no gradient in the
+      transform, as TF's ImageProjectiveTransformV2); enhancers: blend of x_m, analytic in the
+      factor (`_warp_and_blend`); SolarizeAdd: ``where(x < 128, clip(x_m + 110 m, 0, 255),
+      x_m)`` in float (the authors' float addition, differentiable in m);
+    - the other ops: forward Pillow-exact through the shared applier (input rounded, magnitude
+      on the `GRID` grid), backward that of the authors' TF op in x_m, by adding
+      ``f(x_m) - stop_gradient(f(x_m))`` with f: Cutout ``mask x_m``, Solarize ``x_m`` below the
+      threshold and ``255 - x_m`` above, Posterize and Equalize ``x_m`` (their custom identity
+      gradients), AutoContrast the float autocontrast of x_m (whose sum over a uniform shift is
+      0: its magnitude learns nothing, as in the published policies where it stays at 0.5 /
+      0.1), Invert ``255 - x_m``, SamplePairing (alpha 1, not an op of the authors) the batch
+      neighbour's input ``roll(x)``.
+
+    x float [N, H, W, C] (0..255); returns float32 [N, H, W, C] differentiable in x and m.
+    Only each image's own op is computed (a per-image op index into one applier slot and one
+    warp + blend), so the cost does not grow with the number of ops.
     """
     n, h, w, _ = x.shape
-    exact = jnp.clip(jnp.round(x), 0, 255).astype(jnp.uint8)
+    x = x.astype(jnp.float32)
+    x_m = x + (m - jax.lax.stop_gradient(m))[:, None, None, None]
+    space = replay_space(tuple(names), h, w, grid)
+    exact = jnp.clip(jnp.round(jax.lax.stop_gradient(x)), 0, 255).astype(jnp.uint8)
     levels = grid + jnp.round(jax.lax.stop_gradient(m) * grid).astype(jnp.int32)
-    y = apply_sequence(replay_space(tuple(names), h, w, grid), key, exact, op[:, None],
-                       levels[:, None], jnp.ones((n, 1), bool)).astype(jnp.float32)
-    y = y + (m - jax.lax.stop_gradient(m))[:, None, None, None]
+    y = apply_sequence(space, key, exact, op[:, None], levels[:, None],
+                       jnp.ones((n, 1), bool)).astype(jnp.float32)
+    integer = jnp.asarray(applier_tables(space, h, w)["integer"])[op, levels, 0]  # [N]
+    pixels = exact.astype(jnp.float32)
+    select = (lambda j: (op == j)[:, None, None, None])
+    f = x_m  # Posterize, Equalize: the identity gradient
+    for j, nm in enumerate(names):
+        if nm == "Cutout":
+            _, center = slot_randomness(key, n, 1, h, w)
+            ones = jnp.ones((n, 1, h, w), jnp.float32)
+            mask = jnp.moveaxis(color.cutout(ones, integer, center[:, 0, 0], center[:, 0, 1]),
+                                1, -1)
+            f = jnp.where(select(j), mask * x_m, f)
+        elif nm == "Solarize":
+            below = pixels < integer[:, None, None, None]
+            f = jnp.where(select(j), jnp.where(below, x_m, 255.0 - x_m), f)
+        elif nm == "Invert":
+            f = jnp.where(select(j), 255.0 - x_m, f)
+        elif nm == "AutoContrast":
+            f = jnp.where(select(j), _autocontrast_float(x_m), f)
+        elif nm == DESTRUCTIVE:
+            # alpha 1: the output is the neighbour's input (no gradient to this image's m)
+            f = jnp.where(select(j), jnp.roll(x, 1, axis=0), f)
+    y = y + (f - jax.lax.stop_gradient(f))
     if any(nm in SIGNED for nm in names):
-        differentiable = jnp.asarray([nm in SIGNED for nm in names])[op]
-        y = jnp.where(differentiable[:, None, None, None],
-                      _differentiable_part(tuple(names), x, op, m, sign), y)
+        signed = jnp.asarray([nm in SIGNED for nm in names])[op]
+        y = jnp.where(signed[:, None, None, None], _warp_and_blend(tuple(names), x_m, op, m, sign),
+                      y)
+    if "SolarizeAdd" in names:
+        added = jnp.where(x < 128.0, _clip255(x_m + 110.0 * m[:, None, None, None]), x_m)
+        y = jnp.where(select(names.index("SolarizeAdd")), added, y)
     return y
 
 
 def search_augment(params: dict, key, images, *, names=DRA_OPS, tau: float = 0.5,
-                   p_min: float = 0.2, p_max: float = 0.8, per_image: bool = False) -> tuple:
-    """The relaxed DRA layers on a batch (module docstring), differentiable in `params`.
+                   p_min: float = 0.2, p_max: float = 0.8) -> tuple:
+    """The relaxed DRA layers on a batch, per image as the authors draw them (module docstring),
+    differentiable in `params`.
 
     Args:
       params: {"W", "M_MEAN", "M_STD"} float32 [L, A] (M_* are clipped to [0, 1] here).
       key: jax.random key; the same key gives the same batch.
       images: [B, H, W, C] uint8 or float (0..255).
       names: the A op names (`DRA_OPS`, optionally + DESTRUCTIVE).
-      per_image: False: one draw per layer for the whole batch (the authors'); True: per image.
     Returns:
-      (float32 [B, H, W, C] augmented images, {"op": int32 [L] or [B, L] chosen ops,
-       "fired": bool [L] or [B, L], "magnitude": float32 [L] or [B, L]}).
+      (float32 [B, H, W, C] augmented images, {"op": int32 [B, L] chosen ops, "fired": bool
+       [B, L], "magnitude": float32 [B, L]}).
     """
     ops.check_image(images, rank=4, what="images")
     check_params(params, len(names))
@@ -529,39 +595,28 @@ def search_augment(params: dict, key, images, *, names=DRA_OPS, tau: float = 0.5
     x = jnp.asarray(images).astype(jnp.float32)
     b = x.shape[0]
     layers, num_ops = params["W"].shape
-    lead = (b,) if per_image else ()
 
     def layer(x, inputs):  # one DRA layer; scanned over the layers so it is compiled once
         w, mu, sigma, k = inputs
         k_g, k_p, k_fire, k_eps, k_sign, k_op = jax.random.split(k, 6)
-        onehot, index = gumbel_one_hot(k_g, jnp.broadcast_to(w, lead + (num_ops,)), tau)
-        p = jax.random.uniform(k_p, lead, minval=p_min, maxval=p_max)
-        fired = jax.random.uniform(k_fire, lead) < p
-        eps = jax.random.normal(k_eps, lead)
-        sign = jnp.broadcast_to(jnp.where(jax.random.bernoulli(k_sign, 0.5, lead), -1.0, 1.0),
-                                (b,))
-        if per_image:
-            # Every op on every image (A copies of the batch): y = sum_j onehot_j op_j(x).
-            m_all = jnp.clip(mu[None, :] + eps[:, None] * sigma[None, :], 0.0, 1.0)  # [B, A]
-            ys = apply_ops(names, k_op, jnp.tile(x, (num_ops, 1, 1, 1)),
-                           jnp.repeat(jnp.arange(num_ops, dtype=jnp.int32), b),
-                           m_all.T.reshape(-1), jnp.tile(sign, num_ops))
-            ys = ys.reshape((num_ops,) + x.shape)
-            ys = jnp.where(fired[None, :, None, None, None], ys, x[None])
-            x = jnp.einsum("ba,abhwc->bhwc", onehot, ys)
-            m = jnp.take_along_axis(m_all, index[:, None], axis=1)[:, 0]
-        else:
-            m = jnp.clip(mu[index] + eps * sigma[index], 0.0, 1.0)
-            y = apply_ops(names, k_op, x, jnp.broadcast_to(index, (b,)),
-                          jnp.broadcast_to(m, (b,)), sign)
-            y = jnp.where(fired, y, x)
-            weight = onehot[index]
-            # The other ops' terms are onehot_j * 1: zero forward, a gradient path for W.
-            x = weight * y + (jnp.sum(onehot) - weight)
+        # Per image: the hard Gumbel-softmax op, p ~ U(p_min, p_max), the firing, eps, the sign.
+        onehot, index = gumbel_one_hot(k_g, jnp.broadcast_to(w, (b, num_ops)), tau)
+        p = jax.random.uniform(k_p, (b,), minval=p_min, maxval=p_max)
+        fired = jax.random.uniform(k_fire, (b,)) < p
+        eps = jax.random.normal(k_eps, (b,))
+        sign = jnp.where(jax.random.bernoulli(k_sign, 0.5, (b,)), -1.0, 1.0)
+        m = jnp.clip(mu[index] + eps * sigma[index], 0.0, 1.0)
+        y = apply_ops(names, k_op, x, index, m, sign)  # only each image's own op
+        y = jnp.where(fired[:, None, None, None], y, x)
+        weight = jnp.take_along_axis(onehot, index[:, None], axis=1)[:, 0]
+        rest = jnp.sum(onehot, axis=1) - weight
+        # sum_j hardwts_j (op_j(x) if j is chosen else 1): the other ops' terms are zero
+        # forward and give W the gradient <dL/dy, 1> (the authors' ones_like(x) * hardwts[j]).
+        x = weight[:, None, None, None] * y + rest[:, None, None, None]
         return x, (index, fired, m)
 
     keys = jax.random.split(key, layers)
     x, (index, fired, m) = jax.lax.scan(
         layer, x, (params["W"], params["M_MEAN"], params["M_STD"], keys))
-    last = (lambda v: jnp.moveaxis(v, 0, -1))  # [L, ...] -> [..., L]
+    last = (lambda v: jnp.moveaxis(v, 0, -1))  # [L, B] -> [B, L]
     return x, {"op": last(index), "fired": last(fired), "magnitude": last(m)}

@@ -10,10 +10,12 @@ FAA's semantics, which differ from our other spaces (reference/fast_autoaugment_
   (+-30 degrees) negate their magnitude with probability 1/2; translations are ``v * size`` px.
 - Solarize thresholds at ``v`` (a float: pixel i is inverted iff i >= v), Posterize keeps
   ``int(v)`` bits, the enhancers take the factor ``v`` (a C float, as Pillow).
-- Cutout: ``v * width`` px (0 < v <= 0.2); FAA draws a float centre (cx, cy) uniform over the image
-  and fills the Pillow rectangle ``(x0, y0, min(w, x0 + v), min(h, y0 + v))`` with
-  x0 = int(max(0, cx - v/2)) (inclusive corners, so int(v) + 1 pixels a side before clipping)
-  with RGB (125, 123, 114); gray images get that colour's Pillow luma, 123.
+- Cutout: ``v * width`` px (0 < v <= 0.2); FAA draws a float centre ``cx = np.random.uniform(w)``,
+  which numpy reads as ``uniform(low=w, high=1.0)``: uniform on (1, w], not [0, w) (the centre
+  never falls in the first pixel column / row); matched here. It fills the Pillow rectangle
+  ``(x0, y0, min(w, x0 + v), min(h, y0 + v))`` with x0 = int(max(0, cx - v/2)) (inclusive
+  corners, so int(v) + 1 pixels a side before clipping) with RGB (125, 123, 114); gray images
+  get that colour's Pillow luma, 123.
 - SamplePairing is our planted destructive op (spaces.DESTRUCTIVE_OP): alpha 1, the level is
   ignored; it replaces the image by its batch neighbour. It is not one of FAA's 15 ops.
 
@@ -261,9 +263,9 @@ def draw(key, probability):
     """One image's random draws under a policy whose steps fire with ``probability`` [S, K].
 
     Returns {sub int32 []: the sub-policy, fire bool [K], negate bool [K]: sign flips of the
-    signed ops, centre float32 [K, 2]: Cutout (y, x) as fractions of the height/width, uniform
-    [0, 1) as FAA's ``np.random.uniform(size)``}. Keys are per image, so one image's draws do not
-    depend on its batch (the slow references in the tests rely on it).
+    signed ops, centre float32 [K, 2]: the uniform [0, 1) draws u of the Cutout (y, x) centre,
+    which `cutout_box` maps as numpy maps FAA's ``np.random.uniform(size)``}. Keys are per
+    image, so one image's draws do not depend on its batch (the slow references in the tests rely on it).
     """
     k_sub, k_fire, k_sign, k_cut = jax.random.split(key, 4)
     steps = probability.shape[1]
@@ -281,13 +283,17 @@ def sample(tab: dict, key, batch_size: int) -> dict:
 def cutout_box(size_px, centre, height: int, width: int):
     """FAA's CutoutAbs as (side int32, top, left) of an inclusive Pillow rectangle.
 
-    size_px: float side v (0: none); centre: float (y, x) fractions in [0, 1). FAA draws
-    cx ~ U[0, w), takes x0 = int(max(0, cx - v/2)) and fills x0..min(w, x0 + v) inclusive, i.e.
-    int(v) + 1 columns from x0, clipped at the border.
+    size_px: float side v (0: none); centre: float (y, x) uniform [0, 1) draws u. FAA draws
+    ``cx = np.random.uniform(w)``: numpy's ``uniform(low, high=1.0)`` is ``low + (high - low) u``,
+    so cx = w + (1 - w) u, uniform on (1, w] (its low/high read backwards); then
+    x0 = int(max(0, cx - v/2)) and fills x0..min(w, x0 + v) inclusive, i.e. int(v) + 1 columns
+    from x0, clipped at the border.
     """
     v = jnp.asarray(size_px, jnp.float32)
-    top = jnp.floor(jnp.maximum(0.0, centre[..., 0] * height - v / 2)).astype(jnp.int32)
-    left = jnp.floor(jnp.maximum(0.0, centre[..., 1] * width - v / 2)).astype(jnp.int32)
+    cy = height + (1.0 - height) * centre[..., 0]
+    cx = width + (1.0 - width) * centre[..., 1]
+    top = jnp.floor(jnp.maximum(0.0, cy - v / 2)).astype(jnp.int32)
+    left = jnp.floor(jnp.maximum(0.0, cx - v / 2)).astype(jnp.int32)
     side = jnp.where(v > 0, jnp.floor(v).astype(jnp.int32) + 1, 0)
     return side, top, left
 

@@ -92,8 +92,9 @@ _FAA_RANGES = {
 def faa_apply(op: str, image: Image.Image, level: float, *, negate: bool = False,
               centre=(0.5, 0.5), other: Image.Image = None) -> Image.Image:
     """FAA's ``apply_augment(img, op, level)`` with its random draws given: ``negate`` (the sign
-    flip of shear/translate/rotate), ``centre`` = (y, x) fractions of the Cutout centre
-    (FAA: ``np.random.uniform(w)`` = x * w), ``other`` the SamplePairing partner (alpha 1)."""
+    flip of shear/translate/rotate), ``centre`` = (y, x) uniform [0, 1) draws u of the Cutout
+    centre: FAA's ``np.random.uniform(w)`` is numpy's ``uniform(low=w, high=1.0)`` = ``w + (1 -
+    w) u`` (on (1, w]), ``other`` the SamplePairing partner (alpha 1)."""
     if op == "SamplePairing":
         return Image.blend(image, other, 1.0)
     low, high = _FAA_RANGES[op]
@@ -117,8 +118,8 @@ def faa_apply(op: str, image: Image.Image, level: float, *, negate: bool = False
         if v <= 0:
             return image.copy()
         v = v * w
-        x0 = int(max(0, float(centre[1]) * w - v / 2.0))
-        y0 = int(max(0, float(centre[0]) * h - v / 2.0))
+        x0 = int(max(0, w + (1.0 - w) * float(centre[1]) - v / 2.0))
+        y0 = int(max(0, h + (1.0 - h) * float(centre[0]) - v / 2.0))
         fill = (125, 123, 114)
         if image.mode == "L":  # FAA is RGB only; gray images get the colour's luma
             fill = Image.new("RGB", (1, 1), fill).convert("L").getpixel((0, 0))

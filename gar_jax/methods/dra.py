@@ -6,35 +6,35 @@ resumable run of its own, chained through the workdir:
 1. ``DIR/search`` (when ``config.dra.policy == "search"``): the paper's search (seed 002,
    ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the training set, cut in two
    halves (model weights / policy). Every step does, with no unrolling:
-   a. a policy update on a batch of the policy half: pad-crop + flip, the relaxed DRA layers
-      (`gar_jax.augment.dra.search_augment`: hard Gumbel-softmax op choice, reparameterized
-      magnitudes, straight-through where an op is not differentiable in m), Cutout; loss
+   a. a policy update on a batch of the policy half, which gets no crop or flip (the authors'
+      ``datasets/split.py``): the relaxed DRA layers (`gar_jax.augment.dra.search_augment`: per
+      image a hard Gumbel-softmax op, apply probability, firing, magnitude noise and sign, the
+      straight-through term at the op's input, only the chosen op computed), Cutout; loss
       CE(aug) + kl_weight * KL(softmax(clean) || softmax(aug)) with the model in train mode
       (its batch statistics updates dropped), AdamW (lr 5e-3, b1 0.5, weight decay 0) on
       {W, M_MEAN, M_STD}, then M_MEAN, M_STD clipped to [0, 1];
-   b. a weight update on a batch of the weight half, augmented by the same relaxed layers under
-      the updated policy (no gradient to it): SGD Nesterov, cosine lr from search.learning_rate,
-      weight decay, gradient-norm clip.
-   Writes ``policy.json`` (the layout of ``reference/dra_policies.json``), ``policy_history.jsonl``
+   b. a weight update on a batch of the weight half: pad-crop + flip, the same relaxed layers
+      under the updated policy (no gradient to it), Cutout: SGD Nesterov, cosine lr from
+      search.learning_rate, weight decay, gradient-norm clip.
+   Writes ``policy.json`` (the layout of ``tests/data/dra_policies.json``), ``policy_history.jsonl``
    and the plots ``policy_weights.png`` (softmax(W) per layer over the search) and
    ``policy_magnitudes.png`` (each op's clipped-normal magnitude density at the end).
-2. ``DIR/train``: ordinary training (the supervised protocol of the config) whose augmentation is
-   the learned (or a published) policy replayed as a fixed policy, ``get_policy("dra",
-   policy=...)``: per image and layer op ~ Categorical(W), m ~ N(M_MEAN, M_STD) clipped, fires
-   with p ~ U(0.2, 0.8); then the standard pipeline (pad-crop, flip, Cutout).
+2. ``DIR/train``: ordinary training (the supervised protocol of the config) whose augmentation is,
+   in the authors' order (``train_phase/train_CIFAR.py``), pad-crop + flip, the learned (or a
+   published) policy replayed as a fixed policy (`dra.replay_policy`: per image and layer op ~
+   Categorical(W), m ~ N(M_MEAN, M_STD) clipped, fires with p ~ U(0.2, 0.8)), then Cutout.
 
 A killed run resumes the phase it was in (a finished search is not redone). ``DIR/results.json`` is
 the training's results plus ``learned_policy`` (op_probability: the probability that an image gets
 each op under the policy used for training) and ``dra`` (the search's summary).
 
-Per-batch versus per-image op choice (``search.per_image``): the default is the authors' per-batch
-draw: it is what the published policies were searched with, and only the chosen op is computed,
-whereas the per-image sampler computes every op on every image (16x the augmentation work) to
-form sum_j onehot_j op_j(x) exactly.
+The search estimator is the authors' only (augment/dra.py): earlier versions drew one op per
+batch by default (not theirs: their layer runs image by image) or ran every op on every image.
 """
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 from typing import Any, Optional
@@ -97,7 +97,9 @@ def add_dra_section(config, policy: str = "search") -> ml_collections.ConfigDict
     s.policy_weight_decay = 0.0
     s.tau = 0.5                    # Gumbel-softmax temperature
     s.kl_weight = 1.0              # lambda of CE(aug) + lambda KL(p(clean) || p(aug))
-    s.per_image = False            # False: one op draw per layer per batch (authors')
+    # The estimator is the authors' only: op, p, firing, eps and sign drawn per image, the
+    # straight-through term at each op's input (augment/dra.py); the per-batch draw and the
+    # every-op-on-every-image variants of earlier versions are gone (neither was theirs).
     return config
 
 
@@ -230,20 +232,26 @@ def _fill(config):
     return tuple(int(round(255 * m)) for m in mean) if config.standard.fill_mean else 0
 
 
-def make_search_pipeline(config, names: tuple):
-    """``fn(policy, key, images uint8 [B,H,W,C]) -> (clean uint8, augmented float32, aux)``:
-    pad-crop + flip (clean), the relaxed DRA layers, then Cutout (config.standard)."""
+def make_search_pipeline(config, names: tuple, *, crop_flip: bool):
+    """``fn(policy, key, images uint8 [B,H,W,C]) -> (clean uint8, augmented float32, aux)``: as
+    the authors' search (search_CIFAR.py, datasets/split.py, models/preact_resnet.py): pad-crop +
+    flip only when `crop_flip` (the weight half; the policy half gets none), then the relaxed DRA
+    layers, then Cutout (config.standard); ``clean`` is the input of the DRA layers."""
     # Read the settings now: the step is traced later, and the config may have changed since.
     pad, cutout, fill = config.standard.pad, config.standard.cutout, _fill(config)
+    flip = config.standard.get("flip", True)
     kwargs = dict(names=names, tau=config.dra.search.tau, p_min=config.dra.p_min,
-                  p_max=config.dra.p_max, per_image=bool(config.dra.search.per_image))
+                  p_max=config.dra.p_max)
 
     def pipeline(policy, key, images):
-        k_crop, k_dra, k_cy, k_cx = jax.random.split(key, 4)
-        clean = policies.standard(k_crop, images, pad=pad, cutout=0)
+        k_crop, k_dra, k_cut = jax.random.split(key, 3)
+        clean = images
+        if crop_flip:
+            clean = policies.standard(k_crop, images, pad=pad, cutout=0, flip=flip)
         aug, aux = dra.search_augment(policy, k_dra, clean, **kwargs)
         if cutout:
             b, h, w, _ = aug.shape
+            k_cy, k_cx = jax.random.split(k_cut)
             planar = jnp.moveaxis(aug, -1, 1)
             cy = jax.random.randint(k_cy, (b,), 0, h)
             cx = jax.random.randint(k_cx, (b,), 0, w)
@@ -252,6 +260,25 @@ def make_search_pipeline(config, names: tuple):
         return clean, aug, aux
 
     return pipeline
+
+
+def make_replay_augment(config, policy: str, name: Optional[str]):
+    """The final training's augmentation in the authors' order (train_phase/train_CIFAR.py):
+    pad-crop + flip, the DRA policy replayed (`dra.replay_policy`), then Cutout."""
+    mean, _ = stats.mean_std(config.dataset)
+    fill = tuple(int(round(255 * m)) for m in mean) if config.standard.fill_mean else 0
+    replay = dra.replay_policy(policy, name=name, p_min=config.dra.p_min,
+                               p_max=config.dra.p_max, grid=config.dra.grid)
+    pad, cutout = config.standard.pad, config.standard.cutout
+    flip = config.standard.get("flip", True)
+
+    def augment(key, images):
+        k_crop, k_dra, k_cut = jax.random.split(key, 3)
+        images = policies.standard(k_crop, images, pad=pad, cutout=0, flip=flip)
+        images = replay(k_dra, images)
+        return policies.standard(k_cut, images, pad=0, cutout=cutout, fill=fill, flip=False)
+
+    return augment
 
 
 def make_policy_loss(model, mesh, kl_weight: float):
@@ -286,7 +313,8 @@ def make_search_step(config, model, tx, mesh, *, schedule=None, jit: bool = True
     learning_rate, and p_op/<op> (softmax(W) averaged over the layers).
     """
     names = op_names(config)
-    pipeline = make_search_pipeline(config, names)
+    policy_pipeline = make_search_pipeline(config, names, crop_flip=False)
+    weight_pipeline = make_search_pipeline(config, names, crop_flip=True)
     policy_loss_fn = make_policy_loss(model, mesh, config.dra.search.kl_weight)
     grad_fn = steps.make_grad_fn(model, mesh)
     policy_tx = policy_optimizer(config)
@@ -296,7 +324,7 @@ def make_search_step(config, model, tx, mesh, *, schedule=None, jit: bool = True
             steps.step_key(state.rng, state.step), 4)
 
         def policy_loss(policy):
-            clean, aug, aux = pipeline(policy, k_policy, batch_policy["image"])
+            clean, aug, aux = policy_pipeline(policy, k_policy, batch_policy["image"])
             loss, parts = policy_loss_fn(state.params, state.batch_stats, clean, aug,
                                          batch_policy["label"], k_loss)
             return loss, (parts, aux)
@@ -305,7 +333,8 @@ def make_search_step(config, model, tx, mesh, *, schedule=None, jit: bool = True
             state.policy)
         updates, policy_opt_state = policy_tx.update(grads, state.policy_opt_state, state.policy)
         policy = dra.clip_params(optax.apply_updates(state.policy, updates))
-        _, images, _ = pipeline(jax.lax.stop_gradient(policy), k_weights, batch_weights["image"])
+        _, images, _ = weight_pipeline(jax.lax.stop_gradient(policy), k_weights,
+                                       batch_weights["image"])
         g, batch_stats, metrics = grad_fn(state.params, state.batch_stats,
                                           jax.lax.stop_gradient(images), batch_weights["label"],
                                           k_drop)
@@ -339,7 +368,7 @@ def run_search(config, workdir: str) -> dict:
                               extra={"weight_examples": len(weights["label"]),
                                      "policy_examples": len(policy_half["label"]),
                                      "steps_per_epoch": setup.steps_per_epoch,
-                                     "per_image": config.dra.search.per_image})
+                                     "estimator": "per image (authors')"})
     return engine.train(sconfig, workdir, setup, engine.Method(
         state=init_state(setup.state, config), advance=advance, report=recorder))
 
@@ -404,6 +433,9 @@ def run(config, workdir: str) -> dict:
             f.write(dra.to_json(params, names, name=name or "policy", source=str(policy)))
     engine.validate(tconfig)
     setup = engine.build(tconfig)
+    # The authors' order, crop/flip -> DRA -> Cutout, in place of the engine's policy-then-
+    # standard composition.
+    setup = dataclasses.replace(setup, augment=make_replay_augment(config, policy, name))
     used = learned_policy_report(params, names, c.p_min, c.p_max, str(policy))
     results = engine.train(tconfig, train_dir, setup, engine.Method(
         state=setup.state, advance=supervised.advance_fn(setup),

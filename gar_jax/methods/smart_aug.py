@@ -14,7 +14,7 @@ one meta step:
 2. meta loss: CE of the un-augmented model after the K updates on one held-out batch (a
    ``smart_aug.heldout_fraction`` of the training set, never trained on) + 0.001 * MSE(mag, 1);
 3. its gradient w.r.t. the augmentation parameters is ``jax.grad`` through the K optax updates
-   (exact: second order through the training loss); clip at global norm 10; Adam lr 1e-2; clamp
+   (exact: second order through the training loss); clip at global norm 1; Adam lr 1e-2; clamp
    ``mag`` to [0.01, 1].
 The model state the meta-gradient differentiated through *is* the new model state (the aux output
 of the same `value_and_grad`): no copy of the model is kept, and the next call starts from plain
@@ -77,7 +77,14 @@ class Options:
 
 def add_section(config, space: str = "randaug") -> ml_collections.ConfigDict:
     """Turns a supervised config (`gar_jax.train.defaults`) into a smart_aug one with the
-    authors' meta hyper-parameters (``invScale_wide`` jobs: N = 3, K = 1). Changed in place."""
+    settings of one code path of the authors, the one their ``invScale_wide`` jobs ran
+    (jobs/dataug.sh -> test_dataug.py -> ``train_utils.run_dist_dataugV3``): N = 3, K = 1,
+    temperature 0.5, Adam lr 1e-2 on (prob, mag), ``reg_loss(0.001)`` (the ``-mr`` default),
+    and ``max_grad = 1``: the meta-gradient AND the inner (model) gradients clipped at global
+    norm 1, so this sets ``config.grad_clip_norm = 1`` too. (The library path,
+    ``dataug.Augmented_model.step``, clips both at 10 and uses ``reg_loss()``'s 0.005: not
+    used.) The inner optimizer is otherwise the config's. Changed in place."""
+    config.grad_clip_norm = 1.0    # run_dist_dataugV3's inner clip (max_grad = 1)
     config.experiment = "smart_aug"
     config.augment = "standard"    # the standard pipeline, before the learned ops ("none": off)
     config.augment_kwargs = ml_collections.ConfigDict()
@@ -92,8 +99,8 @@ def add_section(config, space: str = "randaug") -> ml_collections.ConfigDict:
     c.heldout_fraction = 0.1       # share of the training set held out for the meta loss
     c.heldout_batch_size = 0       # held-out batch per meta step (0 = batch_size)
     c.meta_learning_rate = 1e-2    # Adam on (prob, mag)
-    c.meta_clip = 10.0             # global-norm clip of the meta-gradient (0 = none)
-    c.mag_reg = 1e-3               # weight of MSE(mag, 1) in the meta loss
+    c.meta_clip = 1.0              # global-norm clip of the meta-gradient (0 = none); max_grad
+    c.mag_reg = 1e-3               # weight of MSE(mag, 1) in the meta loss (-mr default)
     return config
 
 
@@ -331,8 +338,9 @@ def digits_config(*, destructive_op: bool = False) -> ml_collections.ConfigDict:
 
 
 def cifar_config(dataset: str, space: str = "randaug") -> ml_collections.ConfigDict:
-    """Table 2's protocol (WRN-28-10, 200 epochs, batch 256, SGD Nesterov, warm-up + cosine,
-    clip 5) with smart_aug over `space`; the inner optimizer is that of the protocol."""
+    """Table 2's protocol (WRN-28-10, 200 epochs, batch 256, SGD Nesterov, warm-up + cosine)
+    with smart_aug over `space`; the inner optimizer is that of the protocol, its gradient clip
+    the authors' 1 (`add_section`)."""
     from gar_jax.train import defaults
 
     return add_section(defaults.supervised(dataset),
