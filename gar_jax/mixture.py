@@ -375,6 +375,14 @@ class HostSources:
 # --------------------------------------------------------------------------------------------
 # Baseline: ODM (EXP3 on per-source training loss)
 # --------------------------------------------------------------------------------------------
+def _initial_probs(num_sources: int, init_probs) -> jax.Array:
+    """The baselines' starting mixture: `init_probs` normalized (default uniform), float32[K]."""
+    check_num_sources(num_sources)
+    p = (jnp.full((num_sources,), 1.0 / num_sources) if init_probs is None
+         else jnp.asarray(init_probs, jnp.float32) / jnp.sum(jnp.asarray(init_probs)))
+    return p.astype(jnp.float32)
+
+
 class ODMState(flax.struct.PyTreeNode):
     """EXP3 state of ODM: estimated rewards R̂ float[K], probabilities π float[K], the
     exploration rate ε of the previous update, and the update count t (int32)."""
@@ -386,10 +394,8 @@ class ODMState(flax.struct.PyTreeNode):
 
 def odm_init(num_sources: int, init_probs=None) -> ODMState:
     """R̂ = 0, π = init_probs (default uniform), ε = 1/K, t = 0."""
-    check_num_sources(num_sources)
-    p = (jnp.full((num_sources,), 1.0 / num_sources) if init_probs is None
-         else jnp.asarray(init_probs, jnp.float32) / jnp.sum(jnp.asarray(init_probs)))
-    return ODMState(estimates=jnp.zeros((num_sources,), jnp.float32), probs=p.astype(jnp.float32),
+    p = _initial_probs(num_sources, init_probs)
+    return ODMState(estimates=jnp.zeros((num_sources,), jnp.float32), probs=p,
                     eps=jnp.float32(1.0 / num_sources), t=jnp.zeros((), jnp.int32))
 
 
@@ -437,10 +443,7 @@ class DGAState(flax.struct.PyTreeNode):
 
 
 def dga_init(num_sources: int, init_probs=None) -> DGAState:
-    check_num_sources(num_sources)
-    p = (jnp.full((num_sources,), 1.0 / num_sources) if init_probs is None
-         else jnp.asarray(init_probs, jnp.float32) / jnp.sum(jnp.asarray(init_probs)))
-    p = p.astype(jnp.float32)
+    p = _initial_probs(num_sources, init_probs)
     return DGAState(alpha=p, ema=p)
 
 
