@@ -1,7 +1,7 @@
 """Multi-process runs, for real: 2 processes x 4 CPU devices on this machine (gloo collectives),
 each a ``python -m gar_jax.main`` started as a cluster launcher would start it.
 
-- A supervised and an OLA digits run on 2 processes equal the same run on 1 process x 8 devices
+- An OLA digits run on 2 processes equals the same run on 1 process x 8 devices
   whose training set is split in 2 shards as the 2 processes split it (tests/cli_data_shards.py):
   the same metrics and final parameters to float tolerance; the checkpoint is one (process 0
   writes its metadata and the replicated arrays once), results.json and policy.json one.
@@ -165,16 +165,13 @@ def _run_real_pair(tmp_path, config, extra=()):
     return multi, single, results
 
 
-def test_supervised_two_processes_equal_one_process(tmp_path):
-    multi, single, results = _run_real_pair(tmp_path, "digits_supervised.py")
+def test_ola_two_processes_equal_one_process(tmp_path):
+    """The real multi-process path (one test: an OLA run covers the supervised steps' path too,
+    since its plain steps are supervised steps, plus the policy's all-reduce)."""
+    multi, single, _ = _run_real_pair(tmp_path, "digits_ola.py")
     _assert_same_run(multi, single, steps=22)
     with open(os.path.join(multi, "metrics.jsonl")) as f:  # process 0 alone writes metrics
         assert [m["step"] for m in map(json.loads, f) if "train/loss" in m] == [20, 22]
-
-
-def test_ola_two_processes_equal_one_process(tmp_path):
-    multi, single, _ = _run_real_pair(tmp_path, "digits_ola.py")
-    _assert_same_run(multi, single, steps=22)
     a, b = _read(multi, "policy.json"), _read(single, "policy.json")
     assert a["ops"] == b["ops"]
     np.testing.assert_allclose(a["p_keep"], b["p_keep"], rtol=1e-5)
