@@ -1,4 +1,4 @@
-"""The toy split experiment (GAR paper §4.1, Table 1, Figure 2; ALGORITHMS.md §3).
+"""The toy split experiment (GAR paper §6, Table 1, Figure 2; docs/algorithms.md §3).
 
 A train set is cut into S splits; split 0 gets random labels. Every example of a batch comes from
 a split drawn from p_φ (inverted softmax or softmax of S logits φ), and φ is learned online by
