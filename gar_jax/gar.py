@@ -1,8 +1,8 @@
 """Gradient-Alignment Reward (GAR): exact per-example alignments with the next batch gradient.
 
-The idea (docs/algorithms.md §1; GAR paper §4, eq. 1). Step t trains on batch t at parameters θ_t; step t+1
-computes the ordinary batch gradient G = ∇_θ L_{t+1}(θ_{t+1}), L = *mean* loss of batch t+1. The
-reward of example n of batch t is
+The idea (docs/algorithms.md §1; GAR paper §4, eq. 1). Step t trains on batch t at parameters
+θ_t; step t+1 computes the ordinary batch gradient G = ∇_θ L_{t+1}(θ_{t+1}), L = *mean* loss
+of batch t+1. The reward of example n of batch t is
 
     GAR_n = ⟨∇_θ ℓ_n(θ_t), G⟩,        ℓ_n = example n's own loss (per-example, NOT averaged),
 

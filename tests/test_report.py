@@ -44,7 +44,8 @@ def test_history_policy_and_results_are_the_policies_at_the_recorded_epochs(tmp_
     with open(os.path.join(workdir, report.POLICY_FILE)) as f:
         assert json.load(f) == {"epoch": 3, "w": [4.0, 0.125]}
     assert out == {"learned_policy": {"sum": 4.125}, "last": expected[-1]}
-    assert sorted(os.listdir(workdir)) == sorted([report.HISTORY_FILE, report.POLICY_FILE])  # no tmp
+    # No temporary file left behind.
+    assert sorted(os.listdir(workdir)) == sorted([report.HISTORY_FILE, report.POLICY_FILE])
 
 
 def test_resume_replaces_the_redone_epoch_without_duplicates(tmp_path):

@@ -1,5 +1,5 @@
-"""Differentiable RandAugment (DRA, seed 002; ainieli/DRA): op table, relaxed search sampler,
-fixed replay of a learned policy, and the policy JSON.
+"""Differentiable RandAugment (DRA, Xiao et al. 2023, docs/algorithms.md §8; ainieli/DRA): op
+table, relaxed search sampler, fixed replay of a learned policy, and the policy JSON.
 
 A DRA policy is three float arrays of shape [L layers, A ops] (L = 2, A = 16 in the paper):
 ``W`` (op logits), ``M_MEAN`` and ``M_STD`` (mean and std of the magnitude m in [0, 1]). Op order

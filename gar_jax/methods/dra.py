@@ -3,9 +3,9 @@
 ``python -m gar_jax.main --config=configs/digits_dra.py --workdir=DIR`` runs two phases, each a
 resumable run of its own, chained through the workdir:
 
-1. ``DIR/search`` (when ``config.dra.policy == "search"``): the paper's search (seed 002,
-   ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the training set, cut in two
-   halves (model weights / policy). Every step does, with no unrolling:
+1. ``DIR/search`` (when ``config.dra.policy == "search"``): the paper's search (§III,
+   docs/algorithms.md §8; ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the
+   training set, cut in two halves (model weights / policy). Every step does, with no unrolling:
    a. a policy update on a batch of the policy half, which gets no crop or flip (the authors'
       ``datasets/split.py``): the relaxed DRA layers (`gar_jax.augment.dra.search_augment`: per
       image a hard Gumbel-softmax op, apply probability, firing, magnitude noise and sign, the

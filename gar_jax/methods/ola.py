@@ -1,7 +1,8 @@
 """OLA: online-learned augmentation with GAR in the training loop (``experiment = "ola"``).
 
 ``python -m gar_jax.main --config=configs/cifar100_ola.py --workdir=DIR``. GAR paper §6
-("Online-Learned Augmentation-Strategy"), docs/algorithms.md §4. SGD steps come in pairs, jitted as one function (`make_pair_step`):
+("Online-Learned Augmentation-Strategy"), docs/algorithms.md §4. SGD steps come in pairs, jitted
+as one function (`make_pair_step`):
 
 1. augmented step t (even state.step): every image draws a configuration from the learned policy
    (`gar_jax.augment.ola`, an ensemble of E samplers), gets it applied and then the standard

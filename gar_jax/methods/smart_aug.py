@@ -1,5 +1,6 @@
 """smart_augmentation: augmentation learned by a meta-gradient through unrolled SGD steps
-(``experiment = "smart_aug"``; Harlé-Collette et al., seed 001, AntoineHX/smart_augmentation).
+(``experiment = "smart_aug"``; Harlé-Collette et al., AntoineHX/smart_augmentation;
+docs/algorithms.md §7).
 
 ``python -m gar_jax.main --config=configs/digits_smart_aug.py --workdir=DIR``. The augmentation
 parameters (`gar_jax.augment.smart`: a logit and a magnitude per op) are learned jointly with the
