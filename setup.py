@@ -10,7 +10,7 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["gar_jax", "gar_jax.*"]),
-    package_data={"gar_jax.augment": ["data/*.json"]},  # the published FAA policies
+    package_data={"gar_jax.augment": ["data/*.json"]},  # the published FAA and DRA policies
     install_requires=[
         "jax>=0.7",
         "flax>=0.12,<=0.12.8",

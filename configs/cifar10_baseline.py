@@ -1,5 +1,5 @@
 """CIFAR-10, Table 2 "baseline": the paper's supervised protocol (the RandAugment protocol,
-ALGORITHMS.md §4) with the standard pipeline only (pad-4 crop, flip, Cutout 16).
+docs/algorithms.md §4) with the standard pipeline only (pad-4 crop, flip, Cutout 16).
 
 Every other supervised config starts from this file and changes a few fields.
 Run: ``python -m gar_jax.main --config=configs/cifar10_baseline.py

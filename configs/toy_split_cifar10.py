@@ -1,4 +1,4 @@
-"""Toy split experiment on CIFAR-10 with the GAR paper's exact hyper-parameters (§4.1).
+"""Toy split experiment on CIFAR-10 with the GAR paper's exact hyper-parameters (§6).
 
 Usage (CIFAR-10 must have been prepared once as tfds array_record files, see README):
 ``python -m gar_jax.main --config=configs/toy_split_cifar10.py --workdir=runs/toy_cifar10``.

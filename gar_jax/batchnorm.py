@@ -1,4 +1,4 @@
-"""Frozen batch statistics: per-example losses of BatchNorm models (ALGORITHMS.md §1).
+"""Frozen batch statistics: per-example losses of BatchNorm models (docs/algorithms.md §1).
 
 In train mode BatchNorm couples the examples of a batch, so "the gradient of example n" needs a
 convention. This one: every train-mode BatchNorm normalizes with the batch's mean/variance

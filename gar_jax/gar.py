@@ -1,8 +1,8 @@
 """Gradient-Alignment Reward (GAR): exact per-example alignments with the next batch gradient.
 
-The idea (ALGORITHMS.md §1). Step t trains on batch t at parameters θ_t; step t+1
-computes the ordinary batch gradient G = ∇_θ L_{t+1}(θ_{t+1}), L = *mean* loss of batch t+1. The
-reward of example n of batch t is
+The idea (docs/algorithms.md §1; GAR paper §4, eq. 1). Step t trains on batch t at parameters
+θ_t; step t+1 computes the ordinary batch gradient G = ∇_θ L_{t+1}(θ_{t+1}), L = *mean* loss
+of batch t+1. The reward of example n of batch t is
 
     GAR_n = ⟨∇_θ ℓ_n(θ_t), G⟩,        ℓ_n = example n's own loss (per-example, NOT averaged),
 
@@ -28,14 +28,14 @@ train=True)`` builds such a ``per_example_loss_fn`` from any flax model. The lay
 batch gradient. For BatchNorm-free models the conventions coincide.
 
 Reward timing. GAR rewards batch t only once batch t+1's gradient at θ_{t+1} exists: keep θ_t and
-batch t (or, layer-wise, its tape) through step t+1, then call `alignment` (or `gar_reward`, which
-takes the gradient itself).
+batch t (or, layer-wise, its tape) through step t+1, then call `alignment`.
+
+Three ways of computing GAR (`METHODS`, the ``gar_method`` of every method that uses it):
+"layerwise" (`gar_jax.gar_layerwise`, from the tape of step t), "jvp" and "vmap" (`alignment`).
 
 Public API
     alignment(per_example_loss_fn, params, batch, direction, *, method="jvp", chunk_size=None)
         -> float[B]
-    gar_reward(per_example_loss_fn, params, batch, next_loss_fn, next_params, next_batch, *,
-               method="jvp", chunk_size=None) -> (float[B], float[])   # (GAR, L_{t+1})
     nslr_reward(next_loss, batch_size) -> float[B]
 """
 from __future__ import annotations
@@ -51,7 +51,10 @@ PyTree = Any
 Batch = dict[str, jax.Array]
 PerExampleLossFn = Callable[[PyTree, Batch], jax.Array]
 
-METHODS = ("jvp", "vmap")
+# The ways of computing GAR, the one registry of every method's ``gar_method``: "layerwise"
+# needs step t's tape (`gar_jax.gar_layerwise`); `alignment` computes the others.
+METHODS = ("layerwise", "jvp", "vmap")
+ALIGNMENT_METHODS = METHODS[1:]
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,8 +149,9 @@ def alignment(per_example_loss_fn: PerExampleLossFn, params: PyTree, batch: Batc
     Raises:
       ConfigError: unknown method, bad chunk_size, or `direction` not shaped like `params`.
     """
-    if method not in METHODS:
-        raise ConfigError(f"alignment: unknown method {method!r}; use one of {list(METHODS)}")
+    if method not in ALIGNMENT_METHODS:
+        raise ConfigError(f"alignment: unknown method {method!r}; use one of "
+                          f"{list(ALIGNMENT_METHODS)} (layerwise GAR: gar_jax.gar_layerwise)")
     if chunk_size is not None and (not isinstance(chunk_size, int) or chunk_size < 1):
         raise ConfigError(f"alignment: chunk_size must be a positive int or None, "
                           f"got {chunk_size!r}")
@@ -176,27 +180,6 @@ def alignment(per_example_loss_fn: PerExampleLossFn, params: PyTree, batch: Batc
     # lax.map vmaps `one` over chunks of chunk_size examples and scans over the chunks, so only
     # one chunk of per-example gradients is alive at a time; a remainder chunk is handled too.
     return jax.lax.map(one, batch, batch_size=chunk_size)
-
-
-def gar_reward(per_example_loss_fn: PerExampleLossFn, params: PyTree, batch: Batch,
-               next_loss_fn: Callable[[PyTree, Batch], jax.Array], next_params: PyTree,
-               next_batch: Batch, *, method: str = "jvp",
-               chunk_size: int | None = None) -> tuple[jax.Array, jax.Array]:
-    """GAR of batch t against the gradient of batch t+1's mean loss, plus that loss.
-
-    Args:
-      per_example_loss_fn, params, batch: ℓ_n at θ_t on batch t (see :func:`alignment`).
-      next_loss_fn: ``(params, batch) -> float[]``, the *mean* training loss (as the optimizer
-        sees it, e.g. train-mode BatchNorm) whose gradient G the alignment uses.
-      next_params, next_batch: θ_{t+1} and batch t+1.
-
-    Returns:
-      (gar float[B], next_loss float[]): the GAR rewards and L_{t+1} (for :func:`nslr_reward`).
-    """
-    next_loss, grad = jax.value_and_grad(next_loss_fn)(next_params, next_batch)
-    rewards = alignment(per_example_loss_fn, params, batch, grad, method=method,
-                        chunk_size=chunk_size)
-    return rewards, next_loss
 
 
 def nslr_reward(next_loss: jax.Array, batch_size: int) -> jax.Array:

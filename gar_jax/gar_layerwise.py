@@ -1,8 +1,8 @@
 """Layer-wise exact GAR: alignments from each layer's stored input and output-gradient.
 
-ALGORITHMS.md §1, paper §5. For a layer whose output is linear in its own parameters θ_l
-(y = layer(a; θ_l): Conv, Dense, and the affine part of BatchNorm / GroupNorm / LayerNorm /
-RMSNorm once their statistics are fixed), example n's gradient is never needed:
+docs/algorithms.md §1; GAR paper §5 (Lemmas 2, 3). For a layer whose output is linear in its own
+parameters θ_l (y = layer(a; θ_l): Conv, Dense, and the affine part of BatchNorm / GroupNorm /
+LayerNorm / RMSNorm once their statistics are fixed), example n's gradient is never needed:
 
     ⟨∇_{θ_l} ℓ_n, G_l⟩ = Σ_positions δ_n ⊙ layer(a_n; G_l),      δ_n = ∂ℓ_n / ∂y_n,
 
@@ -19,8 +19,9 @@ Two phases, matching the OLA step pair:
   * `alignment_from_tape` (the plain step t+1, once G exists): one forward per Conv/Dense layer with
     G as kernel, elementwise product with δ, sums. Cost ≈ one forward pass of the network.
 
-Two conventions for train-mode BatchNorm, which couples the examples (ALGORITHMS.md §1), chosen by
-``capture(..., convention=...)``; without train-mode BatchNorm they give the same numbers:
+Two conventions for train-mode BatchNorm, which couples the examples (docs/algorithms.md §1),
+chosen by ``capture(..., convention=...)``; without train-mode BatchNorm they give the same
+numbers:
   * "frozen" (default here): per-example losses with the batch's statistics held fixed; equal to
     `gar.alignment(batchnorm.frozen_bn_loss_fn(...), method="vmap" | "jvp")`. The training gradient must
     flow through the statistics while these δ_n must not, so `capture` runs a second backward

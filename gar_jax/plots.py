@@ -1,9 +1,15 @@
-"""Plots of what was learned, written as PNG files (matplotlib, no display needed)."""
+"""Plots of what was learned, written as PNG files (matplotlib, no display needed): every
+learner's figures (the toy split's Figure 2, OLA, smart_aug, DRA, FAA), drawn from the records of
+`gar_jax.report.PolicyRecorder` (policy_history.jsonl) or the learned policy itself."""
+import os
+
 import matplotlib
 
 matplotlib.use("Agg")  # Files only: works on headless machines and inside tests.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+
+from gar_jax.augment import dra, faa, smart, spaces  # noqa: E402
 
 
 def mean_band(ax, x, curves, *, color, label, linewidth=1.5):
@@ -66,9 +72,7 @@ def split_probs_figure(probs, path, *, noisy_split: int = 0, title: str = ""):
 
 def ola_policy_figures(history, op_names, workdir: str) -> None:
     """OLA: writes policy_over_training.png (p(k), keep probabilities) and policy_strengths.png
-    (each op's strength distribution over training) from `methods.ola.PolicyRecorder` records."""
-    import os
-
+    (each op's strength distribution over training) from the records of `methods.ola.recorder`."""
     epochs = np.array([r["epoch"] for r in history])
     p_k = np.array([r["p_k"] for r in history])            # [T, K]
     p_keep = np.array([r["p_keep"] for r in history])      # [T, A]
@@ -112,4 +116,103 @@ def ola_policy_figures(history, op_names, workdir: str) -> None:
     fig.suptitle("strength distribution p(level | op) over training (colour: probability)")
     fig.tight_layout()
     fig.savefig(os.path.join(workdir, "policy_strengths.png"), dpi=110)
+    plt.close(fig)
+
+
+def smart_aug_policy_figure(history, space, workdir: str) -> None:
+    """smart_aug: policy_over_training.png, each op's draw probability and learned magnitude per
+    epoch (`space`: the run's SearchSpace)."""
+
+    names = space.op_names
+    epochs = np.array([r["epoch"] for r in history])
+    p = np.array([r["distribution"] for r in history])      # [T, A]
+    mag = np.array([r["magnitude"] for r in history])       # [T, A]
+    learn = smart.learnable_magnitude(space)
+    colors = plt.cm.tab20(np.linspace(0, 1, len(names)))
+    fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(12, 4))
+    for a, name in enumerate(names):
+        wide = 2.5 if name == spaces.DESTRUCTIVE_OP.name else 1.2
+        ax_p.plot(epochs, p[:, a], color=colors[a], label=name, linewidth=wide, marker=".")
+        if learn[a]:
+            ax_m.plot(epochs, mag[:, a], color=colors[a], label=name, linewidth=wide, marker=".")
+    ax_p.axhline(1 / len(names), color="grey", linestyle=":", linewidth=1)
+    ax_p.set(xlabel="epoch", ylabel="p(op)", ylim=(0, None),
+             title="probability of drawing each op, softmax(prob * T)")
+    ax_m.set(xlabel="epoch", ylabel="magnitude (fraction of range)", ylim=(0, 1.05),
+             title="learned magnitudes (differentiable ops)")
+    ax_p.legend(fontsize=6, ncol=2, loc="best")
+    ax_m.legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "policy_over_training.png"), dpi=110)
+    plt.close(fig)
+
+
+def dra_policy_figures(history, names, workdir: str) -> None:
+    """DRA's search: policy_weights.png (softmax(W) per layer over the search) and
+    policy_magnitudes.png (the final clipped-normal magnitude density of each op, per layer).
+    `names`: the policy's DRA op names."""
+
+    epochs = np.array([r["epoch"] for r in history])
+    w = np.array([r["W"] for r in history])  # [T, L, A]
+    soft = np.exp(w - w.max(-1, keepdims=True))
+    soft /= soft.sum(-1, keepdims=True)
+    layers = w.shape[1]
+    colors = plt.cm.tab20(np.linspace(0, 1, len(names)))
+    fig, axes = plt.subplots(1, layers, figsize=(6 * layers, 4), squeeze=False)
+    for layer, ax in enumerate(axes[0]):
+        for j, n in enumerate(names):
+            ax.plot(epochs, soft[:, layer, j], color=colors[j], label=dra.OUR_NAME[n],
+                    linewidth=2.5 if n == dra.DESTRUCTIVE else 1.2)
+        ax.axhline(1 / len(names), color="grey", linestyle=":", linewidth=1)
+        ax.set(xlabel="search epoch", ylabel="softmax(W)", title=f"op probability, layer "
+               f"{layer + 1}", ylim=(0, None))
+    axes[0][-1].legend(fontsize=6, ncol=2, loc="best")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "policy_weights.png"), dpi=110)
+    plt.close(fig)
+
+    mean, std = np.array(history[-1]["M_MEAN"]), np.array(history[-1]["M_STD"])
+    cols = 6
+    rows = -(-len(names) // cols)
+    grid = np.linspace(0, 1, 201)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), squeeze=False)
+    for j, ax in enumerate(axes.flat):
+        if j >= len(names):
+            ax.set_visible(False)
+            continue
+        for layer in range(layers):
+            mu, sd = mean[layer, j], max(std[layer, j], 1e-3)
+            density = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
+            ax.plot(grid, density, label=f"layer {layer + 1}")
+        ax.set_title(f"{dra.OUR_NAME[names[j]]}", fontsize=8)
+        ax.tick_params(labelsize=6)
+    axes.flat[0].legend(fontsize=6)
+    fig.suptitle("magnitude m ~ N(M_MEAN, M_STD) before clipping to [0, 1] (final policy)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(workdir, "policy_magnitudes.png"), dpi=110)
+    plt.close(fig)
+
+
+def faa_policy_figure(policy, path: str, title: str = "") -> None:
+    """FAA's final policy (`gar_jax.augment.faa` sub-policies): a bar chart of op_probability
+    and a scatter of (op, step probability, level)."""
+    probs = faa.op_probability(policy)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
+    names = list(probs)
+    a.bar(range(len(names)), [probs[n] for n in names], color="tab:blue")
+    a.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    a.set_ylabel("P(image gets op)")
+    a.set_title(f"{title} op probability ({len(policy)} sub-policies)")
+    inv = {v: k for k, v in faa.OP_NAME.items()}
+    for i, n in enumerate(names):
+        steps = [(p, lv) for sub in policy for o, p, lv in sub if o == inv[n]]
+        if steps:
+            p, lv = np.array(steps).T
+            b.scatter(i + (lv - 0.5) * 0.6, p, s=6, alpha=0.5, c=lv, cmap="viridis",
+                      vmin=0, vmax=1)
+    b.set_xticks(range(len(names)), names, rotation=60, ha="right")
+    b.set_ylabel("step probability (x offset and colour: level)")
+    b.set_title("steps of the final policy")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -1,5 +1,5 @@
 """REINFORCE for the meta-parameters: reward normalization, the score-function loss, the meta
-optimizer and the split distributions (ALGORITHMS.md §2, §3).
+optimizer and the split distributions (docs/algorithms.md §2, §3; GAR paper §4, eqs. 2-3).
 
 For each example n a choice c_n ~ π_φ was sampled (a data split, an augmentation) and got a
 reward r_n (GAR or NSLR, ``gar_jax.gar``). The meta loss is
@@ -17,6 +17,9 @@ Public API
     score_function_loss(log_probs, rewards, *, normalize=True) -> float[]
     policy_update(meta_tx, params, opt_state, log_prob_fn, weights, *, at=None)
         -> (params, opt_state): the one REINFORCE step of every method that uses it
+    reward_update(meta_tx, params, opt_state, reward_stats, log_prob_fn, rewards, *,
+                  normalizer=None, groups=None, at=None)
+        -> (params, opt_state, reward_stats, weights): raw rewards normalized, then policy_update
     meta_optimizer(learning_rate, b1=0.9, clip=5.0, every_k=1) -> optax.GradientTransformation
     softmax_probs / softmax_log_probs / inverted_softmax_probs / inverted_softmax_log_probs
         (logits float[..., N]) -> float[..., N]
@@ -84,7 +87,7 @@ class RunningStats(NamedTuple):
 
 @dataclasses.dataclass(frozen=True)
 class RunningNormalizer:
-    """Normalizes rewards with statistics pooled across steps (for NSLR; ALGORITHMS.md §1).
+    """Normalizes rewards with statistics pooled across steps (for NSLR; docs/algorithms.md §1).
 
     Each step's rewards r_t (float[B]) enter as one component of a mixture with weight
     α_t = max(1/t, 1 − decay): the first steps are averaged exactly (α = 1/t, like Welford's
@@ -182,6 +185,33 @@ def policy_update(meta_tx: optax.GradientTransformation, params, opt_state, log_
     grads = jax.grad(lambda p: score_function_loss(log_prob_fn(p), weights, normalize=False))(at)
     updates, opt_state = meta_tx.update(grads, opt_state, params)
     return optax.apply_updates(params, updates), opt_state
+
+
+def reward_update(meta_tx: optax.GradientTransformation, params, opt_state, reward_stats,
+                  log_prob_fn: Callable, rewards: jax.Array, *,
+                  normalizer: RunningNormalizer | None = None, groups: int | None = None,
+                  at=None):
+    """Rewards -> one policy update: the meta step of every REINFORCE learner (OLA, toy split).
+
+    The raw rewards (float[B]) are normalized across steps with `normalizer` (NSLR: the
+    statistics of previous steps, then this step's rewards are added to them), or per batch
+    (`normalize_rewards`; with `groups`, each of `groups` equal consecutive groups of the batch
+    on its own, the n − 1 std: OLA's samplers), then `policy_update` takes one step.
+
+    Returns:
+      ``(params, opt_state, reward_stats, weights)``: the updated meta-parameters and optimizer
+      state, the running statistics (unchanged without `normalizer`) and the weights ŵ used.
+    """
+    if normalizer is not None:
+        weights = normalizer.normalize(reward_stats, rewards)
+        reward_stats = normalizer.update(reward_stats, rewards)
+    elif groups:
+        weights = normalize_rewards(rewards.reshape(groups, -1), axis=1,
+                                    unbiased=True).reshape(-1)
+    else:
+        weights = normalize_rewards(rewards)
+    params, opt_state = policy_update(meta_tx, params, opt_state, log_prob_fn, weights, at=at)
+    return params, opt_state, reward_stats, weights
 
 
 def meta_optimizer(learning_rate: float, b1: float = 0.9, clip: float | None = 5.0,

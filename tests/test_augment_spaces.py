@@ -1,4 +1,4 @@
-"""Search spaces: the level -> magnitude tables of ALGORITHMS.md sections 5 and 6, by hand."""
+"""Search spaces: the level -> magnitude tables of docs/algorithms.md §5 and §6, by hand."""
 import pytest
 
 from gar_jax.augment import autoaugment

@@ -48,6 +48,12 @@ def test_dra_search_then_training(tmp_path):
     reported = results["learned_policy"]["op_probability"]
     np.testing.assert_allclose([reported[dra.OUR_NAME[n]] for n in names],
                                dra.op_probability(searched), rtol=1e-5)
+    # The search's history: one record per epoch, the last one the written policy.
+    with open(tmp_path / "search" / "policy_history.jsonl") as f:
+        history = [json.loads(line) for line in f]
+    assert [r["epoch"] for r in history] == [1, 2]
+    for k in ("W", "M_MEAN", "M_STD"):
+        np.testing.assert_allclose(history[-1][k], searched[k], atol=1e-6)
 
 
 def test_faa_search_then_training(tmp_path):
@@ -95,3 +101,6 @@ def test_smart_aug_training(tmp_path):
     assert np.abs(mag - smart.MAG_INIT).max() > 0.02
     history = [json.loads(line) for line in open(tmp_path / "policy_history.jsonl")]
     assert [r["epoch"] for r in history] == [1]
+    assert history[0]["test_accuracy"] == results["test_accuracy"]
+    for k in ("distribution", "magnitude", "op_probability"):
+        assert history[0][k] == policy[k]

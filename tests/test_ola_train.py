@@ -28,7 +28,7 @@ from gar_jax.mesh import make_mesh, replicated
 SPACE = spaces.SearchSpace("tiny", (spaces.Op("invert"),
                                     spaces.Op("translate_x", spaces.Level(4, integer=True),
                                               signed=True),
-                                    ola.DESTRUCTIVE_OP))
+                                    spaces.DESTRUCTIVE_OP))
 
 
 def _tiny_config(**overrides):
@@ -97,7 +97,7 @@ def test_killed_run_resumes_exactly_and_writes_what_was_learned(run8, tmp_path):
 
     def fit(workdir, **kwargs):
         method = engine.Method(state=_copy(state), advance=advance, steps_per_call=2,
-                               report=ola.PolicyRecorder(space, config))
+                               report=ola.recorder(space, config))
         return engine.train(config, workdir, setup, method, **kwargs)
 
     full = fit(full_dir)
@@ -119,9 +119,16 @@ def test_killed_run_resumes_exactly_and_writes_what_was_learned(run8, tmp_path):
     chex.assert_trees_all_equal(jax.device_get(a), jax.device_get(b))
     assert resumed["curves"]["test_accuracy"] == full["curves"]["test_accuracy"]
 
-    # What was learned: one record per epoch (the resumed epoch's newest wins), JSON, plots.
-    with open(os.path.join(killed_dir, "policy_history.jsonl")) as f:
-        assert sorted({json.loads(line)["epoch"] for line in f}) == [1, 2]
+    # What was learned: one record per epoch, those of the uninterrupted run (a redone epoch's
+    # record replaced, never duplicated); the last one is the final policy's summary.
+    def history(workdir):
+        with open(os.path.join(workdir, "policy_history.jsonl")) as f:
+            return [json.loads(line) for line in f]
+
+    assert [r["epoch"] for r in history(killed_dir)] == [1, 2]
+    assert history(killed_dir) == history(full_dir)
+    for k, v in ola_policy.summary(jax.device_get(b.policy)).items():
+        np.testing.assert_allclose(history(killed_dir)[-1][k], v, rtol=1e-6, err_msg=k)
     assert resumed["ola"]["final_policy"]["epoch"] == 2
     # The uniform learned-policy report: P(op applied) from p(k), the uniform op choice and the
     # keep probabilities of the final policy.

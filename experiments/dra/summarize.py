@@ -1,7 +1,7 @@
 """Table of the DRA digits runs (experiments/dra/run_digits.sh): accuracy per kind and seed, the
 search's cost and the destructive op's learned probability.
 
-Usage: python experiments/dra/summarize.py /tmp/gar_dra_digits
+Usage: python experiments/dra/summarize.py runs/gar_dra_digits
 """
 import glob
 import json
@@ -48,4 +48,4 @@ def main(root: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1] if len(sys.argv) > 1 else "/tmp/gar_dra_digits")
+    main(sys.argv[1] if len(sys.argv) > 1 else "runs/gar_dra_digits")

@@ -3,7 +3,7 @@
 # published fa_reduced_cifar10 policy, several seeds, and the destructive-op search.
 # Usage: experiments/faa/run_digits.sh OUT_DIR "SEEDS" "DESTRUCTIVE_SEEDS"
 set -euo pipefail
-out=${1:-/tmp/faa_digits}; seeds=${2:-"0 1 2"}; dseeds=${3:-"0 1"}
+out=${1:-runs/faa_digits}; seeds=${2:-"0 1 2"}; dseeds=${3:-"0 1"}
 mkdir -p "$out"
 for s in $seeds; do
   /usr/bin/time -f "%e s wall" -o "$out/search_s$s.time" python -m gar_jax.main \

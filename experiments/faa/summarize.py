@@ -1,6 +1,6 @@
 """Tables of experiments/faa/README.md from the run directories of run_digits.sh.
 
-``python experiments/faa/summarize.py /tmp/faa_digits``
+``python experiments/faa/summarize.py runs/faa_digits``
 """
 import glob
 import json
@@ -96,7 +96,7 @@ def destructive_analysis(run_dir):
 
 if __name__ == "__main__":
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", ".."))
-    root = sys.argv[1] if len(sys.argv) > 1 else "/tmp/faa_digits"
+    root = sys.argv[1] if len(sys.argv) > 1 else "runs/faa_digits"
     main(root)
     print()
     for d in sorted(glob.glob(os.path.join(root, "destructive_s*"))):

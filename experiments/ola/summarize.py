@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
+from gar_jax import report  # noqa: E402
 from gar_jax.plots import plt  # noqa: E402
 
 
@@ -33,12 +34,7 @@ def load_runs(root):
             continue
         with open(path, encoding="utf-8") as f:
             results = json.load(f)
-        history = None
-        history_path = os.path.join(run_dir, "policy_history.jsonl")
-        if os.path.exists(history_path):
-            with open(history_path, encoding="utf-8") as f:
-                by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
-            history = [by_epoch[e] for e in sorted(by_epoch)]
+        history = report.read_history(run_dir) or None
         runs[match.group(1)][int(match.group(2))] = (results, history)
     return runs
 

@@ -20,6 +20,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 
+from gar_jax import report  # noqa: E402
 from gar_jax.plots import plt  # noqa: E402
 
 
@@ -33,10 +34,7 @@ def load_runs(root):
             continue
         with open(path, encoding="utf-8") as f:
             results = json.load(f)
-        with open(os.path.join(run_dir, "policy_history.jsonl"), encoding="utf-8") as f:
-            by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
-        runs[match.group(1)][int(match.group(2))] = (results, [by_epoch[e] for e in
-                                                               sorted(by_epoch)])
+        runs[match.group(1)][int(match.group(2))] = (results, report.read_history(run_dir))
     return runs
 
 

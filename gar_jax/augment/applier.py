@@ -26,8 +26,10 @@ no op of the space needs are left out when the function is traced. Images are pr
 (int32 [B, C, H, W]) and each slot's input is materialized (fusion.py), so that XLA neither
 runs 3-wide vector loops nor recomputes a slot inside the next one's gathers and stencils.
 """
+import dataclasses
 import functools
 import types
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -264,3 +266,26 @@ def apply_sequence(space, key, images, op_indices, levels, active):
 
     out, _ = jax.lax.scan(slot, out, params)
     return from_planar(out)
+
+
+@dataclasses.dataclass(frozen=True)
+class SlotPolicy:
+    """A policy that samples op slots per image and applies them with apply_sequence.
+
+    ``policy(key, images)`` splits ``key`` into (sample, apply) keys; ``policy.sample(key, b)``
+    exposes the draws (op_indices int32 [b, K], levels int32 [b, K], active bool [b, K]) made
+    with the sample key, so that their statistics can be checked without images.
+    """
+    name: str
+    sampler: Callable  # (key, batch_size) -> (op_indices, levels, active)
+    space_for: Callable  # (height, width) -> SearchSpace
+
+    def sample(self, key, batch_size: int):
+        return self.sampler(key, batch_size)
+
+    def __call__(self, key, images):
+        ops.check_image(images, rank=4, uint8_only=True, what="images")
+        b, h, w, _ = images.shape
+        k_sample, k_apply = jax.random.split(key)
+        op_indices, levels, active = self.sampler(k_sample, b)
+        return apply_sequence(self.space_for(h, w), k_apply, images, op_indices, levels, active)

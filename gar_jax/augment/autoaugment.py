@@ -1,11 +1,11 @@
 """AutoAugment (Cubuk et al. 2019): the published CIFAR-10, SVHN and ImageNet policies as data.
 
 Each policy is 25 sub-policies of two ``(op, probability, level)`` steps, level 0..9 (None for ops
-without a magnitude), copied from ``reference/autoaugment_policies.json`` (the paper's appendix
-tables). :func:`space` turns AutoAugment's op names and 10 levels into a SearchSpace so that the
-policy runs on the shared batched applier. Levels map linearly as in the original AutoAugment
+without a magnitude), copied from the paper's appendix tables (docs/algorithms.md §6).
+:func:`space` turns AutoAugment's op names and 10 levels into a SearchSpace so that the policy
+runs on the shared batched applier. Levels map linearly as in the original AutoAugment
 code (``PARAMETER_MAX = 10``: ``int_p(l, M) = int(l * M / 10)``, ``float_p(l, M) = l * M / 10``) onto
-the ranges of ALGORITHMS.md section 6: shear 0.3 and rotate 30 degrees (signed), translate 10 px
+the ranges of docs/algorithms.md §6: shear 0.3 and rotate 30 degrees (signed), translate 10 px
 on CIFAR/SVHN or 150/331 of the image size on ImageNet (signed), solarize 256 - int_p(l, 256),
 posterize 8 - int_p(l, 4) bits, enhancers 0.1 + float_p(l, 1.8), cutout int_p(l, 20) px,
 sample pairing float_p(l, 0.4).

@@ -1,5 +1,5 @@
-"""Differentiable RandAugment (DRA, seed 002; ainieli/DRA): op table, relaxed search sampler,
-fixed replay of a learned policy, and the policy JSON.
+"""Differentiable RandAugment (DRA, Xiao et al. 2023, docs/algorithms.md §8; ainieli/DRA): op
+table, relaxed search sampler, fixed replay of a learned policy, and the policy JSON.
 
 A DRA policy is three float arrays of shape [L layers, A ops] (L = 2, A = 16 in the paper):
 ``W`` (op logits), ``M_MEAN`` and ``M_STD`` (mean and std of the magnitude m in [0, 1]). Op order
@@ -85,97 +85,17 @@ OUR_NAME = {"ShearX": "shear_x", "ShearY": "shear_y", "TranslateX": "translate_x
             DESTRUCTIVE: "sample_pairing"}
 SIGNED = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
                     "Color", "Sharpness", "Contrast"})
-# Ops computed in float during the search (bilinear warp / blend / float addition).
-DIFFERENTIABLE = SIGNED | {"SolarizeAdd"}
 NO_MAGNITUDE = frozenset({"Equalize", "AutoContrast", "Invert", DESTRUCTIVE})
 GRID = 1000
 LAYERS = 2
 INIT = {"W": 1e-3, "M_MEAN": 0.5, "M_STD": 0.1}
 FORMAT = "gar_jax.dra_policy/1"
 
-# The published CIFAR policies of ainieli/DRA policy.py (also tests/data/dra_policies.json), data.
-PUBLISHED = {
-    "WRN-28-10 on CIFAR-10": {
-        "W": (
-            (-0.0291, -0.0293, 0.0123, 0.1211, 0.055, 0.0145, 0.0081, -0.0956,
-             -0.0748, -0.1011, 0.3763, -0.0693, -0.047, -0.0406, 0.083, -0.2228),
-            (0.0005, -0.172, 0.1742, -0.1915, 0.3098, 0.1649, -0.1638, -0.0417,
-             0.0562, -0.2187, 0.1768, 0.1516, -0.1664, -0.1643, 0.1992, -0.1697),
-        ),
-        "M_MEAN": (
-            (0.5893, 0.6374, 0.7231, 0.7827, 0.594, 0.0648, 0.0882, 0.1469,
-             0.0718, 0.5026, 0.241, 0.6516, 0.3202, 0.5, 0.689, 0.6221),
-            (0.5318, 0.4291, 0.8164, 0.6031, 0.8365, 0.0234, 0.1391, 0.1264,
-             0.0646, 0.5628, 0.2507, 0.7234, 0.4873, 0.5, 0.8073, 0.4854),
-        ),
-        "M_STD": (
-            (0.1984, 0.255, 0.0, 0.0, 0.0, 0.006, 0.0912, 0.0633,
-             0.0058, 0.1569, 0.0, 0.1357, 0.2372, 0.1, 0.0278, 0.0911),
-            (0.1267, 0.127, 0.1014, 0.2698, 0.1288, 0.0203, 0.0968, 0.1096,
-             0.0264, 0.3021, 0.0445, 0.1499, 0.0056, 0.1, 0.0784, 0.0669),
-        ),
-    },
-    "WRN-28-10 on CIFAR-100": {
-        "W": (
-            (-0.0009, 0.2242, -0.1763, 0.2105, 0.0685, -0.0262, 0.05, 0.1379,
-             -0.1412, 0.0258, 0.1639, 0.0242, -0.14, 0.0894, -0.2989, -0.055),
-            (0.1769, 0.03, 0.0633, 0.0656, 0.0724, -0.0949, -0.0155, 0.0901,
-             0.1075, 0.0916, 0.1079, 0.1531, -0.3673, -0.0273, -0.2288, -0.1339),
-        ),
-        "M_MEAN": (
-            (0.5872, 0.7351, 0.3695, 0.8067, 0.6578, 0.0, 0.003, 0.1558,
-             0.0185, 0.3823, 0.3003, 0.3681, 0.5405, 0.5, 0.9534, 0.4526),
-            (0.5182, 0.6929, 0.4262, 0.9703, 0.4355, 0.0381, 0.0, 0.2863,
-             0.0172, 0.5804, 0.186, 0.6051, 0.4063, 0.5, 0.7953, 0.4938),
-        ),
-        "M_STD": (
-            (0.0402, 0.3393, 0.0046, 0.2675, 0.166, 0.0173, 0.0067, 0.0441,
-             0.0255, 0.2503, 0.0527, 0.1339, 0.024, 0.1001, 0.1261, 0.0085),
-            (0.2145, 0.0012, 0.2877, 0.0995, 0.0654, 0.0224, 0.0, 0.0175,
-             0.0163, 0.1065, 0.0539, 0.0917, 0.0117, 0.1, 0.1768, 0.2105),
-        ),
-    },
-    "PyramidNet+ShakeDrop on CIFAR-10": {
-        "W": (
-            (-0.0284, -0.1486, 0.0868, -0.034, 0.0086, 0.0463, 0.1919, -0.3905,
-             -0.2343, -0.2946, 0.3532, 0.3675, -0.1342, -0.2277, 0.007, 0.5101),
-            (0.0073, 0.0174, 0.1662, 0.1279, 0.1162, -0.003, -0.117, 0.181,
-             -0.3431, -0.0664, 0.2326, -0.0712, -0.2532, -0.2205, -0.033, 0.1758),
-        ),
-        "M_MEAN": (
-            (0.5704, 0.5712, 0.645, 0.6099, 0.4816, 0.0245, 0.0225, 0.0063,
-             0.0108, 0.2884, 0.1446, 0.9988, 0.4058, 0.4994, 0.4706, 0.2999),
-            (0.8364, 0.2385, 0.3994, 0.5186, 0.3202, 0.0314, 0.0657, 0.0201,
-             0.0, 0.6285, 0.2861, 0.9694, 0.4609, 0.4995, 0.6286, 0.3944),
-        ),
-        "M_STD": (
-            (0.3609, 0.0154, 0.1956, 0.1782, 0.2224, 0.05, 0.0549, 0.0119,
-             0.047, 0.101, 0.0203, 0.0339, 0.0323, 0.1005, 0.0503, 0.4083),
-            (0.1565, 0.2291, 0.2532, 0.0579, 0.0149, 0.0014, 0.0194, 0.0,
-             0.0322, 0.3502, 0.0, 0.0374, 0.0891, 0.1, 0.2936, 0.069),
-        ),
-    },
-    "PyramidNet+ShakeDrop on CIFAR-100": {
-        "W": (
-            (-0.0213, 0.2062, 0.1167, 0.0905, 0.0023, -0.2052, 0.0993, 0.108,
-             0.0609, 0.4648, 0.2654, -0.0413, -0.2901, -0.2372, -0.4347, -0.2844),
-            (0.1448, 0.038, -0.1221, 0.0608, 0.0551, -0.0332, 0.2568, -0.2339,
-             0.4536, -0.1667, -0.13, 0.1928, -0.1145, -0.2373, -0.3602, 0.1145),
-        ),
-        "M_MEAN": (
-            (0.577, 0.9984, 0.6181, 0.7348, 0.6911, 0.0, 0.156, 0.5923,
-             0.0257, 0.4737, 0.1875, 0.7943, 0.0394, 0.4999, 1.0, 0.8417),
-            (0.8939, 0.7807, 0.4618, 0.5979, 0.7068, 0.0653, 0.0718, 0.2693,
-             0.0, 0.2439, 0.3477, 0.6116, 0.1641, 0.5004, 0.9673, 0.285),
-        ),
-        "M_STD": (
-            (0.1534, 0.0453, 0.1982, 0.1278, 0.1064, 0.027, 0.0244, 0.1371,
-             0.0343, 0.0131, 0.0464, 0.2045, 0.0138, 0.1002, 0.0406, 0.1079),
-            (0.0297, 0.1773, 0.3246, 0.0589, 0.1483, 0.0339, 0.0752, 0.0173,
-             0.0001, 0.1406, 0.0014, 0.0117, 0.1691, 0.0999, 0.0435, 0.2319),
-        ),
-    },
-}
+# The published CIFAR policies of ainieli/DRA policy.py (also in tests/data/dra_policies.json, the
+# authors' layout), data: {name: {"W", "M_MEAN", "M_STD": [L][A] lists}}.
+PUBLISHED_FILE = os.path.join(os.path.dirname(__file__), "data", "dra_policies.json")
+with open(PUBLISHED_FILE, encoding="utf-8") as _f:
+    PUBLISHED = json.load(_f)["policies"]
 ALIASES = {"cifar10": "WRN-28-10 on CIFAR-10", "cifar100": "WRN-28-10 on CIFAR-100"}
 
 
@@ -191,52 +111,43 @@ def check_ops(names) -> tuple:
 # ----------------------------------------------------------------------------- magnitudes
 
 
+# Signed ops: argument = offset + scale * s m (the module table).
+_LINEAR = {"ShearX": (0.0, 0.3), "ShearY": (0.0, 0.3), "TranslateX": (0.0, 10.0),
+           "TranslateY": (0.0, 10.0), "Rotate": (0.0, 30.0), "Brightness": (1.0, 0.9),
+           "Color": (1.0, 0.9), "Sharpness": (1.0, 0.9), "Contrast": (1.0, 0.9)}
+
+
+def _argument(name: str, m, sign, height: int, width: int, xp):
+    """The magnitude -> argument map once, for numpy (host) or jax.numpy (device) `xp`; the
+    integer arguments come back as floats of integer value, None without a magnitude."""
+    if name in _LINEAR:
+        offset, scale = _LINEAR[name]
+        return offset + scale * (m * sign)
+    if name == "Cutout":
+        return xp.floor(max(height, width) * 0.2 * m)
+    if name == "Solarize":
+        return xp.ceil(256.0 - 256.0 * m)
+    if name == "Posterize":
+        return xp.ceil(8.0 - 4.0 * m)
+    if name == "SolarizeAdd":
+        return xp.floor(110.0 * m)
+    return None
+
+
 def argument(name: str, value: float, height: int = 32, width: int = 32):
     """Host (float64) argument of DRA op `name` at signed magnitude `value` (unsigned ops use
     |value|); None for ops without a magnitude. See the module table."""
-    m = abs(value)
-    if name in ("ShearX", "ShearY"):
-        return 0.3 * value
-    if name in ("TranslateX", "TranslateY"):
-        return 10.0 * value
-    if name == "Rotate":
-        return 30.0 * value
-    if name in ("Brightness", "Color", "Sharpness", "Contrast"):
-        return 1.0 + 0.9 * value
-    if name == "Cutout":
-        return int(max(height, width) * 0.2 * m)
-    if name == "Solarize":
-        return math.ceil(256.0 - 256.0 * m)
-    if name == "Posterize":
-        return math.ceil(8.0 - 4.0 * m)
-    if name == "SolarizeAdd":
-        return int(110.0 * m)
     if name == DESTRUCTIVE:
         return 1.0
-    return None
+    out = _argument(name, abs(value), 1.0 if value >= 0 else -1.0, height, width, np)
+    return out if out is None or name in _LINEAR else int(out)
 
 
 def argument_device(name: str, m, sign, height: int, width: int):
     """`argument` on device: m float [...] in [0, 1], sign +-1 [...]; differentiable in m for
     the signed ops (the others are step functions of m)."""
-    v = m * sign
-    if name in ("ShearX", "ShearY"):
-        return 0.3 * v
-    if name in ("TranslateX", "TranslateY"):
-        return 10.0 * v
-    if name == "Rotate":
-        return 30.0 * v
-    if name in ("Brightness", "Color", "Sharpness", "Contrast"):
-        return 1.0 + 0.9 * v
-    if name == "Cutout":
-        return jnp.floor(max(height, width) * 0.2 * m).astype(jnp.int32)
-    if name == "Solarize":
-        return jnp.ceil(256.0 - 256.0 * m).astype(jnp.int32)
-    if name == "Posterize":
-        return jnp.ceil(8.0 - 4.0 * m).astype(jnp.int32)
-    if name == "SolarizeAdd":
-        return jnp.floor(110.0 * m).astype(jnp.int32)
-    return None
+    out = _argument(name, m, sign, height, width, jnp)
+    return out if out is None or name in _LINEAR else out.astype(jnp.int32)
 
 
 @dataclasses.dataclass(frozen=True)

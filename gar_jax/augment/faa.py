@@ -4,7 +4,7 @@ A policy is a tuple of sub-policies; a sub-policy is a tuple of ``(op, probabili
 steps with probability and level in [0, 1] and op one of `FAA_OPS` (FAA's names). Per image one
 sub-policy is drawn uniformly and each of its steps fires with its probability, in order. A level
 maps linearly onto the op's range, ``magnitude = level * (high - low) + low`` (`RANGES`), with
-FAA's semantics, which differ from our other spaces (reference/fast_autoaugment_policies.json):
+FAA's semantics, which differ from our other spaces (data/fast_autoaugment_policies.json):
 
 - ShearX/Y (coefficient, +-0.3), TranslateX/Y (a FRACTION of the width/height, +-0.45) and Rotate
   (+-30 degrees) negate their magnitude with probability 1/2; translations are ``v * size`` px.
@@ -119,7 +119,7 @@ def check_policy(policy, *, allowed=ALL_OPS, what: str = "FAA policy") -> tuple:
 
 
 def to_json(policies: dict, source: str) -> dict:
-    """{name: policy} in the layout of reference/fast_autoaugment_policies.json."""
+    """{name: policy} in the layout of data/fast_autoaugment_policies.json."""
     checked = {name: check_policy(p, what=f"policy {name!r}") for name, p in policies.items()}
     return {
         "source": source, "format": FORMAT,

@@ -1,4 +1,5 @@
-"""The OLA sampler: a learned distribution over augmentation sequences (ALGORITHMS.md §4).
+"""The OLA sampler: a learned distribution over augmentation sequences (GAR paper §6;
+docs/algorithms.md §4).
 
 Per image, with logits psi [K], phi [A, L] and rho [A] (K = max ops, A = ops in the space,
 L = strength levels, 4 / 14-19 / 31 in the paper):

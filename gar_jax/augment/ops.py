@@ -1,8 +1,8 @@
 """One image op at a time: ``apply(name, image, magnitude)`` with Pillow's semantics.
 
-This is the public contract of DESIGN.md. ``image`` is [H, W, C] (C = 1 or 3) with values 0..255,
-uint8 or a float dtype holding integers; the result has the same shape and dtype. ``magnitude`` is
-in the op's own unit and may be a traced value (jit/vmap):
+This is the library's op contract (docs/algorithms.md §5). ``image`` is [H, W, C] (C = 1 or 3)
+with values 0..255, uint8 or a float dtype holding integers; the result has the same shape and
+dtype. ``magnitude`` is in the op's own unit and may be a traced value (jit/vmap):
 
 =============  ==========================================================  ====================
 op             Pillow equivalent                                           magnitude

@@ -16,17 +16,16 @@ pad-crop, flip and Cutout).
 - ``auto_augment(dataset)``: one of the 25 sub-policies uniformly; each step fires with its
   probability (autoaugment.py).
 """
-import dataclasses
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 
 from gar_jax.augment import autoaugment
 from gar_jax.augment import color
+from gar_jax.augment import dra
 from gar_jax.augment import faa
 from gar_jax.augment import ops
-from gar_jax.augment.applier import apply_sequence
+from gar_jax.augment import smart
+from gar_jax.augment.applier import SlotPolicy
 from gar_jax.augment.spaces import SPACES
 from gar_jax.augment.spaces import get_space
 from gar_jax.errors import ConfigError
@@ -69,29 +68,6 @@ def standard(key, images, pad: int = 4, cutout: int = 16, fill=0, flip: bool = T
         planar = jnp.moveaxis(out, -1, 1)  # color.cutout works on [B, C, H, W]
         out = jnp.moveaxis(color.cutout(planar, jnp.full((b,), cutout), cy, cx, fill), 1, -1)
     return out
-
-
-@dataclasses.dataclass(frozen=True)
-class SlotPolicy:
-    """A policy that samples op slots per image and applies them with apply_sequence.
-
-    ``policy(key, images)`` splits ``key`` into (sample, apply) keys; ``policy.sample(key, b)``
-    exposes the draws (op_indices int32 [b, K], levels int32 [b, K], active bool [b, K]) made
-    with the sample key, so that their statistics can be checked without images.
-    """
-    name: str
-    sampler: Callable  # (key, batch_size) -> (op_indices, levels, active)
-    space_for: Callable  # (height, width) -> SearchSpace
-
-    def sample(self, key, batch_size: int):
-        return self.sampler(key, batch_size)
-
-    def __call__(self, key, images):
-        _check_images(images)
-        b, h, w, _ = images.shape
-        k_sample, k_apply = jax.random.split(key)
-        op_indices, levels, active = self.sampler(k_sample, b)
-        return apply_sequence(self.space_for(h, w), k_apply, images, op_indices, levels, active)
 
 
 def uniform_augment(space="randaug") -> SlotPolicy:
@@ -157,18 +133,6 @@ def auto_augment(dataset: str = "cifar10") -> SlotPolicy:
                       lambda h, w: autoaugment.tables(dataset, h, w)[0])
 
 
-def _dra_replay(**kwargs):
-    """A DRA policy (published, or a searched policy.json) as a fixed policy (augment/dra.py)."""
-    from gar_jax.augment import dra
-    return dra.replay_policy(**kwargs)
-
-
-def _smart_replay(**kwargs):
-    """A learned smart_augmentation policy.json as a fixed policy (augment/smart.py)."""
-    from gar_jax.augment import smart
-    return smart.replay(**kwargs)
-
-
 def compose(*policies):
     """Apply policies left to right, each with its own split of the key."""
     def policy(key, images):
@@ -207,8 +171,8 @@ def get_policy(name: str, *, with_standard: bool = False, **kwargs):
             "ra": lambda: rand_augment(**kwargs),
             "ta": lambda: trivial_augment(**kwargs),
             "aa": lambda: auto_augment(**kwargs),
-            "smart_aug": lambda: _smart_replay(**kwargs),
-            "dra": lambda: _dra_replay(**kwargs),
+            "smart_aug": lambda: smart.replay(**kwargs),
+            "dra": lambda: dra.replay_policy(**kwargs),
             "faa": lambda: faa.fast_autoaugment(**kwargs),
         }[name]
     elif name in SPACES:

@@ -48,7 +48,7 @@ from gar_jax.augment import affine
 from gar_jax.augment import color
 from gar_jax.augment import ops
 from gar_jax.augment import spaces
-from gar_jax.augment.applier import slot_randomness
+from gar_jax.augment.applier import SlotPolicy, slot_randomness
 from gar_jax.errors import ConfigError
 
 TEMPERATURE = 0.5
@@ -296,10 +296,8 @@ def space_from_json(policy: dict) -> spaces.SearchSpace:
 
 
 def replay(path=None, policy: dict = None):
-    """A fixed policy (`policies.SlotPolicy`) from a policy.json file or dict: N ops per image
+    """A fixed policy (`applier.SlotPolicy`) from a policy.json file or dict: N ops per image
     i.i.d. from the learned distribution, each at its learned level, always applied."""
-    from gar_jax.augment import policies  # policies imports this module for get_policy
-
     if (path is None) == (policy is None):
         raise ConfigError("smart.replay needs path= (a policy.json) or policy= (its dict)")
     if policy is None:
@@ -319,4 +317,4 @@ def replay(path=None, policy: dict = None):
         op_indices = jax.random.categorical(key, logits, shape=(b, n)).astype(jnp.int32)
         return op_indices, level[op_indices], jnp.ones((b, n), bool)
 
-    return policies.SlotPolicy(f"smart_aug[{space.name},n={n}]", sampler, lambda h, w: space)
+    return SlotPolicy(f"smart_aug[{space.name},n={n}]", sampler, lambda h, w: space)

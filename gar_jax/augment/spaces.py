@@ -1,6 +1,7 @@
 """Search spaces: which ops a policy draws from and how a strength level becomes a magnitude.
 
-A space is data. ALGORITHMS.md section 5 defines the two of the paper, with 31 levels l = 0..30,
+A space is data. docs/algorithms.md §5 gives the two of the GAR paper (§6, Appendix B), with
+31 levels l = 0..30,
 ``int_p(l, M) = int(l * M / 30)`` and ``float_p(l, M) = l * M / 30``; signed ops flip the sign of
 their magnitude with probability 1/2 when applied. A new space takes a few lines::
 
@@ -112,7 +113,7 @@ def _check_range(values, size: int, what: str) -> None:
 
 
 def _paper_space(name: str, wide: bool) -> SearchSpace:
-    """RA ("randaug", 14 ops) or WideLong ("wide", 19 ops) of ALGORITHMS.md section 5."""
+    """RA ("randaug", 14 ops) or WideLong ("wide", 19 ops) of docs/algorithms.md §5."""
     def enhancer(op_name):
         rule = Level(1.99, offset=0.01) if wide else Level(1.8, offset=0.1)
         return Op(op_name, rule)
@@ -141,7 +142,7 @@ def _paper_space(name: str, wide: bool) -> SearchSpace:
 
 RANDAUG = _paper_space("randaug", wide=False)
 WIDE = _paper_space("wide", wide=True)
-# TrivialAugment's own "wide" space: RA's 14 ops with the wide ranges (ALGORITHMS.md section 6).
+# TrivialAugment's own "wide" space: RA's 14 ops with the wide ranges (docs/algorithms.md §6).
 TA_WIDE = SearchSpace("ta_wide", WIDE.ops[:14])
 SPACES = {"ra": RANDAUG, "randaug": RANDAUG, "uniaug": RANDAUG,
           "wide": WIDE, "wl": WIDE, "long_wide": WIDE, "ta_wide": TA_WIDE}

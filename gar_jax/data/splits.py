@@ -1,4 +1,4 @@
-"""Data splits for the toy split experiment (GAR paper §4.1, ALGORITHMS.md §3).
+"""Data splits for the toy split experiment (GAR paper §6, docs/algorithms.md §3).
 
 A train set of N examples is cut into S equal splits of ``n = N // S`` examples each (a seeded
 permutation; the ``N mod S`` left-over examples are not used). In split 0 (the *noisy* split)

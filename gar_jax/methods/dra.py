@@ -3,9 +3,9 @@
 ``python -m gar_jax.main --config=configs/digits_dra.py --workdir=DIR`` runs two phases, each a
 resumable run of its own, chained through the workdir:
 
-1. ``DIR/search`` (when ``config.dra.policy == "search"``): the paper's search (seed 002,
-   ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the training set, cut in two
-   halves (model weights / policy). Every step does, with no unrolling:
+1. ``DIR/search`` (when ``config.dra.policy == "search"``): the paper's search (§III,
+   docs/algorithms.md §8; ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the
+   training set, cut in two halves (model weights / policy). Every step does, with no unrolling:
    a. a policy update on a batch of the policy half, which gets no crop or flip (the authors'
       ``datasets/split.py``): the relaxed DRA layers (`gar_jax.augment.dra.search_augment`: per
       image a hard Gumbel-softmax op, apply probability, firing, magnitude noise and sign, the
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import os
 from typing import Any, Optional
 
@@ -47,6 +46,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from gar_jax import report
 from gar_jax.augment import color, dra, policies
 from gar_jax.data import sources, stats
 from gar_jax.data.device import DeviceDataset
@@ -364,13 +364,11 @@ def run_search(config, workdir: str) -> dict:
         return step_fn(state, setup.train_data.batch(step), policy_data.batch(step))
 
     os.makedirs(workdir, exist_ok=True)
-    recorder = PolicyRecorder(workdir, op_names(config), config.dra.p_min, config.dra.p_max,
-                              extra={"weight_examples": len(weights["label"]),
-                                     "policy_examples": len(policy_half["label"]),
-                                     "steps_per_epoch": setup.steps_per_epoch,
-                                     "estimator": "per image (authors')"})
+    extra = {"weight_examples": len(weights["label"]),
+             "policy_examples": len(policy_half["label"]),
+             "steps_per_epoch": setup.steps_per_epoch, "estimator": "per image (authors')"}
     return engine.train(sconfig, workdir, setup, engine.Method(
-        state=init_state(setup.state, config), advance=advance, report=recorder))
+        state=init_state(setup.state, config), advance=advance, report=recorder(config, extra)))
 
 
 # ------------------------------------------------------------------------------------ training
@@ -429,8 +427,8 @@ def run(config, workdir: str) -> dict:
     train_dir = os.path.join(workdir, "train")
     os.makedirs(train_dir, exist_ok=True)
     if jax.process_index() == 0:
-        with open(os.path.join(train_dir, "policy.json"), "w", encoding="utf-8") as f:
-            f.write(dra.to_json(params, names, name=name or "policy", source=str(policy)))
+        engine.write_text(os.path.join(train_dir, report.POLICY_FILE),
+                          dra.to_json(params, names, name=name or "policy", source=str(policy)))
     engine.validate(tconfig)
     setup = engine.build(tconfig)
     # The authors' order, crop/flip -> DRA -> Cutout, in place of the engine's policy-then-
@@ -454,78 +452,23 @@ def run(config, workdir: str) -> dict:
 # ------------------------------------------------------------------- what was learned, shown
 
 
-class PolicyRecorder:
-    """The search's engine ``report``: appends the policy to ``policy_history.jsonl``, rewrites
-    ``policy.json`` and the two plots (a resumed run keeps the epochs recorded) and returns the
-    results.json entries ``learned_policy`` and ``dra_search``."""
+def recorder(config, extra: dict) -> report.PolicyRecorder:
+    """The search's ``report`` (`gar_jax.report.PolicyRecorder`): per epoch the clipped W,
+    M_MEAN, M_STD in policy_history.jsonl, ``policy.json`` (`dra.to_json`), the figures
+    policy_weights.png and policy_magnitudes.png, and results.json's ``learned_policy`` and
+    ``dra_search`` (`extra`)."""
+    names, p_min, p_max = op_names(config), config.dra.p_min, config.dra.p_max
 
-    def __init__(self, workdir: str, names: tuple, p_min: float, p_max: float,
-                 extra: Optional[dict] = None):
-        self.workdir, self.names, self.p_min, self.p_max = workdir, names, p_min, p_max
-        self.extra = extra or {}
-        self.path = os.path.join(workdir, "policy_history.jsonl")
-        self.history = []
-        if os.path.exists(self.path):
-            with open(self.path, encoding="utf-8") as f:
-                by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
-            self.history = [by_epoch[e] for e in sorted(by_epoch)]
+    def plot(history, workdir):
+        from gar_jax import plots  # matplotlib: imported only when plotting
+        plots.dra_policy_figures(history, names, workdir)
 
-    def __call__(self, workdir: str, state, epoch: int, evaluation: dict) -> dict:
-        params = dra.clip_params(jax.device_get(state.policy))
-        record = {"epoch": epoch, "test_accuracy": evaluation["accuracy"],
-                  **{k: np.asarray(v).tolist() for k, v in params.items()}}
-        self.history = [r for r in self.history if r["epoch"] < epoch] + [record]
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        with open(os.path.join(self.workdir, "policy.json"), "w", encoding="utf-8") as f:
-            f.write(dra.to_json(params, self.names, source=f"gar_jax DRA search, epoch {epoch}"))
-        plot_policy(self.history, self.names, self.workdir)
-        return {"learned_policy": learned_policy_report(params, self.names, self.p_min,
-                                                        self.p_max, "search"),
-                "dra_search": self.extra}
-
-
-def plot_policy(history, names, workdir: str) -> None:
-    """policy_weights.png (softmax(W) per layer over the search) and policy_magnitudes.png (the
-    final clipped-normal magnitude density of each op, per layer)."""
-    from gar_jax.plots import plt
-
-    epochs = np.array([r["epoch"] for r in history])
-    w = np.array([r["W"] for r in history])  # [T, L, A]
-    soft = np.exp(w - w.max(-1, keepdims=True))
-    soft /= soft.sum(-1, keepdims=True)
-    layers = w.shape[1]
-    colors = plt.cm.tab20(np.linspace(0, 1, len(names)))
-    fig, axes = plt.subplots(1, layers, figsize=(6 * layers, 4), squeeze=False)
-    for layer, ax in enumerate(axes[0]):
-        for j, n in enumerate(names):
-            ax.plot(epochs, soft[:, layer, j], color=colors[j], label=dra.OUR_NAME[n],
-                    linewidth=2.5 if n == dra.DESTRUCTIVE else 1.2)
-        ax.axhline(1 / len(names), color="grey", linestyle=":", linewidth=1)
-        ax.set(xlabel="search epoch", ylabel="softmax(W)", title=f"op probability, layer "
-               f"{layer + 1}", ylim=(0, None))
-    axes[0][-1].legend(fontsize=6, ncol=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "policy_weights.png"), dpi=110)
-    plt.close(fig)
-
-    mean, std = np.array(history[-1]["M_MEAN"]), np.array(history[-1]["M_STD"])
-    cols = 6
-    rows = -(-len(names) // cols)
-    grid = np.linspace(0, 1, 201)
-    fig, axes = plt.subplots(rows, cols, figsize=(2.6 * cols, 1.9 * rows), squeeze=False)
-    for j, ax in enumerate(axes.flat):
-        if j >= len(names):
-            ax.set_visible(False)
-            continue
-        for layer in range(layers):
-            mu, sd = mean[layer, j], max(std[layer, j], 1e-3)
-            density = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
-            ax.plot(grid, density, label=f"layer {layer + 1}")
-        ax.set_title(f"{dra.OUR_NAME[names[j]]}", fontsize=8)
-        ax.tick_params(labelsize=6)
-    axes.flat[0].legend(fontsize=6)
-    fig.suptitle("magnitude m ~ N(M_MEAN, M_STD) before clipping to [0, 1] (final policy)")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "policy_magnitudes.png"), dpi=110)
-    plt.close(fig)
+    return report.PolicyRecorder(
+        policy_of=lambda state: dra.clip_params(state.policy),
+        record=lambda params: {k: np.asarray(v).tolist() for k, v in params.items()},
+        policy_json=lambda params, epoch: dra.to_json(
+            params, names, source=f"gar_jax DRA search, epoch {epoch}"),
+        plot=plot,
+        results=lambda params, record: {
+            "learned_policy": learned_policy_report(params, names, p_min, p_max, "search"),
+            "dra_search": extra})

@@ -716,33 +716,6 @@ def learned_policy_report(config, policy) -> dict:
             "num_sub_policies": len(policy), "policy_file": "policy.json"}
 
 
-def plot_policy(policy, path: str, title: str = "") -> None:
-    """Bar chart of op_probability and a scatter of (op, step probability, level)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    probs = faa.op_probability(policy)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
-    names = list(probs)
-    a.bar(range(len(names)), [probs[n] for n in names], color="tab:blue")
-    a.set_xticks(range(len(names)), names, rotation=60, ha="right")
-    a.set_ylabel("P(image gets op)")
-    a.set_title(f"{title} op probability ({len(policy)} sub-policies)")
-    inv = {v: k for k, v in faa.OP_NAME.items()}
-    for i, n in enumerate(names):
-        steps = [(p, lv) for sub in policy for o, p, lv in sub if o == inv[n]]
-        if steps:
-            p, lv = np.array(steps).T
-            b.scatter(i + (lv - 0.5) * 0.6, p, s=6, alpha=0.5, c=lv, cmap="viridis",
-                      vmin=0, vmax=1)
-    b.set_xticks(range(len(names)), names, rotation=60, ha="right")
-    b.set_ylabel("step probability (x offset and colour: level)")
-    b.set_title("steps of the final policy")
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-
-
 def run(config, workdir: str) -> dict:
     """Search (resumable) then the final training in workdir/train; writes results.json.
 
@@ -757,7 +730,8 @@ def run(config, workdir: str) -> dict:
     report = search(config, workdir, progress=config.progress_bar)
     policy_path = os.path.join(workdir, "policy.json")
     policy = faa.load(policy_path, POLICY_NAME)
-    plot_policy(policy, os.path.join(workdir, "policy.png"), title=config.dataset)
+    from gar_jax import plots  # matplotlib: imported only when plotting
+    plots.faa_policy_figure(policy, os.path.join(workdir, "policy.png"), title=config.dataset)
     extra = {"faa": report, "learned_policy": learned_policy_report(config, policy)}
     results = dict(extra)
     if config.faa.train_final:

@@ -52,7 +52,6 @@ from gar_jax.models import toy, variables
 from gar_jax.train import engine, optim
 
 METHODS = ("gar", "gar_target", "uniform", "proportional", "odm", "dga", "nslr", "oracle")
-GAR_METHODS = ("jvp", "vmap", "layerwise")
 _FIELDS = ("experiment", "scenario", "method", "net", "seed", "data_seed", "batch_size", "steps",
            "steps_per_eval", "lr", "momentum", "weight_decay", "reward_every", "meta_lr",
            "meta_b1", "meta_clip", "meta_every", "running_decay", "gar_method", "odm_reward_scale",
@@ -82,8 +81,8 @@ def validate(config) -> None:
     _check(config.method in METHODS,
            f"config.method={config.method!r}; choose from {', '.join(METHODS)}")
     _check(config.net in toy.NETS, f"config.net={config.net!r}; choose from {', '.join(toy.NETS)}")
-    _check(config.gar_method in GAR_METHODS,
-           f"config.gar_method={config.gar_method!r}; choose from {', '.join(GAR_METHODS)}")
+    _check(config.gar_method in gar.METHODS,
+           f"config.gar_method={config.gar_method!r}; choose from {', '.join(gar.METHODS)}")
     for field in ("batch_size", "steps", "steps_per_eval", "dga_probe", "meta_every"):
         _check(isinstance(config[field], int) and config[field] >= 1,
                f"config.{field}={config[field]!r} must be a positive integer")

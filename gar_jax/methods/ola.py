@@ -1,7 +1,8 @@
 """OLA: online-learned augmentation with GAR in the training loop (``experiment = "ola"``).
 
-``python -m gar_jax.main --config=configs/cifar100_ola.py --workdir=DIR``. Paper §6,
-ALGORITHMS.md §4. SGD steps come in pairs, jitted as one function (`make_pair_step`):
+``python -m gar_jax.main --config=configs/cifar100_ola.py --workdir=DIR``. GAR paper §6
+("Online-Learned Augmentation-Strategy"), docs/algorithms.md §4. SGD steps come in pairs, jitted
+as one function (`make_pair_step`):
 
 1. augmented step t (even state.step): every image draws a configuration from the learned policy
    (`gar_jax.augment.ola`, an ensemble of E samplers), gets it applied and then the standard
@@ -30,8 +31,6 @@ What was learned is written to the workdir at every evaluation: ``policy.json`` 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any, Callable, Optional
 
 import flax
@@ -41,7 +40,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
-from gar_jax import batchnorm, gar, gar_layerwise, reinforce
+from gar_jax import batchnorm, gar, gar_layerwise, reinforce, report
 from gar_jax.augment import ola, spaces
 from gar_jax.errors import ConfigError
 from gar_jax.models import variables
@@ -49,7 +48,6 @@ from gar_jax.train import engine, steps
 from gar_jax.mesh import DATA_AXIS
 from gar_jax.train.state import TrainState
 
-GAR_METHODS = ("layerwise", "jvp", "vmap")
 REWARDS = ("gar", "nslr")
 REWARD_NORMALIZATIONS = ("batch", "sampler")
 
@@ -81,16 +79,13 @@ def options(config) -> Options:
     c = config.ola
     return Options(reward=c.reward, gar_method=c.gar_method, chunk_size=c.chunk_size or None,
                    gar_convention=c.gar_convention, gar_remat=c.gar_remat,
-                   gar_store=c.get("gar_store", Options.gar_store),
+                   gar_store=c.gar_store,
                    replace=c.replace, nslr_decay=c.nslr_decay,
                    reward_normalization=c.reward_normalization)
 
 
-DESTRUCTIVE_OP = spaces.DESTRUCTIVE_OP
-
-
 def make_space(config) -> spaces.SearchSpace:
-    """``config.ola.space`` ("wide" / "randaug" / ...), plus `DESTRUCTIVE_OP` when
+    """``config.ola.space`` ("wide" / "randaug" / ...), plus `spaces.DESTRUCTIVE_OP` when
     ``config.ola.destructive_op``."""
     space = spaces.get_space(config.ola.space)
     if config.ola.destructive_op:
@@ -115,10 +110,10 @@ def validate(config) -> None:
     if config.model.dropout_rate:
         raise ConfigError("config.model.dropout_rate must be 0 for OLA: per-example gradients "
                           "(GAR) would see other dropout masks than the training step")
-    if c.gar_method not in GAR_METHODS:
-        raise ConfigError(f"config.ola.gar_method={c.gar_method!r} must be one of {GAR_METHODS}")
+    if c.gar_method not in gar.METHODS:
+        raise ConfigError(f"config.ola.gar_method={c.gar_method!r} must be one of {gar.METHODS}")
     gar_layerwise.check_convention(c.gar_convention)
-    if c.get("gar_store", Options.gar_store) not in gar_layerwise.STORES:
+    if c.gar_store not in gar_layerwise.STORES:
         raise ConfigError(f"config.ola.gar_store={c.gar_store!r} must be one of "
                           f"{list(gar_layerwise.STORES)}")
     if c.reward_normalization not in REWARD_NORMALIZATIONS:
@@ -214,6 +209,35 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int]):
                          out_specs=P(DATA_AXIS))
 
 
+def _reward_fns(model, mesh, opts: Options, grad_fn) -> tuple[Callable, Callable]:
+    """The one place where ``opts.reward`` / ``opts.gar_method`` choose the computation:
+    ``augmented_step(params, batch_stats, images, labels, key) -> (grads, batch_stats, metrics,
+    kept)`` (step t, keeping what the rewards need) and ``rewards(state, kept, images, labels, G,
+    plain_loss) -> float[B]`` (after the plain step; `state` is the pair's input, at θ_t)."""
+    if opts.reward == "nslr":
+        def augmented_step(params, batch_stats, images, labels, key):
+            return (*grad_fn(params, batch_stats, images, labels, key), None)
+
+        def rewards(state, kept, images, labels, g, plain_loss):
+            return gar.nslr_reward(plain_loss, labels.shape[0])
+    elif opts.gar_method == "layerwise":  # step t keeps its tape
+        capture, replay = _layerwise_fns(model, mesh, opts.gar_convention, opts.gar_remat,
+                                         opts.gar_store)
+
+        def augmented_step(params, batch_stats, images, labels, key):
+            return capture(params, batch_stats, images, labels)  # no dropout under OLA
+
+        def rewards(state, tape, images, labels, g, plain_loss):
+            return replay(state.batch_stats, tape, images, g)
+    else:  # step t also returns its BatchNorm statistics, frozen for GAR
+        augmented_step = steps.make_grad_fn(model, mesh, bn_stats=True)
+        align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size)
+
+        def rewards(state, bn_stats, images, labels, g, plain_loss):
+            return align(state.params, state.batch_stats, bn_stats, images, labels, g)
+    return augmented_step, rewards
+
+
 def make_pair_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Options, *,
                    standard: Optional[Callable] = None, schedule: Optional[Callable] = None,
                    jit: bool = True) -> Callable:
@@ -256,53 +280,28 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     ``core(state, images, sample, labels, batch_plain, key) -> (state, metrics)`` with `images`
     the augmented batch of step t, `sample` its `PolicySample`, `labels` its labels."""
     grad_fn = steps.make_grad_fn(model, mesh)
-    if opts.reward == "gar" and opts.gar_method == "layerwise":
-        capture, replay = _layerwise_fns(model, mesh, opts.gar_convention, opts.gar_remat,
-                                         opts.gar_store)
-    elif opts.reward == "gar":  # step t also returns its BatchNorm statistics, frozen for GAR
-        grad_fn_aug = steps.make_grad_fn(model, mesh, bn_stats=True)
-        align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size)
+    augmented_step, reward_fn = _reward_fns(model, mesh, opts, grad_fn)
     normalizer = reinforce.RunningNormalizer(decay=opts.nslr_decay)
     standard = standard or (lambda key, images: images)
 
     def core(state, images, sample, labels, batch_plain, key):
         k_standard, k_drop_aug, k_drop_plain = jax.random.split(key, 3)
-        # 1. The augmented step.
-        if opts.reward == "gar" and opts.gar_method == "layerwise":
-            grads, batch_stats, m_aug, tape = capture(state.params, state.batch_stats, images,
-                                                      labels)
-        elif opts.reward == "gar":
-            grads, batch_stats, m_aug, bn_stats = grad_fn_aug(state.params, state.batch_stats,
-                                                              images, labels, k_drop_aug)
-        else:
-            grads, batch_stats, m_aug = grad_fn(state.params, state.batch_stats, images, labels,
-                                                k_drop_aug)
+        # 1. The augmented step (and what its rewards need: a tape, BatchNorm statistics).
+        grads, batch_stats, m_aug, kept = augmented_step(state.params, state.batch_stats,
+                                                         images, labels, k_drop_aug)
         mid = steps.apply_gradients(state, grads, batch_stats, tx)
         # 2. The plain step's batch gradient G at θ_{t+1}.
         plain = standard(k_standard, batch_plain["image"])
         g, batch_stats, m_plain = grad_fn(mid.params, mid.batch_stats, plain,
                                           batch_plain["label"], k_drop_plain)
-        # 3. Rewards of the augmented examples.
-        reward_stats = state.reward_stats
-        if opts.reward == "gar":
-            if opts.gar_method == "layerwise":
-                rewards = replay(state.batch_stats, tape, images, g)
-            else:
-                rewards = align(state.params, state.batch_stats, bn_stats, images, labels, g)
-            if opts.reward_normalization == "sampler":  # each sampler its own B/E rewards
-                groups = ola.ensemble_size(state.policy)
-                weights = reinforce.normalize_rewards(
-                    rewards.reshape(groups, -1), axis=1, unbiased=True).reshape(-1)
-            else:
-                weights = reinforce.normalize_rewards(rewards)
-        else:
-            rewards = gar.nslr_reward(m_plain["loss"], labels.shape[0])
-            weights = normalizer.normalize(reward_stats, rewards)
-            reward_stats = normalizer.update(reward_stats, rewards)
-        # 4. REINFORCE update of the policy.
-        policy, policy_opt_state = reinforce.policy_update(
-            meta_tx, state.policy, state.policy_opt_state,
-            lambda p: ola.log_prob(p, sample, replace=opts.replace), weights)
+        # 3. Rewards of the augmented examples; 4. REINFORCE update of the policy.
+        rewards = reward_fn(state, kept, images, labels, g, m_plain["loss"])
+        groups = (ola.ensemble_size(state.policy)  # each sampler its own B/E rewards
+                  if opts.reward == "gar" and opts.reward_normalization == "sampler" else None)
+        policy, policy_opt_state, reward_stats, _ = reinforce.reward_update(
+            meta_tx, state.policy, state.policy_opt_state, state.reward_stats,
+            lambda p: ola.log_prob(p, sample, replace=opts.replace), rewards,
+            normalizer=normalizer if opts.reward == "nslr" else None, groups=groups)
         new = steps.apply_gradients(mid, g, batch_stats, tx).replace(
             policy=policy, policy_opt_state=policy_opt_state, reward_stats=reward_stats)
 
@@ -342,49 +341,40 @@ def run(config, workdir: str) -> dict:
     def advance(state, step):
         return pair(state, setup.train_data.batch(step), setup.train_data.batch(step + 1))
 
-    recorder = PolicyRecorder(space, config)
     return engine.train(config, workdir, setup, engine.Method(
         state=init_state(setup.state, config, space), advance=advance, steps_per_call=2,
-        report=recorder))
+        report=recorder(space, config)))
 
 
 # ------------------------------------------------------------------- what was learned, shown
 
 
-class PolicyRecorder:
-    """The method's ``report``: appends the policy to ``policy_history.jsonl`` (a resumed run
-    keeps the epochs already recorded; the newest record of an epoch wins), rewrites
-    ``policy.json`` and the two plots, and returns results.json's ``learned_policy`` and
+def recorder(space: spaces.SearchSpace, config) -> report.PolicyRecorder:
+    """The run's ``report`` (`gar_jax.report.PolicyRecorder`): per epoch the policy's summary
+    (`ola.summary`: p_k, p_level, p_keep) in policy_history.jsonl, ``policy.json``
+    (`gar_jax.augment.ola.to_json`), the two figures, and results.json's ``learned_policy`` and
     ``ola`` sections."""
+    c = config.ola
 
-    def __init__(self, space: spaces.SearchSpace, config):
-        self.space, self.config = space, config
-
-    def __call__(self, workdir: str, state, epoch: int, evaluation: dict) -> dict:
-        path = os.path.join(workdir, "policy_history.jsonl")
-        history = []
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
-            history = [by_epoch[e] for e in sorted(by_epoch) if e < epoch]
-        policy = jax.device_get(state.policy)
-        c = self.config.ola
-        record = {"epoch": epoch, "test_accuracy": evaluation["accuracy"],
-                  **{k: v.tolist() for k, v in ola.summary(policy).items()}}
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        with open(os.path.join(workdir, "policy.json"), "w", encoding="utf-8") as f:
-            f.write(ola.to_json(policy, list(self.space.op_names), replace=c.replace))
+    def plot(history, workdir):
         from gar_jax import plots  # matplotlib: imported only when plotting
+        plots.ola_policy_figures(history, space.op_names, workdir)
 
-        plots.ola_policy_figures(history + [record], self.space.op_names, workdir)
+    def results(policy, record):
         op_probability = ola.op_probability(policy, replace=c.replace)
         return {
             "learned_policy": {
-                "op_probability": dict(zip(self.space.op_names, op_probability.tolist())),
+                "op_probability": dict(zip(space.op_names, op_probability.tolist())),
                 "destructive_op": spaces.DESTRUCTIVE_OP.name if c.destructive_op else None,
-                "policy_file": "policy.json"},
-            "ola": {"space": self.space.name, "ops": list(self.space.op_names),
+                "policy_file": report.POLICY_FILE},
+            "ola": {"space": space.name, "ops": list(space.op_names),
                     **{k: c[k] for k in ("reward", "gar_method", "ensemble_size", "max_ops",
                                          "replace", "reward_normalization")},
                     "final_policy": record}}
+
+    return report.PolicyRecorder(
+        policy_of=lambda state: state.policy,
+        record=lambda policy: {k: v.tolist() for k, v in ola.summary(policy).items()},
+        policy_json=lambda policy, epoch: ola.to_json(policy, list(space.op_names),
+                                                      replace=c.replace),
+        plot=plot, results=results)

@@ -1,5 +1,6 @@
 """smart_augmentation: augmentation learned by a meta-gradient through unrolled SGD steps
-(``experiment = "smart_aug"``; Harlé-Collette et al., seed 001, AntoineHX/smart_augmentation).
+(``experiment = "smart_aug"``; Harlé-Collette et al., AntoineHX/smart_augmentation;
+docs/algorithms.md §7).
 
 ``python -m gar_jax.main --config=configs/digits_smart_aug.py --workdir=DIR``. The augmentation
 parameters (`gar_jax.augment.smart`: a logit and a magnitude per op) are learned jointly with the
@@ -37,8 +38,6 @@ and ``policy_over_training.png`` (op probabilities and magnitudes over training)
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 from typing import Any, Callable, Optional
 
 import flax
@@ -49,6 +48,7 @@ import numpy as np
 import optax
 from jax.sharding import PartitionSpec as P
 
+from gar_jax import report
 from gar_jax.augment import smart, spaces
 from gar_jax.errors import ConfigError
 from gar_jax.train import steps
@@ -378,72 +378,37 @@ def run(config, workdir: str) -> dict:
 
     return engine.train(config, workdir, setup, engine.Method(
         state=init_state(setup.state, config, space), advance=advance, steps_per_call=k,
-        report=PolicyRecorder(space, config)))
+        report=recorder(space, config)))
 
 
 # ------------------------------------------------------------------- what was learned, shown
 
 
-class PolicyRecorder:
-    """The method's ``report``: appends the policy to ``policy_history.jsonl`` (the newest
-    record of an epoch wins on resume), rewrites ``policy.json`` and
-    ``policy_over_training.png``, returns results.json's ``learned_policy`` and ``smart_aug``."""
+def recorder(space: spaces.SearchSpace, config) -> report.PolicyRecorder:
+    """The run's ``report`` (`gar_jax.report.PolicyRecorder`): per epoch each op's draw
+    probability and magnitude in policy_history.jsonl, ``policy.json`` (`smart.to_json`),
+    ``policy_over_training.png``, and results.json's ``learned_policy`` and ``smart_aug``."""
+    c = config.smart_aug
 
-    def __init__(self, space: spaces.SearchSpace, config):
-        self.space, self.config = space, config
+    def plot(history, workdir):
+        from gar_jax import plots  # matplotlib: imported only when plotting
+        plots.smart_aug_policy_figure(history, space, workdir)
 
-    def __call__(self, workdir: str, state, epoch: int, evaluation: dict) -> dict:
-        c = self.config.smart_aug
-        path = os.path.join(workdir, "policy_history.jsonl")
-        history = []
-        if os.path.exists(path):
-            with open(path, encoding="utf-8") as f:
-                by_epoch = {r["epoch"]: r for r in map(json.loads, f)}
-            history = [by_epoch[e] for e in sorted(by_epoch) if e < epoch]
-        policy = smart.to_json(jax.device_get(state.aug_params), self.space, c.space,
-                               c.num_ops, c.temperature)
-        record = {"epoch": epoch, "test_accuracy": evaluation["accuracy"],
-                  **{k: policy[k] for k in ("distribution", "magnitude", "op_probability")}}
-        with open(path, "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
-        from gar_jax.train import engine
-        engine.write_json(os.path.join(workdir, "policy.json"), policy)
-        plot_policy_history(history + [record], self.space, workdir)
+    def results(policy, record):
         return {
             "learned_policy": {
                 "op_probability": policy["op_probability"],
                 "destructive_op": spaces.DESTRUCTIVE_OP.name if c.destructive_op else None,
-                "distribution": dict(zip(self.space.op_names, policy["distribution"])),
-                "magnitude": dict(zip(self.space.op_names, policy["magnitude"])),
-                "policy_file": "policy.json"},
-            "smart_aug": {"space": self.space.name, "ops": list(self.space.op_names),
+                "distribution": dict(zip(space.op_names, policy["distribution"])),
+                "magnitude": dict(zip(space.op_names, policy["magnitude"])),
+                "policy_file": report.POLICY_FILE},
+            "smart_aug": {"space": space.name, "ops": list(space.op_names),
                           **{k: c[k] for k in ("num_ops", "inner_steps", "temperature",
                                                "heldout_fraction", "meta_learning_rate")}}}
 
-
-def plot_policy_history(history, space: spaces.SearchSpace, workdir: str) -> None:
-    """Writes policy_over_training.png: each op's draw probability and magnitude per epoch."""
-    from gar_jax.plots import plt
-
-    names = space.op_names
-    epochs = np.array([r["epoch"] for r in history])
-    p = np.array([r["distribution"] for r in history])      # [T, A]
-    mag = np.array([r["magnitude"] for r in history])       # [T, A]
-    learn = smart.learnable_magnitude(space)
-    colors = plt.cm.tab20(np.linspace(0, 1, len(names)))
-    fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(12, 4))
-    for a, name in enumerate(names):
-        wide = 2.5 if name == spaces.DESTRUCTIVE_OP.name else 1.2
-        ax_p.plot(epochs, p[:, a], color=colors[a], label=name, linewidth=wide, marker=".")
-        if learn[a]:
-            ax_m.plot(epochs, mag[:, a], color=colors[a], label=name, linewidth=wide, marker=".")
-    ax_p.axhline(1 / len(names), color="grey", linestyle=":", linewidth=1)
-    ax_p.set(xlabel="epoch", ylabel="p(op)", ylim=(0, None),
-             title="probability of drawing each op, softmax(prob * T)")
-    ax_m.set(xlabel="epoch", ylabel="magnitude (fraction of range)", ylim=(0, 1.05),
-             title="learned magnitudes (differentiable ops)")
-    ax_p.legend(fontsize=6, ncol=2, loc="best")
-    ax_m.legend(fontsize=6, ncol=2, loc="best")
-    fig.tight_layout()
-    fig.savefig(os.path.join(workdir, "policy_over_training.png"), dpi=110)
-    plt.close(fig)
+    return report.PolicyRecorder(
+        policy_of=lambda state: smart.to_json(jax.device_get(state.aug_params), space, c.space,
+                                              c.num_ops, c.temperature),
+        record=lambda policy: {k: policy[k] for k in ("distribution", "magnitude",
+                                                       "op_probability")},
+        policy_json=lambda policy, epoch: policy, plot=plot, results=results)

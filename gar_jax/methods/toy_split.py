@@ -1,4 +1,4 @@
-"""The toy split experiment (GAR paper §4.1, Table 1, Figure 2; ALGORITHMS.md §3).
+"""The toy split experiment (GAR paper §6, Table 1, Figure 2; docs/algorithms.md §3).
 
 A train set is cut into S splits; split 0 gets random labels. Every example of a batch comes from
 a split drawn from p_φ (inverted softmax or softmax of S logits φ), and φ is learned online by
@@ -129,8 +129,9 @@ def validate(config) -> None:
            f"{', '.join(reinforce.SPLIT_DISTRIBUTIONS)}")
     _check(config.reward_norm in REWARD_NORMS,
            f"config.reward_norm={config.reward_norm!r}; choose from {', '.join(REWARD_NORMS)}")
-    _check(config.alignment in gar.METHODS,
-           f"config.alignment={config.alignment!r}; choose from {', '.join(gar.METHODS)}")
+    _check(config.alignment in gar.ALIGNMENT_METHODS,
+           f"config.alignment={config.alignment!r}; choose from "
+           f"{', '.join(gar.ALIGNMENT_METHODS)}")
     for field in ("seeds", "epochs", "meta_every"):
         _check(isinstance(config[field], int) and config[field] >= 1,
                f"config.{field}={config[field]!r} must be a positive integer")
@@ -259,18 +260,12 @@ class _Trainer:
     def _meta_update(self, state, data, labels, grads, loss):
         """REINFORCE on batch t-1's split choices; returns (state, mean weight of noisy picks)."""
         rewards = self._rewards(state, data, labels, grads, loss)
-        stats_ = state["reward_stats"]
-        if self.running:
-            # Normalize with the statistics of previous steps, then add this step's rewards.
-            weights = self.normalizer.normalize(stats_, rewards)
-            stats_ = self.normalizer.update(stats_, rewards)
-        else:
-            weights = reinforce.normalize_rewards(rewards)
         choices = state["prev_choices"]
         # Batch t-1 was sampled with prev_phi: the score function is taken there.
-        phi, meta_opt_state = reinforce.policy_update(
-            self.meta_tx, state["phi"], state["meta_opt_state"],
-            lambda p: self.dist.log_probs(p)[choices], weights, at=state["prev_phi"])
+        phi, meta_opt_state, stats_, weights = reinforce.reward_update(
+            self.meta_tx, state["phi"], state["meta_opt_state"], state["reward_stats"],
+            lambda p: self.dist.log_probs(p)[choices], rewards,
+            normalizer=self.normalizer if self.running else None, at=state["prev_phi"])
         noisy = choices == splits.NOISY_SPLIT
         noisy_weight = jnp.sum(jnp.where(noisy, weights, 0.0)) / jnp.maximum(noisy.sum(), 1)
         state = {**state, "phi": phi, "meta_opt_state": meta_opt_state, "reward_stats": stats_}

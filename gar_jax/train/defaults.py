@@ -11,7 +11,7 @@ from typing import Optional
 
 import ml_collections
 
-# RandAugment (N ops, magnitude M on the 0..30 scale) for WRN-28-10 (ALGORITHMS.md §6).
+# RandAugment (N ops, magnitude M on the 0..30 scale) for WRN-28-10 (docs/algorithms.md §6).
 RAND_AUGMENT = {"cifar10": (3, 5), "cifar100": (2, 14), "svhn": (3, 7), "digits": (3, 5),
                 "digits32_small": (3, 5)}
 # AutoAugment's published policy used per dataset (CIFAR-100 uses CIFAR-10's, as in the papers).

@@ -266,12 +266,17 @@ class Preempted(Exception):
                          f"saved in {workdir}: rerun the same command to resume")
 
 
-def write_json(path: str, obj) -> None:
-    """Writes `obj` as JSON atomically (a killed run never leaves a half-written file)."""
+def write_text(path: str, text: str) -> None:
+    """Writes `text` to `path` atomically (a killed run never leaves a half-written file)."""
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
+        f.write(text)
     os.replace(tmp, path)
+
+
+def write_json(path: str, obj) -> None:
+    """Writes `obj` as JSON (indent 1) atomically."""
+    write_text(path, json.dumps(obj, indent=1))
 
 
 def finished_results(workdir: str) -> Optional[dict]:
