@@ -39,9 +39,9 @@ def main(root):
             continue
         acc = [100 * _load(os.path.join(d, "results.json"))["test_accuracy"] for d in dirs]
         walls = [w for w in map(_wall, dirs) if w is not None]
+        wall = f"{np.mean(walls):.0f}" if walls else "-"
         print(f"| {name} | {len(dirs)} | {np.mean(acc):.2f} ± {np.std(acc):.2f} | "
-              f"{', '.join(f'{a:.2f}' for a in acc)} | "
-              f"{np.mean(walls):.0f} |" if walls else "- |")
+              f"{', '.join(f'{a:.2f}' for a in acc)} | {wall} |")
     print()
     print("| search run | fold models s | search s | trials | trials/s | ask s | score s | "
           "sub-policies | P(sample_pairing) |")
