@@ -381,7 +381,7 @@ def train_fold_models(config, data: dict, dm, da_images, da_labels, folds_dir: s
 
 
 # ----------------------------------------------------------------------------------------------
-# Phase 2: scoring candidates with the frozen fold models.
+# Phase 2a: scoring candidates with the frozen fold models (density matching).
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
@@ -499,7 +499,7 @@ def make_scorer(config, model) -> Scorer:
 
 
 # ----------------------------------------------------------------------------------------------
-# Phase 2: the TPE search with Optuna (ask and tell), resumable from its study database.
+# Phase 2b: the TPE search with Optuna (ask and tell), resumable from its study database.
 
 def study_name(fold: int, repeat: int) -> str:
     return f"fold{fold}_repeat{repeat}"
