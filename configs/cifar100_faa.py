@@ -2,10 +2,16 @@
 policy ``fa_reduced_cifar10`` (the FAA paper uses its CIFAR-10 policy for CIFAR-100), followed by
 the standard pipeline.
 
+Everything else is configs/cifar100_baseline.py.
 ``python -m gar_jax.main --config=configs/cifar100_faa.py --workdir=runs/cifar100_faa``
 """
-from gar_jax.train import defaults
+from gar_jax.train.defaults import sibling
+
+base = sibling(__file__, "cifar100_baseline")
 
 
 def get_config():
-    return defaults.supervised("cifar100", "faa", {"policy": "fa_reduced_cifar10"})
+    c = base.get_config()
+    c.augment = "faa"
+    c.augment_kwargs = dict(policy="fa_reduced_cifar10")
+    return c

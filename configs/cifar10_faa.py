@@ -2,11 +2,17 @@
 AutoAugment policy ``fa_reduced_cifar10`` (493 sub-policies searched by the authors on reduced
 CIFAR-10 with WRN-40-2), followed by the standard pipeline (pad-crop, flip, Cutout 16).
 
+Everything else is configs/cifar10_baseline.py.
 ``python -m gar_jax.main --config=configs/cifar10_faa.py --workdir=runs/cifar10_faa``
 Another policy: ``--config.augment_kwargs.policy=path/policy.json`` (e.g. a search's output).
 """
-from gar_jax.train import defaults
+from gar_jax.train.defaults import sibling
+
+base = sibling(__file__, "cifar10_baseline")
 
 
 def get_config():
-    return defaults.supervised("cifar10", "faa", {"policy": "fa_reduced_cifar10"})
+    c = base.get_config()
+    c.augment = "faa"
+    c.augment_kwargs = dict(policy="fa_reduced_cifar10")
+    return c

@@ -2,14 +2,46 @@
 image subset), K=5 stratified folds with 40% held out as D_A, WRN-40-2 fold models trained
 200 epochs with the standard pipeline (vmapped over the 5 folds), 200 TPE trials per fold and
 repeat, T=2 repeats, top 10 per fold and repeat pooled (about 500 sub-policies), then the
-Table 2 training (WRN-28-10, 200 epochs) with the searched policy.
+Table 2 training (configs/cifar10_baseline.py, 200 epochs) with the searched policy, on the
+search's WRN-40-2.
 
 ``python -m gar_jax.main --config=configs/cifar10_faa_search.py --workdir=runs/cifar10_faa_search``
 Needs the tfds CIFAR-10 files (see README) and an accelerator; `--config.faa.train_final=False`
-stops after the search (DIR/policy.json). Expected cost: experiments/faa/README.md.
+stops after the search (DIR/policy.json). Expected cost: experiments/faa/README.md. The fields
+of ``config.faa`` are explained in configs/digits_faa.py.
 """
-from gar_jax.methods import faa
+import ml_collections
+
+from gar_jax.train.defaults import sibling
+
+base = sibling(__file__, "cifar10_baseline")
 
 
 def get_config():
-    return faa.cifar_search_config()
+    c = base.get_config()
+    c.experiment = "faa"
+    c.model.depth = 40             # WRN-40-2, the paper's search model
+    c.model.width = 2
+    c.augment = "faa"
+    c.augment_kwargs = ml_collections.ConfigDict({"policy": ""})  # set by the search
+
+    f = c.faa = ml_collections.ConfigDict()
+    f.folds = 5
+    f.test_fraction = 0.4
+    f.reduced_size = 4000          # reduced CIFAR-10
+    f.fold_epochs = 200
+    f.fold_augment = "standard"
+    f.fold_batching = "auto"
+    f.num_sub_policies = 5
+    f.num_ops = 2
+    f.copies = 5
+    f.score_with_standard = True
+    f.trials = 200
+    f.asks_per_batch = 16
+    f.n_startup_trials = 10        # Optuna's default
+    f.top_n = 10
+    f.repeats = 2
+    f.destructive_op = False
+    f.score_chunk = 1              # 5 folds x 5 copies x 1600 D_A images = 40k per call
+    f.train_final = True
+    return c

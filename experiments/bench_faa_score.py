@@ -28,7 +28,7 @@ from gar_jax.augment import faa  # noqa: E402
 from gar_jax.augment import pil_reference  # noqa: E402
 from gar_jax.data import sources  # noqa: E402
 from gar_jax.methods import faa as method  # noqa: E402
-from gar_jax.train import engine, optim  # noqa: E402
+from gar_jax.train import defaults, engine, optim  # noqa: E402
 
 
 def random_candidates(rng, count, f):
@@ -67,7 +67,7 @@ def main():
     if args.only == "flops":
         return flops_per_image()
 
-    config = method.digits_config()
+    config = defaults.load_config("digits_faa")
     f = config.faa
     data = sources.load("digits", "train")
     dm, da = method.make_folds(data["label"], f.folds, f.test_fraction, 0)
@@ -79,7 +79,7 @@ def main():
     labels = jnp.asarray(data["label"][da[:1]])
     h, w = images.shape[2:4]
     scorer = method.Scorer(model, frozenset(faa.OP_NAME[o] for o in faa.FAA_OPS), f.copies,
-                           engine.make_augment(method._fold_config(config)), args.chunk)
+                           engine.make_augment(method.fold_config(config)), args.chunk)
     rng = np.random.RandomState(0)
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; load average "
           f"{os.getloadavg()[0]:.1f}; D_A {images.shape[1]} images x {f.copies} copies, "
@@ -135,7 +135,7 @@ def bench_asks(trials: int = 200, batch: int = 16):
 
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = method.digits_config()
+    config = defaults.load_config("digits_faa")
     f = config.faa
     with tempfile.TemporaryDirectory() as d:
         study = optuna.create_study(storage=method.storage_url(d), direction="maximize")
@@ -167,7 +167,7 @@ def flops_per_image():
     for name, (depth, width, shape, dataset) in {
             "digits WRN-10-2": (10, 2, (8, 8, 1), "digits"),
             "CIFAR WRN-40-2": (40, 2, (32, 32, 3), "cifar10")}.items():
-        config = method.digits_config()
+        config = defaults.load_config("digits_faa")
         config.dataset = dataset
         config.model.depth, config.model.width = depth, width
         model = engine.make_model(config, 10)

@@ -1,8 +1,8 @@
-"""The three augmentation learners end to end through ``python -m gar_jax.main`` (a real
-process, as a user runs them) on digits at tiny settings: DRA (search + training), Fast
-AutoAugment (fold models, TPE search, training) and smart_augmentation. Each run's files are
-checked against each other and against what the settings imply (step counts, the policy the
-training used, the reported probabilities recomputed from the written policy)."""
+"""Augmentation learners end to end through ``python -m gar_jax.main`` (a real process, as a
+user runs them) on digits at tiny settings: DRA (search + training) and smart_augmentation
+(Fast AutoAugment's: tests/test_faa_engine.py). Each run's files are checked against each
+other and against what the settings imply (step counts, the policy the training used, the
+reported probabilities recomputed from the written policy)."""
 import json
 import os
 import subprocess
@@ -54,33 +54,6 @@ def test_dra_search_then_training(tmp_path):
     assert [r["epoch"] for r in history] == [1, 2]
     for k in ("W", "M_MEAN", "M_STD"):
         np.testing.assert_allclose(history[-1][k], searched[k], atol=1e-6)
-
-
-def test_faa_search_then_training(tmp_path):
-    from gar_jax.augment import faa
-
-    run_main("configs/digits_faa.py", tmp_path, "--config.faa.folds=2", "--config.faa.trials=4",
-             "--config.faa.asks_per_batch=2", "--config.faa.n_startup_trials=2",
-             "--config.faa.top_n=2", "--config.faa.fold_epochs=1", "--config.faa.copies=2")
-    results = read(tmp_path, "results.json")
-    top = read(tmp_path, "search", "top_candidates.json")
-    assert sorted(top) == ["fold0_repeat0", "fold1_repeat0"]
-    for cands in top.values():  # the best 2 of 4 trials, best first
-        assert len(cands) == 2 and cands[0]["accuracy"] >= cands[1]["accuracy"]
-    # The final policy: the top candidates' sub-policies pooled in study order, duplicates
-    # dropped within each candidate.
-    expected = []
-    for name in sorted(top):
-        for cand in top[name]:
-            expected += faa.remove_duplicates([tuple(tuple(s) for s in sub)
-                                               for sub in cand["policy"]])
-    data = read(tmp_path, "policy.json")
-    (policy,) = data["policies"].values()
-    assert [tuple(tuple(s) for s in sub) for sub in policy] == [
-        tuple((op, p, lv) for op, p, lv in sub) for sub in expected]
-    assert results["faa"]["num_sub_policies_final"] == len(expected)
-    assert 0.0 <= results["test_accuracy"] <= 1.0
-    assert results["learned_policy"]["op_probability"]
 
 
 def test_smart_aug_training(tmp_path):

@@ -124,8 +124,21 @@ from gar_jax.data import sources  # noqa: E402
 from gar_jax.methods import faa as method  # noqa: E402
 
 
+def digits_faa_config():
+    """configs/digits_faa.py (the search variant)."""
+    import importlib.util
+    import os
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                        "digits_faa.py")
+    spec = importlib.util.spec_from_file_location("digits_faa_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
 def tiny_config(**overrides):
-    c = method.digits_config(destructive_op=True)
+    c = digits_faa_config()
+    c.faa.destructive_op = True
     c.model.width = 1
     c.progress_bar = False
     c.faa.update(dict(folds=2, repeats=1, trials=6, asks_per_batch=3, n_startup_trials=3,
@@ -225,7 +238,7 @@ def _search(setup, workdir, hook=None, seed=None, **overrides):
     studies, _ = method.run_search(config, str(workdir), setup["scorer"], setup["variables"],
                                    setup["images"], setup["labels"], image_hw=(8, 8),
                                    progress=False, hook=hook)
-    trials = {name: [(t.user_attrs["index"], t.params, t.value, t.user_attrs["min_loss"])
+    trials = {name: [(t.user_attrs["index"], t.params, t.value, t.user_attrs["score"])
                      for t in sorted(ts, key=lambda t: t.user_attrs["index"])]
               for name, ts in studies.items()}
     return trials, method.final_policy(config, studies)[0]
@@ -239,13 +252,17 @@ def _kill_at(event_name, round_index):
 
 
 def test_same_seed_same_policy_and_killed_search_resumes(search_setup, tmp_path):
-    """An uninterrupted search, one killed after asking its second batch (unscored trials are
-    failed and re-asked) and one killed after 2 of 6 tells (the rest told from pending.json)
-    end with the same completed trials and the same final policy; another seed differs."""
+    """An uninterrupted search and searches killed inside a round, resumed from their study
+    database alone, end with the same completed trials (scores included) and the same final
+    policy; another seed differs. Kills: after asking the second round (its trials unscored:
+    failed and asked again), after storing 2 of the 6 scores of a round (fold 0's study
+    partly scored: its 3 trials failed and asked again, fold 1's too), after 2 of 6 tells (the
+    other 4 told from their stored scores)."""
     reference, policy = _search(search_setup, tmp_path / "a")
     assert [len(v) for v in reference.values()] == [6, 6]
     assert len(policy) == 2 * 2 * 2 and len({v[2] for v in reference["fold0_repeat0"]}) > 1
-    for name, (event, r) in {"b": ("asked", 1), "c": ("told:2", 0)}.items():
+    kills = {"b": ("asked", 1), "c": ("told:2", 0), "e": ("scored:2", 1)}
+    for name, (event, r) in kills.items():
         with pytest.raises(Killed):
             _search(search_setup, tmp_path / name, hook=_kill_at(event, r))
         resumed_trials, resumed_policy = _search(search_setup, tmp_path / name)
@@ -254,9 +271,11 @@ def test_same_seed_same_policy_and_killed_search_resumes(search_setup, tmp_path)
     other_trials, other_policy = _search(search_setup, tmp_path / "d", seed=1)
     assert other_policy != policy and other_trials != reference
     import optuna
-    failed = optuna.load_study(study_name="fold0_repeat0",
-                               storage=method.storage_url(str(tmp_path / "b"))).trials
-    assert sum(t.state == optuna.trial.TrialState.FAIL for t in failed) == 3
+    for name, n_failed in {"b": 3, "c": 0, "e": 3}.items():
+        for fold in (0, 1):
+            trials = optuna.load_study(study_name=f"fold{fold}_repeat0",
+                                       storage=method.storage_url(str(tmp_path / name))).trials
+            assert sum(t.state == optuna.trial.TrialState.FAIL for t in trials) == n_failed
 
 
 def test_final_policy_is_the_top_n_of_each_study_by_accuracy():
@@ -271,7 +290,7 @@ def test_final_policy_is_the_top_n_of_each_study_by_accuracy():
         params = {"op_0_0": op_a, "prob_0_0": 0.1 * index, "level_0_0": 0.5,
                   "op_1_0": op_b, "prob_1_0": 0.2, "level_1_0": 0.05 * index}
         return types.SimpleNamespace(value=value, params=params, number=100 + index,
-                                     user_attrs={"index": index, "min_loss": 1.0 - value})
+                                     user_attrs={"index": index, "score": [value, 1.0 - value]})
 
     studies = {
         "fold1_repeat0": [trial(0, 0.2, "Invert", "Rotate"), trial(1, 0.6, "Color", "Color")],
@@ -285,6 +304,7 @@ def test_final_policy_is_the_top_n_of_each_study_by_accuracy():
     assert [t["trial"] for t in top["fold0_repeat0"]] == [1, 3, 2]
     assert [t["trial"] for t in top["fold1_repeat0"]] == [1, 0]
     assert [t["accuracy"] for t in top["fold0_repeat0"]] == [0.9, 0.9, 0.7]
+    assert [t["min_loss"] for t in top["fold1_repeat0"]] == pytest.approx([0.4, 0.8])
     expected = [
         (("Invert", 0.1, 0.5),), (("Solarize", 0.2, 0.05),),          # fold0 trial 1
         (("Posterize", 0.30000000000000004, 0.5),), (("Cutout", 0.2, 0.15000000000000002),),
@@ -333,18 +353,18 @@ def test_bad_search_configs_are_one_line_errors():
 
 def _fold_models_vmapped_and_separately(dtype, batchings=("vmap",)):
     """3 WRN-10-1 fold models, 3 SGD steps of batch 16 each with the standard pipeline, trained
-    vmapped over the folds in one program (init_fold_states + make_fold_epoch) and one fold at a
+    vmapped over the folds in one program (init_fold_states + make_fold_step) and one fold at a
     time, one program per fold (the supervised train step on one device, fold f's key and D_M
-    rows, the permutation make_fold_epoch draws). Returns ({batching: vmapped variables
+    rows, the permutation make_fold_step draws). Returns ({batching: vmapped variables
     [K, ...]}, [fold f's separately trained variables for f < K]); float leaves of the
     states are cast to ``dtype`` after initialization."""
     from gar_jax.data import sources as data_sources
     from gar_jax.mesh import make_mesh
-    from gar_jax.train import defaults, engine, optim
+    from gar_jax.train import engine, optim
     from gar_jax.train import steps as train_steps
     from gar_jax.train.state import INIT_STREAM, initial_state
 
-    c = defaults.digits("baseline")  # the fold models' config: the standard pipeline only
+    c = method.fold_config(digits_faa_config())  # the standard pipeline only
     c.model.width, c.batch_size, c.num_epochs, c.warmup_epochs = 1, 16, 1, 0.0
     # No dropout (as the config): the fold step takes its dropout key as is, the supervised
     # step folds in the device index.
@@ -368,9 +388,12 @@ def _fold_models_vmapped_and_separately(dtype, batchings=("vmap",)):
     states = cast(method.init_fold_states(model, tx, shape, seed, folds))
     vmapped = {}
     for batching in batchings:
-        epoch = method.make_fold_epoch(model, tx, augment, c.batch_size, steps, batching)
-        fresh = jax.tree.map(jnp.copy, states)  # the epoch donates its states
-        vmapped[batching] = model_variables(epoch(fresh, images, labels, jnp.asarray(dm), 0)[0])
+        permutations, step = method.make_fold_step(model, tx, augment, c.batch_size, batching)
+        fresh = jax.tree.map(jnp.copy, states)  # the step donates its states
+        perm = permutations(fresh, jnp.asarray(dm), 0)
+        for i in range(steps):
+            fresh, _ = step(fresh, images, labels, jnp.asarray(dm), perm, i)
+        vmapped[batching] = model_variables(fresh)
 
     train_step = train_steps.make_train_step(model, tx, make_mesh(jax.devices()[:1]),
                                              augment=augment)

@@ -24,33 +24,36 @@ def _wall(run_dir):
 
 
 def main(root):
+    from gar_jax.augment import faa
     groups = {}
     for d in sorted(glob.glob(os.path.join(root, "*_s*"))):
-        if not os.path.isdir(d) or not os.path.exists(os.path.join(d, "results.json")):
+        if not any(os.path.exists(os.path.join(d, *f)) for f in (("results.json",),
+                                                                  ("search", "report.json"))):
             continue
         groups.setdefault(os.path.basename(d).rsplit("_s", 1)[0], []).append(d)
     print("| run | seeds | test accuracy % (mean ± std) | per seed | wall s (mean) |")
     print("|---|---|---|---|---|")
     for name, dirs in groups.items():
-        dirs = [d for d in dirs if "test_accuracy" in _load(os.path.join(d, "results.json"))]
+        dirs = [d for d in dirs if os.path.exists(os.path.join(d, "results.json"))]
         if not dirs:  # search only (train_final=False)
             continue
         acc = [100 * _load(os.path.join(d, "results.json"))["test_accuracy"] for d in dirs]
         walls = [w for w in map(_wall, dirs) if w is not None]
+        wall = f"{np.mean(walls):.0f}" if walls else "-"
         print(f"| {name} | {len(dirs)} | {np.mean(acc):.2f} ± {np.std(acc):.2f} | "
-              f"{', '.join(f'{a:.2f}' for a in acc)} | "
-              f"{np.mean(walls):.0f} |" if walls else "- |")
+              f"{', '.join(f'{a:.2f}' for a in acc)} | {wall} |")
     print()
     print("| search run | fold models s | search s | trials | trials/s | ask s | score s | "
           "sub-policies | P(sample_pairing) |")
     print("|---|---|---|---|---|---|---|---|---|")
     for name, dirs in groups.items():
         for d in dirs:
-            r = _load(os.path.join(d, "results.json"))
-            if "faa" not in r:
+            report = os.path.join(d, "search", "report.json")
+            if not os.path.exists(report):
                 continue
-            f = r["faa"]
-            p = r["learned_policy"]["op_probability"].get("sample_pairing")
+            f = _load(report)
+            policy = faa.load(os.path.join(d, "policy.json"))
+            p = faa.op_probability(policy).get("sample_pairing")
             print(f"| {os.path.basename(d)} | {f['folds']['seconds']:.0f} | "
                   f"{f['search_seconds']:.0f} | {f['trials_this_run']} | "
                   f"{f['trials_per_s'] or 0:.3f} | {f['timing']['ask_s']:.0f} | "

@@ -1,40 +1,37 @@
-"""Fast AutoAugment (Lim et al. 2019): density-matching policy search with TPE, then training.
+"""Fast AutoAugment (Lim et al. 2019, "Fast AutoAugment", NeurIPS): a policy searched by density
+matching with TPE, then a training run with it.
 
-``python -m gar_jax.main --config=configs/digits_faa.py --workdir=DIR`` runs, resumably:
+``python -m gar_jax.main --config=configs/digits_faa.py --workdir=DIR`` runs four phases; a
+killed run resumes where it stopped when the same command is run again:
 
-1. Folds (``DIR/search``). K stratified splits of the (optionally reduced) training set into
-   D_M and D_A (``faa.test_fraction`` of it, 40% in the paper). One model per D_M, trained with
-   the config's default augmentation (the standard pipeline), all K in ONE jitted program per
-   SGD step, vmapped over the folds or unrolled over them (``faa.fold_batching``; "auto": unroll
-   on CPUs, where XLA runs per-fold-weight convs vmapped ~5x and convs inside loops ~25x slower
-   than plain ones; `over_folds`). The fold models are saved (``folds.msgpack``) and reused on
-   resume.
-2. Search (``DIR/search/study.db``). For every fold and repeat t < T, an Optuna study (RDB
-   storage on SQLite) with ``TPESampler(constant_liar=True)`` over candidates of
-   ``num_sub_policies`` sub-policies x ``num_ops`` steps (op, probability U[0,1], level U[0,1]).
-   Trials are asked in batches of ``asks_per_batch`` per study; every batch of every study is
-   scored in one jitted pass: D_A augmented ``copies`` times, each image by a random sub-policy
-   of its candidate; the reward is the fraction of images correct in at least one copy (FAA's
-   max over copies), the minimum loss is recorded too. Candidates x copies x images are one flat
-   image batch (which is what a vmap over candidates computes, without vmapping the augmentation
-   pipeline's fusion barriers), the fold models run over the folds as in training, one jitted
-   call per chunk of ``score_chunk`` candidates (memory).
-3. Policy (``DIR/policy.json``): the ``top_n`` candidates of every study, duplicate sub-policies
-   (same op sequence) dropped within a candidate, pooled (FAA's final policy).
-4. Training (``DIR/train``): the config's supervised run with ``augment="faa"`` and that policy
-   (then the standard pipeline); ``DIR/results.json`` = its results + ``learned_policy`` + ``faa``.
+1. Fold models: an engine run in ``DIR/search/folds``. K stratified splits of the (optionally
+   reduced) training set into D_M and D_A (``faa.test_fraction`` of it, 40% in the paper,
+   section 3.2). One model per D_M, trained with the default augmentation (the standard
+   pipeline). The K models are ONE engine state (`FoldStates`) trained by one jitted program per
+   SGD step, vmapped over the folds or unrolled over them (``faa.fold_batching``, `over_folds`),
+   so the engine checkpoints them mid-training and stops them on SIGTERM like any run; its
+   "test" evaluation is each fold model's accuracy on its own clean D_A.
+2. Search: ``DIR/search/study.db``. For every fold and repeat t < T (paper: T = 2), an Optuna
+   study with ``TPESampler(constant_liar=True)`` over candidates of ``num_sub_policies``
+   sub-policies x ``num_ops`` steps (op, probability U[0, 1], level U[0, 1]). Each round asks
+   ``asks_per_batch`` trials of every study and scores all of them in one pass (`Scorer`): D_A
+   augmented ``copies`` times, each image by a random sub-policy of its candidate; the reward is
+   the fraction of D_A correct in at least one copy (FAA's max over copies). The study resumes
+   from its own database (`run_search`).
+3. Policy: ``DIR/policy.json``: the ``top_n`` candidates of every study, duplicate sub-policies
+   (same op sequence) dropped within a candidate, pooled (the paper's final policy, section 3.3).
+4. Training: an engine run in ``DIR`` itself (the config's supervised protocol with
+   ``augment="faa"`` and that policy, then the standard pipeline), whose ``results.json`` adds
+   ``learned_policy`` and ``faa`` (the search's report, also in ``DIR/search/report.json``).
+   ``faa.train_final=False`` stops after phase 3 (no ``DIR/results.json``).
 
-Determinism and resume. Every asked batch uses a sampler seeded from (seed, fold, repeat, batch
-index), and a candidate's augmentation key from (seed, fold, repeat, its index), so the same
-seed gives the same trials. A killed search resumes its studies: trials left RUNNING by a kill
-before their batch was scored are marked FAIL and the batch is asked again (the same sampler
-seed and the same completed trials give the same candidates); scores computed but not yet told
-are kept in ``search/pending.json`` and told on resume. So a resumed study ends with the same
-completed trials as an uninterrupted one.
+Determinism: fold f is initialized from fold_in(PRNGKey(seed), f); each asked batch of a study
+uses a TPE sampler seeded from (seed, fold, repeat, batch index), and each candidate an
+augmentation key from (seed, fold, repeat, its index); so the same seed gives the same fold
+models, trials and policy, whether or not the run was killed on the way.
 """
 import dataclasses
 import functools
-import json
 import os
 import time
 from typing import Callable, Optional
@@ -45,93 +42,34 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gar_jax.augment import faa
+from gar_jax.augment import faa as faa_policy  # FAA's ops, policy files and on-device replay
 from gar_jax.augment import spaces
 from gar_jax.data import sources
 from gar_jax.errors import ConfigError
 from gar_jax.methods import supervised
-from gar_jax.train import defaults
-from gar_jax.train import engine
-from gar_jax.train import optim
+from gar_jax.train import checkpoint, engine, optim
 from gar_jax.train import steps as train_steps
 from gar_jax.train.state import INIT_STREAM, TrainState, initial_state
 from gar_jax.models import variables
 
-SEARCH_DIR = "search"
-TRAIN_DIR = "train"
-POLICY_NAME = "faa_searched"
+SEARCH_DIR = "search"                        # phases 1-3: DIR/search
+FOLDS_DIR = os.path.join(SEARCH_DIR, "folds")  # phase 1's engine run
+POLICY_FILE = "policy.json"                  # phase 3's output, replayed by phase 4
+POLICY_NAME = "faa_searched"                 # its name inside policy.json
+FOLD_BATCHING = ("vmap", "unroll")
 
 
 # ----------------------------------------------------------------------------------------------
-# Configs.
-
-def add_faa_section(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Adds ``config.faa`` (the paper's search protocol) to a supervised config."""
-    c.experiment = "faa"
-    c.augment = "faa"              # the final training replays the searched policy ...
-    c.augment_kwargs = ml_collections.ConfigDict({"policy": ""})  # ... set by the search
-    f = c.faa = ml_collections.ConfigDict()
-    f.folds = 5                    # K stratified D_M / D_A splits
-    f.test_fraction = 0.4          # |D_A| / |training set|
-    f.reduced_size = 0             # stratified subset of the training set first (0: all;
-                                   # reduced CIFAR-10: 4000)
-    f.fold_epochs = c.num_epochs   # epochs of each fold model (same optimizer protocol)
-    f.fold_augment = "standard"    # the default augmentation of the fold models
-    f.num_sub_policies = 5         # sub-policies per candidate
-    f.num_ops = 2                  # steps per sub-policy
-    f.copies = 5                   # augmented copies of D_A per candidate (max correct over them)
-    f.score_with_standard = True   # D_A copies also get the standard pipeline (as FAA's loader)
-    f.trials = 200                 # TPE trials per fold and repeat
-    f.asks_per_batch = 16          # trials asked per study before scoring (constant liar)
-    f.n_startup_trials = 10        # random trials before TPE (Optuna's default)
-    f.top_n = 10                   # best candidates kept per fold and repeat
-    f.repeats = 2                  # T: independent TPE searches per fold
-    f.destructive_op = False       # add the planted SamplePairing (alpha 1) to the 15 ops
-    f.score_chunk = 8              # candidates per chunk of the scoring pass (memory)
-    f.fold_batching = "auto"       # the K fold models in one program: "vmap" (batched over the
-                                   # folds) or "unroll" (one call per fold in the program);
-                                   # "auto": unroll on CPUs, vmap elsewhere (`over_folds`)
-    f.train_final = True           # train with the searched policy after the search
-    return c
-
-
-def digits_config(*, destructive_op: bool = False) -> ml_collections.ConfigDict:
-    """Search + final training on digits (minutes on a CPU); see configs/digits_faa.py."""
-    c = add_faa_section(defaults.digits("baseline"))
-    c.faa.folds = 3                # 3 folds of 862 / 575 images (5 in the paper)
-    c.faa.fold_epochs = 15
-    c.faa.trials = 48
-    c.faa.asks_per_batch = 16
-    c.faa.n_startup_trials = 16    # the first batch is random, TPE from the second on
-    c.faa.top_n = 5
-    c.faa.repeats = 1
-    c.faa.score_chunk = 2          # 3 folds x 2 x 5 copies x 575 = 17k images per chunk (the
-                                   # 8 of the default took 6 GB on the CPU)
-    c.faa.destructive_op = destructive_op
-    return c
-
-
-def cifar_search_config() -> ml_collections.ConfigDict:
-    """The paper's search: reduced CIFAR-10 (4000 images), WRN-40-2, K=5, 200 trials, T=2."""
-    c = add_faa_section(defaults.supervised("cifar10", "standard"))
-    c.model.depth = 40
-    c.model.width = 2
-    c.faa.reduced_size = 4000
-    c.faa.fold_epochs = 200
-    c.faa.score_chunk = 1          # 5 folds x 5 copies x 1600 D_A images = 40k per chunk
-    return c
-
-
-# ----------------------------------------------------------------------------------------------
-# Validation.
+# Configs: the FAA config is a supervised config (the final training) plus ``config.faa``
+# (configs/digits_faa.py documents every field).
 
 def search_ops(config) -> tuple:
     """FAA op names of the search space (15, plus SamplePairing if destructive_op)."""
-    return faa.FAA_OPS + ((faa.DESTRUCTIVE,) if config.faa.destructive_op else ())
+    return faa_policy.FAA_OPS + ((faa_policy.DESTRUCTIVE,) if config.faa.destructive_op else ())
 
 
-def _fold_config(config) -> ml_collections.ConfigDict:
-    """The fold models' supervised config: default augmentation, fold_epochs."""
+def fold_config(config) -> ml_collections.ConfigDict:
+    """The fold models' supervised config: the default augmentation, ``faa.fold_epochs``."""
     c = ml_collections.ConfigDict(config.to_dict())
     del c["faa"]
     c.experiment = "supervised"
@@ -142,10 +80,9 @@ def _fold_config(config) -> ml_collections.ConfigDict:
     return c
 
 
-def _train_config(config, policy_path: str) -> ml_collections.ConfigDict:
+def train_config(config, policy_path: str) -> ml_collections.ConfigDict:
+    """The final training's config: `config` with the searched policy file."""
     c = ml_collections.ConfigDict(config.to_dict())
-    del c["faa"]
-    c.experiment = "supervised"
     c.augment = "faa"
     c.augment_kwargs = ml_collections.ConfigDict({"policy": policy_path})
     return c
@@ -164,24 +101,94 @@ def validate(config) -> None:
         v = f[name]
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ConfigError(f"config.faa.{name}={v!r} must be an integer >= 1")
-    if f.get("fold_batching", "auto") not in ("auto",) + FOLD_BATCHING:
+    if f.fold_batching not in ("auto",) + FOLD_BATCHING:
         raise ConfigError(f"config.faa.fold_batching={f.fold_batching!r}: use 'auto', 'vmap' "
                           "or 'unroll'")
     if f.n_startup_trials < 0 or f.reduced_size < 0:
         raise ConfigError("config.faa.n_startup_trials and reduced_size must be >= 0")
     if f.top_n > f.trials:
         raise ConfigError(f"config.faa.top_n={f.top_n} > trials={f.trials}")
-    engine.validate(_fold_config(config))
+    engine.validate(fold_config(config))
     n_train = sources.num_examples(config.dataset, "train")
     if f.reduced_size > n_train:
         raise ConfigError(f"config.faa.reduced_size={f.reduced_size} exceeds the {n_train} "
                           f"training images of {config.dataset}")
-    if config.augment_kwargs.get("policy"):
-        engine.validate(_train_config(config, config.augment_kwargs.policy))
+    # The final training's fields (its policy file does not exist yet: a published one stands in).
+    engine.validate(train_config(config, "fa_reduced_cifar10"))
+
+
+def check_workdir(workdir: str) -> None:
+    """ConfigError for a workdir written by the FAA of an older gar_jax (fold models saved whole
+    in search/folds.msgpack, final training in train/): it cannot be resumed."""
+    for old in (os.path.join(SEARCH_DIR, "folds.msgpack"), os.path.join(SEARCH_DIR,
+                "pending.json"), os.path.join("train", "checkpoints")):
+        if os.path.exists(os.path.join(workdir, old)):
+            raise ConfigError(f"{workdir} holds a Fast AutoAugment run of an older gar_jax "
+                              f"({old}); use a new --workdir")
 
 
 # ----------------------------------------------------------------------------------------------
-# Folds and fold models.
+# The whole method.
+
+def run(config, workdir: str) -> dict:
+    """Phases 1-4 (module doc) in `workdir`, each resuming where a kill stopped it. Returns the
+    final training's results (written by the engine to workdir/results.json), or the search
+    report if ``faa.train_final`` is False."""
+    validate(config)
+    check_workdir(workdir)
+    report = search(config, workdir, progress=config.progress_bar)
+    policy_path = os.path.abspath(os.path.join(workdir, POLICY_FILE))
+    policy = faa_policy.load(policy_path, POLICY_NAME)
+    from gar_jax import plots  # matplotlib: imported only when plotting
+    plots.faa_policy_figure(policy, os.path.join(workdir, "policy.png"), title=config.dataset)
+    if not config.faa.train_final:
+        return report
+    extra = {"faa": report, "learned_policy": learned_policy_report(config, policy)}
+    final = train_config(config, policy_path)
+    setup = engine.build(final)
+    method = engine.Method(state=setup.state, advance=supervised.advance_fn(setup),
+                           report=lambda *args: extra)
+    return engine.train(final, workdir, setup, method)
+
+
+def search(config, workdir: str, *, progress: bool = True, scorer=None,
+           hook: Optional[Callable] = None) -> dict:
+    """Phases 1-3: fold models, TPE search, policy. Writes workdir/policy.json and
+    search/{top_candidates,report}.json; returns the search report."""
+    search_dir = os.path.join(workdir, SEARCH_DIR)
+    os.makedirs(search_dir, exist_ok=True)
+    data = sources.load(config.dataset, "train", data_dir=config.data_dir or None)
+    dm, da = make_folds(data["label"], config.faa.folds, config.faa.test_fraction, config.seed,
+                        config.faa.reduced_size)
+    da_images, da_labels = jnp.asarray(data["image"][da]), jnp.asarray(data["label"][da])
+    model, fold_variables, fold_report = train_fold_models(
+        config, data, dm, da_images, da_labels, os.path.join(workdir, FOLDS_DIR))
+    scorer = scorer or make_scorer(config, model)
+    started = time.time()
+    studies, timing = run_search(config, search_dir, scorer, fold_variables, da_images,
+                                 da_labels, image_hw=data["image"].shape[1:3],
+                                 progress=progress, hook=hook)
+    search_s = time.time() - started
+    policy, top = final_policy(config, studies)
+    faa_policy.save(os.path.join(workdir, POLICY_FILE), {POLICY_NAME: policy},
+                    source=f"gar_jax FAA search on {config.dataset} (seed {config.seed})")
+    engine.write_json(os.path.join(search_dir, "top_candidates.json"), top)
+    n_trials = timing["trials"]
+    report = {
+        "folds": fold_report, "dm_size": int(dm.shape[1]), "da_size": int(da.shape[1]),
+        "search_seconds": search_s, "trials_this_run": n_trials,
+        "trials_per_s": n_trials / search_s if n_trials and search_s > 0 else None,
+        "timing": timing, "num_sub_policies_final": len(policy),
+        "search_ops": list(search_ops(config)),
+        "top_candidates": {k: [{"trial": c["trial"], "accuracy": c["accuracy"],
+                                "min_loss": c["min_loss"]} for c in v] for k, v in top.items()},
+    }
+    engine.write_json(os.path.join(search_dir, "report.json"), report)
+    return report
+
+
+# ----------------------------------------------------------------------------------------------
+# Phase 1: the folds and their models.
 
 def make_folds(labels, folds: int, test_fraction: float, seed: int, reduced_size: int = 0):
     """Stratified splits: (dm int64 [K, n_M], da int64 [K, n_A]) indices into ``labels``.
@@ -206,6 +213,15 @@ def make_folds(labels, folds: int, test_fraction: float, seed: int, reduced_size
             np.stack([pool[np.sort(a)] for _, a in pairs]))
 
 
+@flax.struct.dataclass
+class FoldStates:
+    """The K fold models as one engine state: ``folds`` holds K `TrainState` stacked on a leading
+    fold axis (each with its own step, key and optimizer state), ``step`` int32 [] the run's
+    step (every fold takes the same steps)."""
+    step: jax.Array
+    folds: TrainState
+
+
 def init_fold_states(model, tx, image_shape, seed: int, folds: int) -> TrainState:
     """K initial states stacked on a leading fold axis (fold f: key fold_in(PRNGKey(seed), f))."""
     def init(rng):
@@ -216,13 +232,10 @@ def init_fold_states(model, tx, image_shape, seed: int, folds: int) -> TrainStat
         return jax.jit(jax.vmap(init))(keys)
 
 
-FOLD_BATCHING = ("vmap", "unroll")
-
-
 def fold_batching(config) -> str:
     """`config.faa.fold_batching` ("vmap" or "unroll"), "auto" resolved for the default backend:
     "unroll" on CPUs, "vmap" elsewhere (see `over_folds`)."""
-    return _resolve_batching(config.faa.get("fold_batching", "auto"))
+    return _resolve_batching(config.faa.fold_batching)
 
 
 def _resolve_batching(mode: str) -> str:
@@ -253,17 +266,17 @@ def over_folds(fn: Callable, batching: str, in_axes) -> Callable:
     return unrolled
 
 
-def make_fold_epoch(model, tx, augment: Optional[Callable], batch_size: int,
-                    steps_per_epoch: int, batching: str = "auto") -> Callable:
-    """``epoch(states, images, labels, dm, epoch) -> (states, metrics [K])``.
+def make_fold_step(model, tx, augment: Optional[Callable], batch_size: int,
+                   batching: str = "auto"):
+    """``(permutations, step)``: the two jitted programs of the fold models' SGD.
 
-    One epoch of SGD for all K fold models: one jitted program per SGD step trains every fold
-    (``batching``: "vmap" over the folds or "unroll", `over_folds`; the same numbers), called
-    ``steps_per_epoch`` times from the host (no loop around the convolutions in the program).
-    Fold f draws a permutation of its D_M rows ``dm[f]`` from fold_in(fold_in(state.rng,
-    INIT_STREAM - 1), epoch) (a stream no step key uses) and trains on
-    ``images[dm[f][perm[i*B:(i+1)*B]]]``; step keys are ``step_key(state.rng, step)`` (augment,
-    dropout), as the supervised loop.
+    ``permutations(folds, dm, epoch) -> int [K, n_M]``: fold f's order of its D_M rows ``dm[f]``
+    in ``epoch``, drawn from fold_in(fold_in(rng_f, INIT_STREAM - 1), epoch) (a stream no step
+    key uses). ``step(folds, images, labels, dm, perm, i) -> (folds, metrics [K, 2])``: SGD step
+    ``i`` of the epoch for all K folds (stacked `TrainState`, donated; ``batching``: "vmap" over
+    the folds or "unroll", `over_folds`; the same numbers); fold f trains on
+    ``images[dm[f][perm[f, i*B:(i+1)*B]]]`` with step keys ``step_key(rng_f, step_f)`` (augment,
+    dropout), as the supervised step. Metrics: (loss, accuracy) of each fold's batch.
     """
     def permutation(state, dm, epoch):
         return jax.random.permutation(
@@ -289,77 +302,97 @@ def make_fold_epoch(model, tx, augment: Optional[Callable], batch_size: int,
         state = train_steps.apply_gradients(state, grads, stats, tx)
         return state, jnp.stack([loss, jnp.mean(jnp.argmax(logits, -1) == y)])
 
-    perms = jax.jit(jax.vmap(permutation, in_axes=(0, 0, None)))
+    permutations = jax.jit(jax.vmap(permutation, in_axes=(0, 0, None)))
     step = jax.jit(over_folds(one_fold, batching, (0, None, None, 0, 0, None)),
                    donate_argnums=0)
-
-    def epoch_fn(states, images, labels, dm, epoch):
-        perm = perms(states, dm, epoch)
-        metrics = []
-        for i in range(steps_per_epoch):
-            states, m = step(states, images, labels, dm, perm, i)
-            metrics.append(m)
-        m = jnp.mean(jnp.stack(metrics), axis=0)  # [K, 2]
-        return states, {"loss": m[:, 0], "accuracy": m[:, 1]}
-
-    return epoch_fn
+    return permutations, step
 
 
-def train_fold_models(config, data: dict, dm, search_dir: str, *, progress: bool = True):
-    """Trains (or loads from ``search_dir/folds.msgpack``) the K fold models.
-
-    Returns (model, variables stacked [K, ...] (params and batch_stats), info dict).
-    """
-    fc = _fold_config(config)
+def fold_method(config, images, labels, dm, da_images, da_labels) -> engine.Method:
+    """Phase 1 as an engine `Method`: the K fold models (`FoldStates`), one SGD step of every
+    fold per call; evaluation: each fold model's accuracy and loss on its clean D_A."""
+    fc = fold_config(config)
     num_classes, image_shape = sources.info(config.dataset)
     model = engine.make_model(fc, num_classes)
-    spe = dm.shape[1] // fc.batch_size
+    folds, dm_size = dm.shape
+    spe = dm_size // fc.batch_size
     if spe < 1:
-        raise ConfigError(f"D_M has {dm.shape[1]} images, fewer than batch_size={fc.batch_size}")
+        raise ConfigError(f"D_M has {dm_size} images, fewer than batch_size={fc.batch_size}")
     tx, _ = optim.make_optimizer(fc, spe)
-    states = init_fold_states(model, tx, image_shape, fc.seed, dm.shape[0])
-    path = os.path.join(search_dir, "folds.msgpack")
-    info_path = os.path.join(search_dir, "folds.json")
-    target = {"params": states.params, "batch_stats": states.batch_stats}
-    if os.path.exists(path):
-        with open(path, "rb") as f:
-            variables = flax.serialization.from_bytes(target, f.read())
-        with open(info_path, encoding="utf-8") as f:
-            return model, variables, json.load(f)
-    epoch_fn = make_fold_epoch(model, tx, engine.make_augment(fc), fc.batch_size, spe,
-                               fold_batching(config))
-    images, labels, dm_dev = jnp.asarray(data["image"]), jnp.asarray(data["label"]), jnp.asarray(dm)
-    from tqdm.auto import tqdm
-    started = time.time()
-    history = []
-    for epoch in tqdm(range(fc.num_epochs), desc=f"fold models (K={dm.shape[0]}, "
-                      f"{fold_batching(config)})",
-                      disable=not progress, unit="epoch"):
-        states, m = epoch_fn(states, images, labels, dm_dev, epoch)
-        history.append(jax.tree.map(lambda v: np.asarray(v).tolist(), m))
-    jax.block_until_ready(states)
-    variables = {"params": states.params, "batch_stats": states.batch_stats}
-    info = {"seconds": time.time() - started, "epochs": fc.num_epochs, "steps_per_epoch": spe,
-            "folds": int(dm.shape[0]), "dm_size": int(dm.shape[1]),
-            "final_train_loss": history[-1]["loss"], "final_train_accuracy":
-            history[-1]["accuracy"]}
-    _write_bytes(path, flax.serialization.to_bytes(variables))
-    engine.write_json(info_path, info)
-    return model, variables, info
+    permutations, fold_step = make_fold_step(model, tx, engine.make_augment(fc), fc.batch_size,
+                                             fold_batching(config))
+    dm = jnp.asarray(dm)
+    perm = {}  # {epoch: its permutations}, drawn once per epoch (again after a resume)
+
+    def advance(state, step):
+        epoch, i = divmod(step, spe)
+        if epoch not in perm:
+            perm.clear()
+            perm[epoch] = permutations(state.folds, dm, epoch)
+        new, m = fold_step(state.folds, images, labels, dm, perm[epoch], i)
+        return FoldStates(step=new.step[0], folds=new), {"loss": jnp.mean(m[:, 0]),
+                                                         "accuracy": jnp.mean(m[:, 1])}
+
+    forward = jax.jit(over_folds(lambda v, x: model.apply(v, x, train=False), fold_batching(
+        config), (0, 0)))
+
+    def evaluate(state):
+        logits = forward({"params": state.folds.params,
+                          "batch_stats": state.folds.batch_stats}, da_images)
+        loss = train_steps.cross_entropy(logits, da_labels)
+        accuracy = np.asarray(jnp.mean(jnp.argmax(logits, -1) == da_labels, axis=1))
+        loss = np.asarray(jnp.mean(loss, axis=1))
+        return {"accuracy": float(accuracy.mean()), "loss": float(loss.mean()),
+                "count": int(da_labels.size), "per_fold": accuracy.tolist()}
+
+    def report(workdir, state, epoch, evaluation):
+        return {"da_accuracy_per_fold": evaluation["per_fold"]}
+
+    return engine.Method(
+        state=FoldStates(step=jnp.zeros((), jnp.int32),
+                         folds=init_fold_states(model, tx, image_shape, fc.seed, folds)),
+        advance=advance, evaluate=evaluate, report=report, steps_per_epoch=spe,
+        total_steps=fc.num_epochs * spe, images_per_step=folds * fc.batch_size,
+        describe={**engine.describe(fc), "folds": folds, "dm_size": dm_size,
+                  "test_split": "each fold's D_A (no augmentation)"})
+
+
+def train_fold_models(config, data: dict, dm, da_images, da_labels, folds_dir: str):
+    """Trains (or resumes, or finds finished) the fold models' engine run in ``folds_dir``.
+
+    Returns (model, variables stacked [K, ...] (params and batch_stats) read from the run's
+    final checkpoint, report dict).
+    """
+    fc = fold_config(config)
+    method = fold_method(config, jnp.asarray(data["image"]), jnp.asarray(data["label"]), dm,
+                         da_images, da_labels)
+    results = engine.train(fc, folds_dir, None, method)
+    ckpt = checkpoint.Checkpointer(os.path.join(folds_dir, "checkpoints"))
+    try:
+        _, state, _ = ckpt.restore_readable(method.state)
+    finally:
+        ckpt.close()
+    model = engine.make_model(fc, sources.info(config.dataset)[0])
+    report = {"seconds": results["wall_time_s"], "epochs": fc.num_epochs,
+              "steps_per_epoch": method.steps_per_epoch, "folds": int(dm.shape[0]),
+              "dm_size": int(dm.shape[1]), "final_train_loss": results["curves"]["train_loss"][-1],
+              "final_train_accuracy": results["curves"]["train_accuracy"][-1],
+              "da_accuracy_per_fold": results["da_accuracy_per_fold"]}
+    return model, {"params": state.folds.params, "batch_stats": state.folds.batch_stats}, report
 
 
 # ----------------------------------------------------------------------------------------------
-# Scoring candidates.
+# Phase 2a: scoring candidates with the frozen fold models (density matching).
 
 @dataclasses.dataclass(frozen=True)
 class Scorer:
     """Scores candidate policies on D_A with the frozen fold models (FAA's density matching).
 
     ``scorer(variables, images uint8 [F, N, H, W, C], labels int32 [F, N], tabs, keys)``:
-    variables of the F fold models stacked [F, ...]; ``tabs`` = `faa.tables` of C candidates per
-    fold stacked [F, C, S, K, ...]; keys [F, C] (one per candidate). Returns (accuracy [F, C]:
-    fraction of D_A correct in at least one of the ``copies`` augmented copies, loss [F, C]: mean
-    over D_A of the minimum loss over the copies), in one jitted call.
+    variables of the F fold models stacked [F, ...]; ``tabs`` = `faa_policy.tables` of C
+    candidates per fold stacked [F, C, S, K, ...]; keys [F, C] (one per candidate). Returns
+    (accuracy [F, C]: fraction of D_A correct in at least one of the ``copies`` augmented
+    copies, loss [F, C]: mean over D_A of the minimum loss over the copies), in one jitted call.
 
     Vectorization: a chunk of ``chunk`` candidates of every fold is ONE flat image batch of
     F x chunk x copies x N images for the augmentation (what a vmap over folds and candidates
@@ -393,14 +426,14 @@ class Scorer:
 
         def one(key, ci):
             k_pol, k_std = jax.random.split(key)
-            d = faa.draw(k_pol, tab_rows["probability"][ci])
+            d = faa_policy.draw(k_pol, tab_rows["probability"][ci])
             d["sub"] = d["sub"] + ci * s
             return d, k_std
 
         draws, std_keys = jax.vmap(one)(keys.reshape(-1, keys.shape[-1]), cand.reshape(-1))
         x = jnp.broadcast_to(images[:, None], (g, self.copies) + images.shape[1:])
         x = x.reshape((-1,) + images.shape[2:])
-        x = faa.apply_draws(flat_tab, self.names, x, draws, group=n)
+        x = faa_policy.apply_draws(flat_tab, self.names, x, draws, group=n)
         if self.standard is not None:
             x = jax.vmap(lambda k, im: self.standard(k, im[None])[0])(std_keys, x)
         return x.reshape((g, self.copies, n) + images.shape[2:])
@@ -460,14 +493,14 @@ class Scorer:
 
 
 def make_scorer(config, model) -> Scorer:
-    names = frozenset(faa.OP_NAME[o] for o in search_ops(config))
-    standard = engine.make_augment(_fold_config(config)) if config.faa.score_with_standard else None
+    names = frozenset(faa_policy.OP_NAME[o] for o in search_ops(config))
+    standard = engine.make_augment(fold_config(config)) if config.faa.score_with_standard else None
     return Scorer(model, names, config.faa.copies, standard, config.faa.score_chunk,
                   fold_batching(config))
 
 
 # ----------------------------------------------------------------------------------------------
-# TPE search with Optuna (ask and tell).
+# Phase 2b: the TPE search with Optuna (ask and tell), resumable from its study database.
 
 def study_name(fold: int, repeat: int) -> str:
     return f"fold{fold}_repeat{repeat}"
@@ -504,58 +537,65 @@ def storage_url(search_dir: str) -> str:
     return f"sqlite:///{os.path.abspath(os.path.join(search_dir, 'study.db'))}"
 
 
+def _finish_interrupted(study) -> None:
+    """Settles the trials a kill left RUNNING, so the study continues as if never killed.
+
+    A round stores every trial's score (user attribute "score": [accuracy, min loss]) before
+    telling any: if all of a study's running trials carry one, they are told it; otherwise none
+    is (all are failed) and the next round asks that batch again, with the same sampler seed and
+    the same completed trials, so the same candidates and the same scores."""
+    import optuna
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    scored = all("score" in t.user_attrs for t in running)
+    for t in running:
+        if scored:
+            study.tell(t.number, t.user_attrs["score"][0])
+        else:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+
+
 def run_search(config, search_dir: str, scorer: Scorer, variables, da_images, da_labels, *,
-               image_hw, progress: bool = True, hook: Optional[Callable] = None) -> dict:
-    """Runs (or resumes) the K x T TPE studies.
+               image_hw, progress: bool = True, hook: Optional[Callable] = None) -> tuple:
+    """Runs (or resumes) the K x T TPE studies in ``search_dir/study.db``.
 
     Returns ({study name: completed FrozenTrials}, timing dict of this call).
 
     variables: fold models stacked [K, ...]; da_images uint8 [K, N, H, W, C], da_labels [K, N].
-    hook(event, batch): test hook called at "asked" (all trials of a round asked) and "told:i"
-    (after i tells of a round), to simulate kills.
+    Each round asks up to ``asks_per_batch`` trials of every unfinished study, scores them all in
+    one call (`_score_round`), stores every score in its trial, then tells them (a kill anywhere
+    in a round is settled by `_finish_interrupted` on resume).
+    hook(event, round): test hook called at "asked" (all trials of a round asked), "scored:i"
+    (after i scores stored) and "told:i" (after i tells), to simulate kills.
     """
     import optuna
+    from tqdm.auto import tqdm
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     f = config.faa
     ops = search_ops(config)
     os.makedirs(search_dir, exist_ok=True)
     storage = optuna.storages.RDBStorage(storage_url(search_dir))
-    pending_path = os.path.join(search_dir, "pending.json")
-    pending = {}
-    if os.path.exists(pending_path):
-        with open(pending_path, encoding="utf-8") as fh:
-            pending = json.load(fh)
     names = [(fold, r) for r in range(f.repeats) for fold in range(f.folds)]
     studies = {}
-    for fold, r in names:
-        study = optuna.create_study(study_name=study_name(fold, r), storage=storage,
-                                    direction="maximize", load_if_exists=True)
-        # Finish what a kill interrupted: scored trials are told, unscored ones failed (their
-        # batch is asked again with the same sampler seed, which gives the same candidates).
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-            value = pending.get(study_name(fold, r), {}).get(str(t.number))
-            if value is not None:
-                storage.set_trial_user_attr(t._trial_id, "min_loss", value[1])
-                study.tell(t.number, value[0])
-            else:
-                study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        studies[(fold, r)] = study
-    if os.path.exists(pending_path):
-        os.remove(pending_path)
+    for key_fr in names:
+        studies[key_fr] = optuna.create_study(study_name=study_name(*key_fr), storage=storage,
+                                              direction="maximize", load_if_exists=True)
+        _finish_interrupted(studies[key_fr])
 
     def completed(study):
         return study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
 
-    from tqdm.auto import tqdm
-    total = len(names) * f.trials
+    def event(name):
+        if hook:
+            hook(name, round_index)
+
     done = sum(len(completed(s)) for s in studies.values())
-    bar = tqdm(total=total, initial=done, desc="FAA search", unit="trial", disable=not progress,
-               dynamic_ncols=True)
+    bar = tqdm(total=len(names) * f.trials, initial=done, desc="FAA search", unit="trial",
+               disable=not progress, dynamic_ncols=True)
     timing = {"ask_s": 0.0, "score_s": 0.0, "tell_s": 0.0, "trials": 0}
     round_index = 0
     try:
         while True:
-            asked = {}
+            asked = {}  # {(fold, repeat): [(trial, candidate)]}
             t0 = time.time()
             for key_fr in names:
                 study = studies[key_fr]
@@ -563,10 +603,9 @@ def run_search(config, search_dir: str, scorer: Scorer, variables, da_images, da
                 n_new = min(f.asks_per_batch, f.trials - n_done)
                 if n_new <= 0:
                     continue
-                batch = n_done // f.asks_per_batch
                 study.sampler = optuna.samplers.TPESampler(
-                    seed=_sampler_seed(config.seed, *key_fr, batch), constant_liar=True,
-                    n_startup_trials=f.n_startup_trials)
+                    seed=_sampler_seed(config.seed, *key_fr, n_done // f.asks_per_batch),
+                    constant_liar=True, n_startup_trials=f.n_startup_trials)
                 asked[key_fr] = []
                 for j in range(n_new):
                     t = study.ask()
@@ -576,29 +615,23 @@ def run_search(config, search_dir: str, scorer: Scorer, variables, da_images, da
             if not asked:
                 break
             timing["ask_s"] += time.time() - t0
-            if hook:
-                hook("asked", round_index)
+            event("asked")
             t0 = time.time()
             scores = _score_round(config, scorer, variables, da_images, da_labels, asked,
                                   image_hw)
             timing["score_s"] += time.time() - t0
-            engine.write_json(pending_path, {study_name(*k): {str(t.number): v for (t, _), v in
-                                                        zip(asked[k], scores[k])}
-                                       for k in asked})
             t0 = time.time()
-            told = 0
-            for key_fr, items in asked.items():
-                for (trial, _), (acc, loss) in zip(items, scores[key_fr]):
-                    trial.set_user_attr("min_loss", loss)
-                    studies[key_fr].tell(trial, acc)
-                    told += 1
-                    if hook:
-                        hook(f"told:{told}", round_index)
-            os.remove(pending_path)
+            pairs = [(trial, score) for k in asked
+                     for (trial, _), score in zip(asked[k], scores[k])]
+            for i, (trial, score) in enumerate(pairs):
+                trial.set_user_attr("score", list(score))
+                event(f"scored:{i + 1}")
+            for i, (trial, (accuracy, _)) in enumerate(pairs):
+                trial.study.tell(trial, accuracy)
+                event(f"told:{i + 1}")
             timing["tell_s"] += time.time() - t0
-            n = sum(len(v) for v in asked.values())
-            timing["trials"] += n
-            bar.update(n)
+            timing["trials"] += len(pairs)
+            bar.update(len(pairs))
             round_index += 1
     finally:
         bar.close()
@@ -621,12 +654,12 @@ def _score_round(config, scorer, variables, da_images, da_labels, asked: dict, i
         fold_tabs = []
         for item in items:
             if item is None:  # a fold with nothing asked this round: a dummy candidate
-                pol = (((faa.FAA_OPS[0], 0.0, 0.0),) * f.num_ops,) * f.num_sub_policies
-                fold_tabs.append(faa.tables(pol, h, w))
+                pol = (((faa_policy.FAA_OPS[0], 0.0, 0.0),) * f.num_ops,) * f.num_sub_policies
+                fold_tabs.append(faa_policy.tables(pol, h, w))
                 keys.append(jax.random.PRNGKey(0))
             else:
                 (fo, r), trial, pol = item
-                fold_tabs.append(faa.tables(pol, h, w))
+                fold_tabs.append(faa_policy.tables(pol, h, w))
                 keys.append(candidate_key(config.seed, fo, r, trial.user_attrs["index"]))
         tabs.append({k: np.stack([t[k] for t in fold_tabs]) for k in fold_tabs[0]})
     tabs = {k: jnp.asarray(np.stack([t[k] for t in tabs])) for k in tabs[0]}
@@ -639,10 +672,8 @@ def _score_round(config, scorer, variables, da_images, da_labels, asked: dict, i
     return out
 
 
-def _index(trial) -> int:
-    # Studies written before the "index" attribute existed numbered candidates by trial number.
-    return trial.user_attrs.get("index", trial.number)
-
+# ----------------------------------------------------------------------------------------------
+# Phase 3: the final policy, and what it says.
 
 def final_policy(config, studies: dict) -> tuple:
     """(policy, top): the pooled top_n candidates of every study (duplicates dropped within a
@@ -650,96 +681,19 @@ def final_policy(config, studies: dict) -> tuple:
     f = config.faa
     policy, top = [], {}
     for name in sorted(studies):
-        trials = sorted(studies[name], key=lambda t: (-t.value, _index(t)))
-        trials = trials[: f.top_n]
+        trials = sorted(studies[name], key=lambda t: (-t.value, t.user_attrs["index"]))
         top[name] = []
-        for t in trials:
+        for t in trials[: f.top_n]:
             cand = decode(t.params, f.num_sub_policies, f.num_ops)
-            policy += faa.remove_duplicates(cand)
-            top[name].append({"trial": _index(t), "accuracy": t.value,
-                              "min_loss": t.user_attrs.get("min_loss"),
+            policy += faa_policy.remove_duplicates(cand)
+            top[name].append({"trial": t.user_attrs["index"], "accuracy": t.value,
+                              "min_loss": t.user_attrs["score"][1],
                               "policy": [[list(s) for s in sub] for sub in cand]})
     return tuple(policy), top
 
 
-# ----------------------------------------------------------------------------------------------
-# The whole method.
-
-def _write_bytes(path, data: bytes):
-    tmp = f"{path}.tmp"
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-    os.replace(tmp, path)
-
-
-def search(config, workdir: str, *, progress: bool = True, scorer: Optional[Scorer] = None,
-           hook: Optional[Callable] = None) -> dict:
-    """Phases 1-3 (folds, TPE, policy); writes workdir/policy.json; returns the search report."""
-    search_dir = os.path.join(workdir, SEARCH_DIR)
-    os.makedirs(search_dir, exist_ok=True)
-    data = sources.load(config.dataset, "train", data_dir=config.data_dir or None)
-    dm, da = make_folds(data["label"], config.faa.folds, config.faa.test_fraction, config.seed,
-                        config.faa.reduced_size)
-    model, variables, fold_info = train_fold_models(config, data, dm, search_dir,
-                                                    progress=progress)
-    scorer = scorer or make_scorer(config, model)
-    h, w = data["image"].shape[1:3]
-    da_images = jnp.asarray(data["image"][da])
-    da_labels = jnp.asarray(data["label"][da])
-    started = time.time()
-    studies, timing = run_search(config, search_dir, scorer, variables, da_images, da_labels,
-                                 image_hw=(h, w), progress=progress, hook=hook)
-    search_s = time.time() - started
-    policy, top = final_policy(config, studies)
-    policy_path = os.path.join(workdir, "policy.json")
-    faa.save(policy_path, {POLICY_NAME: policy},
-             source=f"gar_jax FAA search on {config.dataset} (seed {config.seed})")
-    engine.write_json(os.path.join(search_dir, "top_candidates.json"), top)
-    n_trials = timing["trials"]
-    report = {
-        "folds": fold_info, "dm_size": int(dm.shape[1]), "da_size": int(da.shape[1]),
-        "search_seconds": search_s, "trials_this_run": n_trials,
-        "trials_per_s": n_trials / search_s if n_trials and search_s > 0 else None,
-        "timing": timing, "num_sub_policies_final": len(policy),
-        "search_ops": list(search_ops(config)),
-        "top_candidates": {k: [{"trial": c["trial"], "accuracy": c["accuracy"],
-                                "min_loss": c["min_loss"]} for c in v] for k, v in top.items()},
-    }
-    engine.write_json(os.path.join(search_dir, "report.json"), report)
-    return report
-
-
 def learned_policy_report(config, policy) -> dict:
-    probs = faa.op_probability(policy)
-    return {"op_probability": probs,
+    """results.json's ``learned_policy``: P(an image gets op) under the final policy."""
+    return {"op_probability": faa_policy.op_probability(policy),
             "destructive_op": (spaces.DESTRUCTIVE_OP.name if config.faa.destructive_op else None),
-            "num_sub_policies": len(policy), "policy_file": "policy.json"}
-
-
-def run(config, workdir: str) -> dict:
-    """Search (resumable) then the final training in workdir/train; writes results.json.
-
-    The final training is an ordinary engine run (`methods.supervised`'s step with
-    ``augment="faa"``), whose report adds ``learned_policy`` and ``faa`` (the search's report)
-    to its results. The fold models and the search are not engine runs: the engine trains one
-    model per run, the K fold models are one vmapped program, and the TPE search is no SGD loop;
-    they resume from ``search/folds.msgpack`` and the Optuna study instead.
-    """
-    validate(config)
-    os.makedirs(workdir, exist_ok=True)
-    report = search(config, workdir, progress=config.progress_bar)
-    policy_path = os.path.join(workdir, "policy.json")
-    policy = faa.load(policy_path, POLICY_NAME)
-    from gar_jax import plots  # matplotlib: imported only when plotting
-    plots.faa_policy_figure(policy, os.path.join(workdir, "policy.png"), title=config.dataset)
-    extra = {"faa": report, "learned_policy": learned_policy_report(config, policy)}
-    results = dict(extra)
-    if config.faa.train_final:
-        train_config = _train_config(config, os.path.abspath(policy_path))
-        engine.validate(train_config)
-        setup = engine.build(train_config)
-        method = engine.Method(state=setup.state, advance=supervised.advance_fn(setup),
-                               report=lambda *args: extra)
-        results = engine.train(train_config, os.path.join(workdir, TRAIN_DIR), setup, method)
-    engine.write_json(os.path.join(workdir, "results.json"), results)
-    return results
+            "num_sub_policies": len(policy), "policy_file": POLICY_FILE}
