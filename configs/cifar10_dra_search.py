@@ -16,7 +16,7 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.experiment = "dra"           # the method: gar_jax.methods.dra
+    c.experiment = "dra"           # the method (its module: methods/dra.py)
     c.dataset = "cifar10"          # gar_jax.data.sources name: cifar10, cifar100, svhn, digits
     c.data_dir = ""                # tfds data_dir ("" = tfds' default, ~/tensorflow_datasets)
 

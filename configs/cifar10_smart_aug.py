@@ -16,7 +16,7 @@ def get_config(space: str = "randaug"):
     if space not in SPACES:
         raise ValueError(f"unknown smart_aug space {space!r}; use :ra (RandAugment) or :wl")
     c = ml_collections.ConfigDict()
-    c.experiment = "smart_aug"     # the method: gar_jax.methods.smart_aug
+    c.experiment = "smart_aug"     # the method (its module: methods/smart_aug.py)
     c.dataset = "cifar10"          # gar_jax.data.sources name: cifar10, cifar100, svhn, digits
     c.data_dir = ""                # tfds data_dir ("" = tfds' default, ~/tensorflow_datasets)
 

@@ -12,7 +12,7 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.experiment = "dra"           # the method: gar_jax.methods.dra
+    c.experiment = "dra"           # the method (its module: methods/dra.py)
     c.dataset = "digits"           # scikit-learn's 8x8 digits, bundled (offline)
     c.data_dir = ""                # tfds data_dir (unused for digits)
 

@@ -12,7 +12,7 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.experiment = "ola"           # the method: gar_jax.methods.ola
+    c.experiment = "ola"           # the method (its module: methods/ola.py)
     c.dataset = "digits"           # scikit-learn's 8x8 digits, bundled (offline)
     c.data_dir = ""                # tfds data_dir (unused for digits)
 

@@ -12,7 +12,7 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.experiment = "smart_aug"     # the method: gar_jax.methods.smart_aug
+    c.experiment = "smart_aug"     # the method (its module: methods/smart_aug.py)
     c.dataset = "digits"           # scikit-learn's 8x8 digits, bundled (offline)
     c.data_dir = ""                # tfds data_dir (unused for digits)
 

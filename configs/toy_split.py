@@ -12,7 +12,7 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.experiment = "toy_split"     # the method: gar_jax.methods.toy_split
+    c.experiment = "toy_split"     # the method (its module: methods/toy_split.py)
     c.dataset = "digits"           # digits | cifar10 | cifar100 | svhn (tfds, prepared once)
     c.data_dir = ""                # tfds data_dir ("" = tfds' default); unused for digits
     c.net = "fc,fcbn,cnnbn"        # one net or a comma list: fc | fcbn | cnnbn
