@@ -4,10 +4,11 @@ digits32_small benchmark (100 labeled 32x32 digits), as a config of its own:
 ``python -m gar_jax.main --config=configs/compare.py:<cell> --workdir=DIR --config.seed=S``
 
 with ``<cell>`` one of `CELLS` (no cell: ``standard``). experiments/compare/run.py runs exactly
-these (every cell x seeds 0-4). The fixed policies are configs/digits32_supervised.py's; a method config written
-for 8x8 digits (configs/digits_<method>.py) is moved onto the benchmark's protocol (`protocol`:
-configs/digits32_supervised.py's dataset, model, schedule and standard pipeline, written out
-here; tests/test_compare.py checks that the two agree), then the cell's own settings below.
+these (every cell x seeds 0-4). The fixed policies are configs/digits32_supervised.py's; a
+method config written for 8x8 digits (configs/digits_<method>.py) is moved onto the benchmark's
+protocol (`protocol`: configs/digits32_supervised.py's dataset, model, schedule and standard
+pipeline, written out here; tests/test_compare.py checks that the two agree), then the cell's
+own settings below.
 """
 import os
 import runpy
