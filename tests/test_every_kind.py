@@ -21,14 +21,16 @@ TINY_WRN = ["--config.model.depth=10", "--config.model.width=1", "--config.model
 DIGITS_TRAIN, DIGITS_TEST = 1437, 360
 
 
-def _run(config, workdir, *overrides, monkeypatch, capsys):
+def _run(config, workdir, *overrides, monkeypatch, capsys, own_config=True):
     code, err = run_cli([f"--config={CONFIGS}/{config}", f"--workdir={workdir}", *overrides],
                         monkeypatch, capsys)
     assert code == 0, err[-3000:]
     with open(os.path.join(workdir, "results.json"), encoding="utf-8") as f:
         results = json.load(f)
     with open(os.path.join(workdir, "config.json"), encoding="utf-8") as f:
-        assert json.load(f) == results["config"]  # the workdir remembers the config it ran
+        saved = json.load(f)  # the workdir remembers the config it ran ...
+    if own_config:  # ... and results.json names it (FAA's still names its final training's)
+        assert saved == results["config"]
     return results
 
 
@@ -165,7 +167,7 @@ def test_faa(tmp_path, monkeypatch, capsys):
                    "--config.faa.trials=4", "--config.faa.asks_per_batch=2",
                    "--config.faa.n_startup_trials=2", "--config.faa.top_n=2",
                    "--config.faa.fold_epochs=1", "--config.faa.copies=2",
-                   monkeypatch=monkeypatch, capsys=capsys)
+                   monkeypatch=monkeypatch, capsys=capsys, own_config=False)
     _check_wrn_run(results, DIGITS_TRAIN // 64)
     with open(tmp_path / "search" / "top_candidates.json", encoding="utf-8") as f:
         top = json.load(f)
@@ -198,6 +200,6 @@ def test_mixture(tmp_path, monkeypatch, capsys):
     weights = np.array(list(learned["weights"].values()))
     assert len(weights) == len(learned["source_sizes"])
     np.testing.assert_allclose(weights.sum(), 1.0, atol=1e-5)
-    history = np.asarray(learned["weights_over_training"])
+    history = np.asarray(learned["weights_over_training"])  # rounded to 5 decimals
     assert history.shape == (40 // 2, len(weights))  # one mixture per reward pair
-    np.testing.assert_allclose(history.sum(-1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(history.sum(-1), 1.0, atol=len(weights) * 5e-6)
