@@ -5,12 +5,13 @@ dataset differs. Every CIFAR-100 config starts from this file.
 Run: ``python -m gar_jax.main --config=configs/cifar100_baseline.py
 --workdir=runs/cifar100_baseline_s0`` (repeat with --config.seed=1, 2, ... for more runs).
 """
-from gar_jax.train.defaults import sibling
+import os
+import runpy
 
-base = sibling(__file__, "cifar10_baseline")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_baseline.py"))["get_config"]
 
 
 def get_config():
-    c = base.get_config()
+    c = base()
     c.dataset = "cifar100"
     return c

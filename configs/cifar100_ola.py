@@ -4,12 +4,13 @@ batch 256, WideLong space, or RandAugment's after a colon).
 ``python -m gar_jax.main --config=configs/cifar100_ola.py --workdir=runs/cifar100_ola_wl``
 ``python -m gar_jax.main --config=configs/cifar100_ola.py:ra --workdir=runs/cifar100_ola_ra``
 """
-from gar_jax.train.defaults import sibling
+import os
+import runpy
 
-base = sibling(__file__, "cifar10_ola")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_ola.py"))["get_config"]
 
 
 def get_config(space: str = "wide"):
-    c = base.get_config(space)
+    c = base(space)
     c.dataset = "cifar100"
     return c

@@ -7,8 +7,14 @@ pipeline, then N = 3 learned ops over the RA space (``:wl`` for the WideLong spa
 ``python -m gar_jax.main --config=configs/cifar100_smart_aug.py --workdir=runs/cifar100_smart_aug_ra``
 ``python -m gar_jax.main --config=configs/cifar100_smart_aug.py:wl --workdir=runs/cifar100_smart_aug_wl``
 """
-from gar_jax.methods.smart_aug import cifar_config
+import os
+import runpy
+
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_smart_aug.py"))[
+    "get_config"]
 
 
 def get_config(space: str = "randaug"):
-    return cifar_config("cifar100", space)
+    c = base(space)  # every field, commented, in configs/cifar10_smart_aug.py
+    c.dataset = "cifar100"
+    return c

@@ -10,7 +10,7 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.experiment = "supervised"    # the method: gar_jax.methods.<experiment>
+    c.experiment = "supervised"    # the method (its module: methods/<experiment>.py)
     c.dataset = "cifar10"          # gar_jax.data.sources name: cifar10, cifar100, svhn, digits
     c.data_dir = ""                # tfds data_dir ("" = tfds' default, ~/tensorflow_datasets)
 

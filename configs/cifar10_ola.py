@@ -6,18 +6,19 @@ layer-wise method), over the WideLong space, or the RandAugment space after a co
 ``python -m gar_jax.main --config=configs/cifar10_ola.py:ra --workdir=runs/cifar10_ola_ra``
 (``:ra`` is the same as ``--config.ola.space=randaug``). Every OLA config starts from this file.
 """
+import os
+import runpy
+
 import ml_collections
 
-from gar_jax.train.defaults import sibling
-
-base = sibling(__file__, "cifar10_baseline")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_baseline.py"))["get_config"]
 SPACES = {"wide": "wide", "wl": "wide", "randaug": "randaug", "ra": "randaug"}
 
 
 def get_config(space: str = "wide"):
     if space not in SPACES:
         raise ValueError(f"unknown OLA space {space!r}; use :wl (WideLong) or :ra (RandAugment)")
-    c = base.get_config()
+    c = base()
     c.experiment = "ola"
     c.augment = "standard"         # the standard pipeline after the learned policy, and alone on
                                    # the plain (unaugmented) steps

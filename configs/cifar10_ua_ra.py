@@ -4,13 +4,14 @@ pipeline.
 Everything else is configs/cifar10_baseline.py (WRN-28-10, 200 epochs, batch 256).
 Run: ``python -m gar_jax.main --config=configs/cifar10_ua_ra.py --workdir=runs/cifar10_ua_ra_s0``
 """
-from gar_jax.train.defaults import sibling
+import os
+import runpy
 
-base = sibling(__file__, "cifar10_baseline")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_baseline.py"))["get_config"]
 
 
 def get_config():
-    c = base.get_config()
+    c = base()
     c.augment = "ua"
     c.augment_kwargs = dict(space="randaug")
     return c

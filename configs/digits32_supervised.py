@@ -10,13 +10,16 @@ pipeline scored 4.6 points below no augmentation, experiments/compare/README.md)
 ``python -m gar_jax.main --config=configs/digits32_supervised.py:ra --workdir=DIR``; baselines:
 none, baseline (the default: standard pipeline only), ua_ra, ua_wl, ra, ta, aa.
 """
+import os
+import runpy
+
 from gar_jax.train import defaults
 
-base = defaults.sibling(__file__, "cifar10_baseline")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_baseline.py"))["get_config"]
 
 
 def get_config(baseline: str = "baseline"):
-    c = base.get_config()
+    c = base()
     c.dataset = "digits32_small"
     # (policy, keyword arguments) of the baseline, with the CIFAR-10 magnitudes.
     c.augment, c.augment_kwargs = defaults.baseline_policy("digits32_small", baseline)

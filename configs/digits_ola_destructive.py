@@ -5,12 +5,13 @@ is configs/digits_ola.py.
 
 ``python -m gar_jax.main --config=configs/digits_ola_destructive.py --workdir=runs/digits_destr``
 """
-from gar_jax.train.defaults import sibling
+import os
+import runpy
 
-base = sibling(__file__, "digits_ola")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "digits_ola.py"))["get_config"]
 
 
 def get_config():
-    c = base.get_config()
+    c = base()
     c.ola.destructive_op = True
     return c

@@ -2,12 +2,19 @@
 ``sample_pairing`` at alpha = 1 replaces the image by its batch neighbour, keeping the label).
 The meta-gradient should drive its probability below the others (policy_over_training.png;
 results.json's learned_policy.op_probability, destructive_op = "sample_pairing").
+Everything else is configs/digits_smart_aug.py.
 
 ``python -m gar_jax.main --config=configs/digits_smart_aug_destructive.py
 --workdir=runs/digits_smart_aug_destructive``
 """
-from gar_jax.methods.smart_aug import digits_config
+import os
+import runpy
+
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "digits_smart_aug.py"))[
+    "get_config"]
 
 
 def get_config():
-    return digits_config(destructive_op=True)
+    c = base()
+    c.smart_aug.destructive_op = True
+    return c

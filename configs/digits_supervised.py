@@ -7,13 +7,16 @@ none, baseline (the default: standard pipeline only), ua_ra, ua_wl, ra, ta, aa. 
 their CIFAR settings (absolute pixel ranges, e.g. translations up to 14 px, are harsh on 8x8
 images); the standard pipeline is scaled.
 """
+import os
+import runpy
+
 from gar_jax.train import defaults
 
-base = defaults.sibling(__file__, "cifar10_baseline")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_baseline.py"))["get_config"]
 
 
 def get_config(baseline: str = "baseline"):
-    c = base.get_config()
+    c = base()
     c.dataset = "digits"
     # (policy, keyword arguments) of the baseline, with the CIFAR-10 magnitudes.
     c.augment, c.augment_kwargs = defaults.baseline_policy("digits", baseline)

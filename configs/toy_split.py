@@ -1,7 +1,7 @@
 """Toy split experiment on scikit-learn's digits (offline; a few minutes on a 2-core CPU).
 
 Usage: ``python -m gar_jax.main --config=configs/toy_split.py --workdir=runs/toy_split``, with
-any field overridden, e.g. ``--config.net=fcbn --config.seeds=3``.
+any field overridden, e.g. ``--config.net=fcbn --config.seeds=3 --config.ola.reward=gar``.
 
 The train set (1437 digits) is cut into 10 splits of 143; split 0 gets uniformly random labels.
 The distribution over splits is learned online with GAR and, for comparison, NSLR; 10 seeds of
@@ -12,12 +12,11 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.experiment = "toy_split"     # the method: gar_jax.methods.toy_split
+    c.experiment = "toy_split"     # the method (its module: methods/toy_split.py)
     c.dataset = "digits"           # digits | cifar10 | cifar100 | svhn (tfds, prepared once)
     c.data_dir = ""                # tfds data_dir ("" = tfds' default); unused for digits
     c.net = "fc,fcbn,cnnbn"        # one net or a comma list: fc | fcbn | cnnbn
-    c.methods = "gar,nslr"         # reward(s): gar (alignment) | nslr (next-step loss)
-    c.seeds = 10                   # seeds per (net, method), vmapped: one compiled run
+    c.seeds = 10                   # seeds per (net, reward), vmapped: one compiled run
     c.seed = 0                     # seed i uses fold_in(key(seed), i)
     c.num_splits = 10              # split 0 has random labels
     c.distribution = "inverted_softmax"  # p over splits: inverted_softmax | softmax
@@ -26,19 +25,23 @@ def get_config():
     # 1000 would give one step per epoch, so the batch is 100 (14 steps per epoch) and the run
     # has 40 epochs = 560 steps, about the paper's 500 steps (and so about as many meta-steps).
     c.batch_size = 100
-    c.epochs = 40
-    c.lr = 0.1                     # SGD, constant
+    c.num_epochs = 40
+    c.learning_rate = 0.1          # SGD, constant
     c.momentum = 0.9               # Nesterov
     c.weight_decay = 5e-4          # added to the gradient before momentum (PyTorch style)
 
-    # Meta-learning the split distribution: REINFORCE + Adam, as in the paper.
-    c.meta_lr = 0.1
-    c.meta_b1 = 0.9                # Adam's beta1
-    c.meta_clip = 5.0              # clip meta-gradient values to [-5, 5] (authors); 0 = off
-    c.meta_every = 10              # meta-gradients averaged over this many steps per update
-    c.reward_norm = "auto"         # auto: GAR per step, NSLR across steps | batch | running
-    c.running_decay = 0.9          # across-step normalizer's EMA decay (NSLR with auto)
-    c.alignment = "jvp"            # GAR computation: jvp (forward mode) | vmap (reference)
+    # Learning the split distribution: REINFORCE + Adam, as in the paper. The fields have OLA's
+    # names (configs/cifar10_ola.py's ola section): the same learner, over splits.
+    c.ola = ml_collections.ConfigDict()
+    c.ola.reward = "gar,nslr"      # reward(s), each its own run: gar (alignment) | nslr
+    c.ola.gar_method = "jvp"       # GAR computation: jvp (forward mode) | vmap (reference)
+    c.ola.learning_rate = 0.1      # Adam on the split logits
+    c.ola.b1 = 0.9                 # Adam's beta1
+    c.ola.clip = 5.0               # clip meta-gradient values to [-5, 5] (authors); 0 = off
+    c.ola.meta_every = 10          # meta-gradients averaged over this many steps per update
+    c.ola.reward_normalization = "auto"  # auto: GAR per step, NSLR across steps | batch |
+                                   # running
+    c.ola.nslr_decay = 0.9         # across-step normalizer's EMA decay (NSLR with auto)
 
     # XLA backend optimization level of the compiled steps (-1: XLA's default, 0..3). Level 1
     # compiles the digits step ~2x faster than the default and runs it about as fast; level 0

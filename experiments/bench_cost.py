@@ -45,6 +45,7 @@ os.environ.setdefault("JAX_PLATFORMS", "cpu")
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
+CONFIGS = os.path.join(HERE, "..", "configs")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -97,7 +98,7 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
     mesh = make_mesh(jax.devices()[:1])
     mean, std = stats.mean_std("cifar10")
     model = WideResNet(depth=depth, width=width, num_classes=10, mean=mean, std=std)
-    base_config = defaults.load_config("cifar10_ola:ra")
+    base_config = defaults.load_config(os.path.join(CONFIGS, "cifar10_ola.py:ra"))
     tx, schedule = optim.make_optimizer(base_config, steps_per_epoch=50000 // batch)
     state = create_state(model, tx, image_shape=(32, 32, 3), seed=seed, mesh=mesh)
     rng = np.random.default_rng(seed)
@@ -115,7 +116,7 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
         out.append(Entry(name, fn, fresh(), lambda c: (batches[0], key), 1))
 
     def ola_pair(name, gar_method, convention, remat, store, chunk, reward="gar"):
-        oc = defaults.load_config("cifar10_ola:ra")
+        oc = defaults.load_config(os.path.join(CONFIGS, "cifar10_ola.py:ra"))
         oc.ola.ensemble_size = 8 if batch % 8 == 0 else 1
         oc.ola.reward = reward
         oc.ola.gar_method, oc.ola.gar_convention, oc.ola.gar_remat = gar_method, convention, remat
@@ -152,7 +153,7 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
             fn = jax.jit(pair, donate_argnums=0, out_shardings=replicated(mesh))
             out.append(Entry(name, fn, init(fresh()), lambda c: (batches[0], batches[1]), 2))
         elif name == "smart_aug":
-            sc = smart_aug.cifar_config("cifar10", "randaug")
+            sc = defaults.load_config(os.path.join(CONFIGS, "cifar10_smart_aug.py"))
             sc.smart_aug.inner_steps = 1
             space = smart_aug.make_space(sc)
             fn = smart_aug.make_meta_step(model, tx, mesh, space, smart_aug.meta_optimizer(sc),
@@ -161,15 +162,15 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
             carry = smart_aug.init_state(fresh(), sc, space)
             out.append(Entry(name, fn, carry, lambda c: ((batches[0],), batches[2]), 1))
         elif name == "dra_search":
-            dc = dra.cifar_config("cifar10", "search")
+            dc = defaults.load_config(os.path.join(CONFIGS, "cifar10_dra_search.py"))
             dc.dra.search.batch_size = batch
             dc.batch_size = batch
             fn = dra.make_search_step(dc, model, tx, mesh, schedule=schedule)
             out.append(Entry(name, fn, dra.init_state(fresh(), dc),
                              lambda c: (batches[0], batches[1]), 1))
         elif name == "dra_replay":
-            train_step(name, dra.make_replay_augment(dra.cifar_config("cifar10", "cifar10"),
-                                                     "cifar10", None))
+            published = defaults.load_config(os.path.join(CONFIGS, "cifar10_dra.py"))
+            train_step(name, dra.make_replay_augment(published, "cifar10", None))
         elif name == "faa_score":
             candidates, images = (int(v) for v in faa_spec.split(":"))
             copies = 5

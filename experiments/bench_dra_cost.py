@@ -33,6 +33,7 @@ import time
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -42,7 +43,7 @@ from gar_jax.augment import policies  # noqa: E402
 from gar_jax.data import stats  # noqa: E402
 from gar_jax.methods import dra as method  # noqa: E402
 from gar_jax.models.wrn import WideResNet  # noqa: E402
-from gar_jax.train import optim, steps  # noqa: E402
+from gar_jax.train import defaults, optim, steps  # noqa: E402
 from gar_jax.mesh import data_sharding, make_mesh  # noqa: E402
 from gar_jax.train.state import create_state  # noqa: E402
 
@@ -66,7 +67,7 @@ def main():
     b, size = args.batch, args.size
 
     mesh = make_mesh(jax.devices()[:1])
-    config = method.cifar_config("cifar10", "search")
+    config = defaults.load_config(os.path.join(CONFIGS, "cifar10_dra_search.py"))
     config.dra.search.batch_size = b
     config.batch_size = b
     mean, std = stats.mean_std("cifar10")
@@ -88,8 +89,8 @@ def main():
             fn = steps.make_train_step(model, tx, mesh, augment=standard)
             todo[name] = (fn, fresh(), lambda s: (s, batches[0], key))
         elif name == "replay":
-            replay = method.make_replay_augment(method.cifar_config("cifar10", "cifar10"),
-                                                "cifar10", None)
+            published = defaults.load_config(os.path.join(CONFIGS, "cifar10_dra.py"))
+            replay = method.make_replay_augment(published, "cifar10", None)
             fn = steps.make_train_step(model, tx, mesh, augment=replay)
             todo[name] = (fn, fresh(), lambda s: (s, batches[0], key))
         elif name == "search":

@@ -47,6 +47,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -95,7 +96,7 @@ def standard(key, images):
 def build(depth, width, batch, norm, seed=0):
     """Model, optimizer, OLA config and state, and two random CIFAR-shaped batches on 1 device."""
     mesh = make_mesh(jax.devices()[:1])
-    config = defaults.load_config("cifar10_ola")
+    config = defaults.load_config(os.path.join(CONFIGS, "cifar10_ola.py"))
     config.model.norm = norm
     config.ola.ensemble_size = 8 if batch % 8 == 0 else 1
     mean, std = stats.mean_std("cifar10")

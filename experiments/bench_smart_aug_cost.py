@@ -34,6 +34,7 @@ import time
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -61,7 +62,7 @@ def compiled_bytes(compiled):
 def build(depth, width, batch, seed=0):
     """Model, optimizer, config and state, and random CIFAR-shaped batches on one device."""
     mesh = make_mesh(jax.devices()[:1])
-    config = smart_aug.cifar_config("cifar10", "randaug")
+    config = defaults.load_config(os.path.join(CONFIGS, "cifar10_smart_aug.py"))
     mean, std = stats.mean_std("cifar10")
     model = WideResNet(depth=depth, width=width, num_classes=10, mean=mean, std=std)
     tx, schedule = optim.make_optimizer(config, steps_per_epoch=50000 // batch)
@@ -95,7 +96,7 @@ def methods_for(names, mesh, config, model, tx, schedule, state, batches):
             inner = tuple(batches[i % 2] for i in range(k))
             out[name] = (fn, carry, lambda c, inner=inner: (c, inner, batches[2]), k)
         elif kind == "ola":
-            oc = defaults.load_config("cifar10_ola:ra")
+            oc = defaults.load_config(os.path.join(CONFIGS, "cifar10_ola.py:ra"))
             oc.ola.ensemble_size = 8 if batches[0]["label"].shape[0] % 8 == 0 else 1
             space = spaces.get_space("randaug")
             fn = ola.make_pair_step(model, tx, mesh, space, ola.meta_optimizer(oc),

@@ -3,11 +3,12 @@
 Every field of the config can be overridden, e.g. ``--config.seeds=3``. The config's
 ``experiment`` field names the method: the module ``gar_jax.methods.<experiment>``, which exposes
 ``validate(config)`` (raises :class:`gar_jax.errors.ConfigError` on bad input before any compute)
-and ``run(config, workdir) -> dict`` (writes ``workdir/results.json``).
+and ``run(config, workdir) -> dict`` (its engine runs write ``workdir/results.json``).
 
 Before any work the CLI checks that the workdir can be written and that it does not hold a run of
-another config: a workdir remembers its config in ``config.json``, and a rerun with a different
-config is refused (naming the fields that differ) rather than overwriting or mixing results.
+another config (`engine.check_workdir`, the one place that compares them): a workdir remembers
+its config in ``config.json``, and a rerun with a different config is refused (naming the fields
+that differ) rather than overwriting or mixing results.
 Bad input ends the process with one line on stderr and exit status 2.
 
 A workdir is used by one run at a time: the run holds an exclusive lock on ``workdir/.lock``
@@ -24,7 +25,6 @@ import errno
 import fcntl
 import importlib
 import importlib.util
-import json
 import logging
 import math
 import os
@@ -50,16 +50,7 @@ _WORKDIR = flags.DEFINE_string(
 # today: adding a method is adding its module there, with no edit here).
 EXPERIMENTS = {}
 
-CONFIG_FILE = "config.json"
 LOCK_FILE = ".lock"
-# Fields that cannot change a run's results: a rerun on the same workdir may change them.
-IGNORED_FIELDS = ("progress_bar", "data_dir", "log_every_steps", "checkpoint_every_steps",
-                  "keep_checkpoints")
-# Config fields added after runs were made with this code: a saved config without one of them
-# was run with the value given here (what reproduces it), so such a workdir resumes when the
-# field has that value now (e.g. an OLA run from before `ola.gar_store` resumes with
-# --config.ola.gar_store=activations), and the error for another value says which it was.
-ADDED_FIELDS = {"ola.gar_store": "activations"}
 
 
 def _fail(message: str) -> None:
@@ -144,59 +135,11 @@ def default_workdir(config_path: str) -> str:
     return os.path.join("runs", f"{name}_{arg}" if arg else name)
 
 
-def _flatten(tree: dict, prefix: str = "") -> dict:
-    out = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
-
-
 def config_fields(config) -> dict:
     """``{"model.depth": 28, ...}``: the config's fields as JSON values (tuples become lists)."""
-    return _flatten(json.loads(json.dumps(config.to_dict(), default=str)))
+    from gar_jax.train import engine
 
-
-def _saved_fields(workdir: str):
-    """The fields of the config the workdir's run was made with, or None (a fresh workdir).
-    Runs made before config.json existed are recognized by the config in their results.json."""
-    for name, key in ((CONFIG_FILE, None), ("results.json", "config")):
-        path = os.path.join(workdir, name)
-        if os.path.isfile(path):
-            try:
-                with open(path, encoding="utf-8") as f:
-                    saved = json.load(f)
-            except (OSError, ValueError) as e:
-                raise ConfigError(f"cannot read {path} ({e}); delete it or use another --workdir")
-            saved = saved.get(key) if key else saved
-            if isinstance(saved, dict):
-                return _flatten(saved)
-    return None
-
-
-def differing_fields(saved: dict, current: dict) -> list:
-    """The dotted field names whose values differ (or that only one side has), except
-    `IGNORED_FIELDS`; a field of `ADDED_FIELDS` absent from `saved` has its value there."""
-    missing = object()
-    return sorted(k for k in set(saved) | set(current)
-                  if k.rpartition(".")[2] not in IGNORED_FIELDS
-                  and saved.get(k, ADDED_FIELDS.get(k, missing)) != current.get(k, missing))
-
-
-def _describe(saved: dict, current: dict, names: list, limit: int = 6) -> str:
-    def value(fields, name):
-        if name in fields:
-            return json.dumps(fields[name])
-        if fields is saved and name in ADDED_FIELDS:
-            return f"(absent: {json.dumps(ADDED_FIELDS[name])} before the field existed)"
-        return "(absent)"
-
-    parts = [f"{n}={value(saved, n)} there, {value(current, n)} now" for n in names[:limit]]
-    if len(names) > limit:
-        parts.append(f"and {len(names) - limit} more")
-    return "; ".join(parts)
+    return engine.config_fields(config)
 
 
 def prepare_workdir(workdir: str, config) -> bool:
@@ -213,24 +156,11 @@ def prepare_workdir(workdir: str, config) -> bool:
     except OSError as e:
         raise ConfigError(f"--workdir={workdir} cannot be created or written "
                           f"({e.strerror or e}); choose another --workdir") from None
-    current = config_fields(config)
-    saved = _saved_fields(workdir)
-    if saved is not None:
-        names = differing_fields(saved, current)
-        if names:
-            raise ConfigError(
-                f"--workdir={workdir} holds a run of another config "
-                f"({_describe(saved, current, names)}); use another --workdir, or delete "
-                f"{workdir} to start over (fields that cannot change results are not compared: "
-                f"{', '.join(IGNORED_FIELDS)})")
+    from gar_jax.train import engine  # (imported by then: the runner imports it)
+
+    engine.check_workdir(workdir, config)  # refused: nothing in the workdir is touched
     # Not undone on failure: a run started at the same moment may have created the directory.
     lock_workdir(workdir)
-    import jax  # (imported by then: the runner imports it)
-    from gar_jax.train import engine
-
-    if jax.process_index() == 0:
-        engine.write_json(os.path.join(workdir, CONFIG_FILE),
-                          json.loads(json.dumps(config.to_dict(), default=str)))
     return created
 
 
@@ -312,7 +242,9 @@ def unlock_workdir() -> None:
 def _undo_workdir(workdir: str) -> None:
     """Removes a workdir this process created, if it holds nothing but its config.json."""
     unlock_workdir()
-    for name in (CONFIG_FILE, LOCK_FILE):
+    from gar_jax.train import engine
+
+    for name in (engine.CONFIG_FILE, LOCK_FILE):
         try:
             os.remove(os.path.join(workdir, name))
         except OSError:

@@ -1,5 +1,4 @@
 """experiments/compare/run.py: statistics, reading cells, resuming, methods not yet available."""
-import ast
 import importlib.util
 import json
 import math
@@ -7,6 +6,8 @@ import os
 
 import numpy as np
 import pytest
+
+import config_files
 
 _PATH = os.path.join(os.path.dirname(__file__), "..", "experiments", "compare", "run.py")
 
@@ -55,27 +56,23 @@ def test_read_cell_times(compare, tmp_path):
     assert compare.read_cell(str(two)) == (0.8, 70.0, 33.0)
 
 
-def test_protocol_overrides_move_a_digits_config_onto_the_benchmark(compare):
-    from gar_jax.train import defaults
+def test_the_protocol_of_configs_compare_is_that_of_digits32_supervised(compare):
+    """configs/compare.py writes the benchmark's protocol out: moved onto a digits config it
+    gives exactly configs/digits32_supervised.py; every cell runs on it; the runner's cells are
+    configs/compare.py's."""
+    import runpy
 
-    config = defaults.load_config("digits_supervised:baseline")
-    for override in compare.protocol_overrides():
-        field, value = override[len("--config."):].split("=")
-        *parents, leaf = field.split(".")
-        node = config
-        for p in parents:
-            node = node[p]
-        try:  # as the CLI parses it: Python literals, else a string
-            node[leaf] = ast.literal_eval(value)
-        except (ValueError, SyntaxError):
-            node[leaf] = value
-    target = defaults.load_config("digits32_supervised:baseline")
-    for field in compare.PROTOCOL_FIELDS:
-        a, b = config, target
-        for part in field.split("."):
-            a, b = a[part], b[part]
-        assert a == b, field
-    assert config.to_dict() == target.to_dict()
+    module = runpy.run_path(os.path.join(config_files.CONFIGS, "compare.py"))
+    config = module["protocol"](config_files.load("digits_supervised:baseline"))
+    assert config.to_dict() == config_files.load("digits32_supervised:baseline").to_dict()
+    assert compare.method_table("digits32_small") == {
+        m: (f"configs/compare.py:{m}", []) for m in module["CELLS"]}
+    for cell in module["CELLS"]:
+        c = config_files.load(f"compare:{cell}")
+        assert (c.dataset, c.model.width, c.num_epochs, c.batch_size, c.standard.flip) == (
+            "digits32_small", 1, 200, 20, False), cell
+    assert config_files.load("compare:dra_search").dra.search.epochs == 50
+    assert config_files.load("compare:ola_nslr").ola.reward == "nslr"
 
 
 def test_main_skips_finished_cells_reruns_others_and_reports_missing(compare, tmp_path,
@@ -134,6 +131,5 @@ def test_benchmark_standard_pipeline_does_not_flip():
     mirrored = np.all(flipped == images[:, :, ::-1], axis=(1, 2, 3))
     assert np.all(mirrored | np.all(flipped == images, axis=(1, 2, 3)))
     assert 16 <= mirrored.sum() <= 48
-    from gar_jax.train import defaults
-    assert defaults.load_config("digits32_supervised:ra").standard.flip is False
-    assert defaults.load_config("cifar10_ra").standard.flip is True
+    assert config_files.load("digits32_supervised:ra").standard.flip is False
+    assert config_files.load("cifar10_ra").standard.flip is True

@@ -13,6 +13,8 @@ from scipy import stats
 from gar_jax.augment import applier, color, dra, ops, pil_reference, policies
 from gar_jax.errors import ConfigError
 
+import config_files
+
 # The authors' published matrices and op table (ainieli/DRA policy.py, auto_augment/), as data.
 REFERENCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "dra_policies.json")
 
@@ -377,7 +379,7 @@ def test_pipelines_in_the_authors_order(tmp_path):
     order (DRA, then crop and Cutout) leaves no 255, Cutout before DRA no 0."""
     from gar_jax.methods import dra as method
 
-    config = method.digits_config(destructive_op=False)
+    config = config_files.load("digits_dra")
     config.standard.pad, config.standard.cutout, config.standard.fill_mean = 2, 3, False
     config.dra.p_min = config.dra.p_max = 1.0
     images = jnp.full((64, 8, 8, 1), 100, jnp.uint8)
@@ -474,14 +476,16 @@ def test_bad_input_one_line_errors(tmp_path):
                                    jnp.zeros((8, 8, 3), jnp.uint8)),
         lambda: dra.init_params(0),
     ]
-    config = method.digits_config()
+    config = config_files.load("digits_dra")
     for field, value in [("fraction", 0.0), ("fraction", 0.01), ("tau", 0.0)]:
-        c = method.digits_config()
+        c = config_files.load("digits_dra")
         c.dra.search[field] = value
         cases.append(lambda c=c: method.validate(c))
-    c = method.digits_config(policy="cifar10", destructive_op=True)
+    c = config_files.load("digits_dra_destructive")
+    c.dra.policy = "cifar10"
     cases.append(lambda: method.validate(c))
-    c = method.digits_config(policy="no-such-policy")
+    c = config_files.load("digits_dra")
+    c.dra.policy = "no-such-policy"
     cases.append(lambda: method.validate(c))
     method.validate(config)
     for case in cases:

@@ -174,7 +174,7 @@ def test_notebook_runs_offline_inside_a_clone(tmp_path, monkeypatch):
     setup_source = nb.cells[1].source
     assert "<org>" not in setup_source and "git+" not in setup_source
     (params,) = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    params.source = ('NET = "cnnbn"\nMETHODS = "nslr"\nSEEDS = 2\nEPOCHS = 2\nBATCH_SIZE = 500\n'
+    params.source = ('NET = "cnnbn"\nREWARDS = "nslr"\nSEEDS = 2\nEPOCHS = 2\nBATCH_SIZE = 500\n'
                      'WORKDIR = "toy_split_run"\nOVERRIDES = {"xla_opt_level": 0}\n')
     # Which gar_jax the kernel imported, and how often its progress bars may print.
     nb.cells.append(nbformat.v4.new_code_cell(
@@ -220,7 +220,7 @@ def test_sigterm_exits_143_after_a_checkpoint_and_the_rerun_resumes(tmp_path, mo
 
     workdir = str(tmp_path / "run")
     args = [f"--config={CONFIGS}/toy_split.py", f"--workdir={workdir}", "--config.net=fc",
-            "--config.methods=gar", "--config.seeds=2", "--config.epochs=3",
+            "--config.ola.reward=gar", "--config.seeds=2", "--config.num_epochs=3",
             "--config.batch_size=500", "--config.xla_opt_level=0", "--config.progress_bar=False"]
     monkeypatch.setattr(engine, "train", train_with_sigterm_after_epoch_1)
     code, err = run_cli(args, monkeypatch, capsys)

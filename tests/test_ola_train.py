@@ -19,8 +19,9 @@ from gar_jax.errors import ConfigError
 from gar_jax.methods import ola
 from gar_jax.train import engine
 from gar_jax.train.checkpoint import Checkpointer
-from gar_jax.train.defaults import load_config
 from gar_jax.mesh import make_mesh, replicated
+
+import config_files
 
 
 # A small space keeps the compiled augmentation small (the applier only builds the passes its
@@ -32,7 +33,7 @@ SPACE = spaces.SearchSpace("tiny", (spaces.Op("invert"),
 
 
 def _tiny_config(**overrides):
-    c = load_config("digits_ola")
+    c = config_files.load("digits_ola")
     c.model.depth, c.model.width, c.model.groups, c.model.norm = 10, 1, 4, "group"
     c.batch_size, c.eval_batch_size = 256, 360
     c.num_epochs, c.warmup_epochs = 2, 1.0   # 5 steps per epoch: pairs straddle epochs

@@ -14,9 +14,11 @@ from gar_jax.augment import ops, smart, spaces
 from gar_jax.data import sources
 from gar_jax.errors import ConfigError
 from gar_jax.methods import smart_aug
-from gar_jax.train import defaults, optim
+from gar_jax.train import optim
 from gar_jax.mesh import make_mesh, replicated
 from gar_jax.train.state import TrainState
+
+import config_files
 
 # Differentiable ops with magnitudes (geometric and colour), ops without (identity, flip) and a
 # LUT op whose magnitude gets no gradient (solarize).
@@ -41,7 +43,7 @@ class TinyNet(nn.Module):
 
 
 def _config(**smart_overrides):
-    c = smart_aug.add_section(defaults.digits("baseline"))
+    c = config_files.load("digits_smart_aug")
     c.grad_clip_norm = 10.0    # inner: lr 0.1, momentum 0.9, wd 5e-4; a clip that rarely binds
     c.learning_rate, c.warmup_epochs, c.num_epochs = 0.1, 0.0, 2
     for k, v in smart_overrides.items():

@@ -25,7 +25,7 @@ def load_config(name="toy_split.py", **overrides):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     config = module.get_config()
-    config.update(overrides)
+    config.update_from_flattened_dict(overrides)  # "ola.reward": "gar" sets config.ola.reward
     return config
 
 
@@ -94,7 +94,8 @@ def test_toy_nets_shapes_and_parameter_counts(net, num_params, num_stats):
 # ---------------------------------------------------------------------------------------------
 # Executing steps is cheap (compiling them is not): the default 40 epochs x 14 steps, compiled
 # without backend optimizations (xla_opt_level=0 compiles fastest).
-SMALL = dict(net="fc", methods="gar", seeds=3, epochs=40, batch_size=100, xla_opt_level=0)
+SMALL = {"net": "fc", "ola.reward": "gar", "seeds": 3, "num_epochs": 40, "batch_size": 100,
+         "xla_opt_level": 0}
 
 
 @pytest.fixture(scope="module")
@@ -137,7 +138,7 @@ def test_same_seed_gives_bitwise_identical_results(fc_gar, digits):
 
 def test_vmapped_seeds_equal_a_single_seed_run(fc_gar, digits):
     config, out = fc_gar
-    config = load_config(**{**SMALL, "epochs": 2})
+    config = load_config(**{**SMALL, "num_epochs": 2})
     single = toy_split.train_seeds(config, "fc", "gar", *digits, [2])
     steps = single["split_probs"].shape[1]
     np.testing.assert_allclose(single["split_probs"][0], out["split_probs"][2, :steps],
@@ -167,15 +168,16 @@ def test_auc_by_hand_and_table():
     (dict(dataset="mnist"), "unknown dataset 'mnist'"),
     (dict(net="fc,vgg"), "unknown net 'vgg'"),
     (dict(net="fc,fc"), "repeats"),
-    (dict(methods="gar,dgr"), "unknown method 'dgr'"),
-    (dict(methods=""), "config.methods is empty"),
+    ({"ola.reward": "gar,dgr"}, "unknown reward 'dgr'"),
+    ({"ola.reward": ""}, "config.ola.reward is empty"),
     (dict(distribution="sparsemax"), "unknown distribution"),
     (dict(batch_size=1431), r"batch_size=1431 must be an integer in 1\.\.1430"),
     (dict(batch_size=0), "batch_size=0"),
     (dict(num_splits=1), "num_splits=1"),
     (dict(seeds=0), "seeds=0"),
-    (dict(reward_norm="none"), "reward_norm"),
-    (dict(alignment="loop"), "alignment"),
+    ({"ola.reward_normalization": "none"}, "reward_normalization"),
+    ({"ola.gar_method": "loop"}, "gar_method"),
+    ({"ola.b1": 1.0}, r"config.ola.b1=1.0 must be in \[0, 1\)"),
     (dict(xla_opt_level=4), "xla_opt_level"),
 ])
 def test_validate_rejects_bad_configs(overrides, message):
@@ -191,16 +193,26 @@ def test_validate_rejects_unknown_and_missing_fields():
     with pytest.raises(ConfigError, match="unknown fields"):
         toy_split.validate(config)
     config = load_config()
-    del config["meta_lr"]
-    with pytest.raises(ConfigError, match="lacks fields"):
+    del config["learning_rate"]
+    with pytest.raises(ConfigError, match=r"lacks fields \['learning_rate'\]"):
+        toy_split.validate(config)
+    config = load_config()
+    del config.ola["learning_rate"]
+    with pytest.raises(ConfigError, match=r"lacks fields \['ola.learning_rate'\]"):
+        toy_split.validate(config)
+    config = load_config()
+    with config.unlocked():
+        config.ola.meta_lr = 0.1  # the toy split's old name
+    with pytest.raises(ConfigError, match=r"unknown fields \['ola.meta_lr'\]"):
         toy_split.validate(config)
 
 
 def test_paper_config_is_valid_and_has_the_paper_settings():
     config = load_config("toy_split_cifar10.py")
     toy_split.validate(config)
-    assert (config.dataset, config.batch_size, config.epochs, config.lr, config.momentum,
-            config.weight_decay, config.meta_lr, config.meta_every, config.seeds) == (
+    assert (config.dataset, config.batch_size, config.num_epochs, config.learning_rate,
+            config.momentum, config.weight_decay, config.ola.learning_rate,
+            config.ola.meta_every, config.seeds) == (
         "cifar10", 1000, 10, 0.1, 0.9, 5e-4, 0.1, 10, 10)
     assert toy_split.steps_per_epoch(config) == 50
 
@@ -208,36 +220,37 @@ def test_paper_config_is_valid_and_has_the_paper_settings():
 def test_results_json_forms_round_trip(tmp_path):
     summary = {"split_probs": [[[0.5, 0.5]]], "auc_noisy": [0.5], "auc_clean": [0.5],
                "test_acc": [1.0]}
-    one = toy_split.results_json({"fc": {"gar": summary, "nslr": summary}}, {"seeds": 1})
-    assert one == {"gar": summary, "nslr": summary, "net": "fc", "config": {"seeds": 1}}
-    two = toy_split.results_json({"fc": {"gar": summary}, "cnnbn": {"gar": summary}}, {})
-    assert two == {"fc": {"gar": summary}, "cnnbn": {"gar": summary}, "config": {}}
+    one = toy_split.results_json({"fc": {"gar": summary, "nslr": summary}})
+    assert one == {"gar": summary, "nslr": summary, "net": "fc"}
+    two = toy_split.results_json({"fc": {"gar": summary}, "cnnbn": {"gar": summary}})
+    assert two == {"fc": {"gar": summary}, "cnnbn": {"gar": summary}}
+    engine_fields = {"dataset": "digits", "test_accuracy": 0.5, "curves": {}, "config": {}}
     for content, expected in [(one, {"fc": {"gar": summary, "nslr": summary}}),
                               (two, {"fc": {"gar": summary}, "cnnbn": {"gar": summary}})]:
-        (tmp_path / "results.json").write_text(json.dumps(content))
+        (tmp_path / "results.json").write_text(json.dumps({**engine_fields, **content}))
         assert toy_split.load_results(str(tmp_path)) == expected
 
 
-def test_run_writes_outputs_and_skips_finished_parts_on_rerun(tmp_path, capsys):
+def test_run_writes_outputs_and_a_rerun_resumes_the_finished_run(tmp_path, capsys):
     # The fixture's compiled trainer is reused (same config up to seeds/epochs): no compiling.
-    config = load_config(**{**SMALL, "epochs": 2})
+    config = load_config(**{**SMALL, "num_epochs": 2})
     workdir = str(tmp_path)
     first = toy_split.run(config, workdir)
     with open(os.path.join(workdir, "results.json")) as f:
-        written = json.load(f)  # the DESIGN contract form
-    assert written == first and set(written) == {"gar", "net", "config"}
+        written = json.load(f)  # the contract form, with the engine's fields
+    assert written == first and {"gar", "net", "config", "test_accuracy"} <= set(written)
+    assert "nslr" not in written
     probs = np.asarray(written["gar"]["split_probs"])
     chex.assert_shape(probs, (3, 28, 10))  # [seeds][steps][splits]: 2 epochs x 1430 // 100
     noisy, clean = toy_split.auc(probs)
     np.testing.assert_allclose(written["gar"]["auc_noisy"], noisy, atol=1e-6)
     np.testing.assert_allclose(written["gar"]["auc_clean"], clean, atol=1e-6)
-    assert written["net"] == "fc" and written["config"]["epochs"] == 2
-    with open(os.path.join(workdir, "fc", "results.json")) as f:
-        assert json.load(f) == written
-    with open(os.path.join(workdir, "fc_gar", "metrics.jsonl")) as f:  # the engine's metrics
+    assert written["net"] == "fc" and written["config"]["num_epochs"] == 2
+    assert written["test_accuracy"] == pytest.approx(np.mean(written["gar"]["test_acc"]))
+    with open(os.path.join(workdir, "metrics.jsonl")) as f:  # the engine's metrics
         lines = [json.loads(line) for line in f]
     assert [(r["step"], r["epoch"]) for r in lines if "train/loss" in r] == [(14, 1), (28, 2)]
-    np.testing.assert_allclose([r["train/loss"] for r in lines if "train/loss" in r],
+    np.testing.assert_allclose([r["train/fc_gar/loss"] for r in lines if "train/loss" in r],
                                np.asarray(written["gar"]["train_loss"]).reshape(3, 2, 14)
                                .mean(axis=(0, 2)), rtol=1e-4)
     assert [r["test/accuracy"] for r in lines if "test/accuracy" in r][-1] == pytest.approx(
@@ -248,26 +261,24 @@ def test_run_writes_outputs_and_skips_finished_parts_on_rerun(tmp_path, capsys):
     png = Image.open(os.path.join(workdir, "split_probs.png"))
     assert png.format == "PNG" and png.size[0] > 300
 
-    part = os.path.join(workdir, "fc_gar", "results.json")
-    mtime = os.path.getmtime(part)
-    second = toy_split.run(config, workdir)  # same config: nothing is recomputed
-    assert os.path.getmtime(part) == mtime and second == first
-    config.seed = 1  # a changed config is refused, never silently mixed with the old results
-    with pytest.raises(ConfigError, match="other values of seed; use a new workdir"):
-        toy_split.run(config, workdir)
+    second = toy_split.run(config, workdir)  # the engine resumes the finished run: no steps
+    assert "resumed from step 28" in capsys.readouterr().err
+    assert {k: second[k] for k in ("gar", "net")} == {k: first[k] for k in ("gar", "net")}
 
 
 def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
-    """The toy split on the engine: a run stopped by SIGTERM after epoch 1 checkpoints there and
-    its resumption ends exactly where an uninterrupted run ends (vmapped seeds and all)."""
+    """The toy split on the engine: a run of two nets stopped by SIGTERM after epoch 1
+    checkpoints there and its resumption ends exactly where an uninterrupted run ends (vmapped
+    seeds and all)."""
     import signal
 
     from gar_jax.train import engine
 
-    config = load_config(**{**SMALL, "epochs": 3, "progress_bar": False})
+    config = load_config(**{**SMALL, "net": "fc,fcbn", "seeds": 2, "num_epochs": 3,
+                            "progress_bar": False})
     digits = sources.load("digits", "train"), sources.load("digits", "test")
     full = engine.train(config, str(tmp_path / "full"), None,
-                        toy_split.method_for(config, "fc", "gar", *digits))
+                        toy_split.method_for(config, *digits))
 
     def sigterm_after_epoch_1(step, state):
         if step == 14:
@@ -275,9 +286,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(tmp_path):
 
     workdir = str(tmp_path / "stopped")
     with pytest.raises(engine.Preempted, match="at step 14"):
-        engine.train(config, workdir, None, toy_split.method_for(config, "fc", "gar", *digits),
+        engine.train(config, workdir, None, toy_split.method_for(config, *digits),
                      on_step=[sigterm_after_epoch_1])
-    resumed = engine.train(config, workdir, None,
-                           toy_split.method_for(config, "fc", "gar", *digits))
-    assert resumed["toy_split"] == full["toy_split"]
+    resumed = engine.train(config, workdir, None, toy_split.method_for(config, *digits))
+    for net in ("fc", "fcbn"):
+        assert resumed[net] == full[net]
+        assert np.asarray(full[net]["gar"]["split_probs"]).shape == (2, 42, 10)
     assert resumed["curves"]["train_loss"] == full["curves"]["train_loss"]

@@ -22,9 +22,11 @@ from gar_jax.train import defaults, engine, optim, steps
 from gar_jax.train.checkpoint import Checkpointer
 from gar_jax.mesh import data_sharding, make_mesh, replicated
 
+import config_files
+
 
 def _tiny_config(**overrides):
-    c = defaults.digits("baseline")
+    c = config_files.load("digits_supervised:baseline")
     c.model.depth, c.model.width, c.model.groups = 10, 1, 4
     c.batch_size, c.eval_batch_size = 64, 128
     c.num_epochs, c.warmup_epochs = 2, 1.0
@@ -260,7 +262,7 @@ def test_nan_loss_stops_after_last_good_checkpoint(resumable, tmp_path):
 
 
 def test_tfds_cifar10_path_trains_under_mock_data():
-    config = defaults.supervised("cifar10", "standard")
+    config = config_files.load("cifar10_baseline")
     config.model.depth, config.model.width, config.model.groups = 10, 1, 4
     config.batch_size, config.eval_batch_size, config.num_epochs = 16, 16, 1
     config.warmup_epochs, config.progress_bar = 0.0, False
@@ -291,7 +293,7 @@ def test_bad_configs_fail_before_compute(override, message):
 
 
 def test_missing_tfds_dataset_fails_with_instructions(tmp_path):
-    config = defaults.supervised("cifar100")
+    config = config_files.load("cifar100_baseline")
     config.data_dir = str(tmp_path)
     engine.validate(config)
     with pytest.raises(ConfigError, match="download_and_prepare"):

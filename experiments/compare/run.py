@@ -8,7 +8,8 @@ Usage (from the repository root)::
     python experiments/compare/run.py --benchmark=cifar10 --dry_run   # the Table 2 commands
 
 Each (method, seed) is one cell: one ``python -m gar_jax.main`` run in ``<root>/<method>_s<seed>``
-(one config of `METHODS`, ``--config.seed=<seed>``). A cell whose ``results.json`` exists is
+(``--config=configs/compare.py:<method> --config.seed=<seed>``: every cell is a config of its
+own, which a user can run alone). A cell whose ``results.json`` exists is
 done and skipped; any other cell is (re)run with the same command, and the engine resumes it
 from its checkpoints, so a killed comparison continues where it stopped when the same command is
 run again. Cells run seed by seed (every method at seed 0, then seed 1, ...), so a partial
@@ -32,80 +33,16 @@ import os
 import shlex
 import subprocess
 import sys
+import runpy
 import time
 
 import numpy as np
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, ROOT)
-SUPERVISED = "configs/digits32_supervised.py"
-OLA = "configs/digits32_ola.py"
-
-# The benchmark protocol (configs/digits32_supervised.py) imposed on the method configs written
-# for 8x8 digits (configs/digits_<method>.py): dataset, model, schedule, standard pipeline. Read
-# from the config file, so that the two cannot drift apart.
-PROTOCOL_FIELDS = ("dataset", "model.depth", "model.width", "num_epochs", "batch_size",
-                   "eval_batch_size", "learning_rate", "warmup_epochs", "eval_every_epochs",
-                   "log_every_steps", "checkpoint_every_steps", "standard.pad", "standard.cutout",
-                   "standard.flip")
-
-
-def protocol_overrides() -> list:
-    """``--config.<field>=<value>`` for every `PROTOCOL_FIELDS` entry of digits32_small."""
-    from gar_jax.train import defaults
-
-    config = defaults.load_config(os.path.join(ROOT, SUPERVISED))
-    out = []
-    for field in PROTOCOL_FIELDS:
-        value = config
-        for part in field.split("."):
-            value = value[part]
-        out.append(f"--config.{field}={value}")
-    return out
-
-
-# method -> (config file[:argument], extra overrides, what it is). "@protocol" stands for
-# `protocol_overrides()` (a config written for another dataset, moved onto this benchmark).
-METHODS = {
-    # Fixed policies (then the standard pipeline, except none).
-    "none": (f"{SUPERVISED}:none", [], "no augmentation at all"),
-    "standard": (f"{SUPERVISED}:baseline", [], "pad-crop 4, Cutout 16 (no flip)"),
-    "ua_ra": (f"{SUPERVISED}:ua_ra", [], "UniformAugment over the RA space"),
-    "ua_wl": (f"{SUPERVISED}:ua_wl", [], "UniformAugment over the wide space"),
-    "ra": (f"{SUPERVISED}:ra", [], "RandAugment N=3, M=5"),
-    "ta": (f"{SUPERVISED}:ta", [], "TrivialAugment (wide ranges)"),
-    "aa": (f"{SUPERVISED}:aa", [], "AutoAugment, published CIFAR-10 policy"),
-    # Published policies of the searches (their configs, moved onto this benchmark).
-    "faa_published": ("configs/digits_faa.py:published", ["@protocol"],
-                      "Fast AutoAugment, published reduced-CIFAR-10 policy"),
-    "dra_published": ("configs/digits_dra.py", ["@protocol", "--config.dra.policy=cifar10"],
-                      "DRA, published CIFAR-10 policy"),
-    # Searches (then training with the found policy, in the same workdir).
-    # FAA's fold models get the benchmark's own schedule (200 epochs of their 60 D_M images =
-    # 600 steps; the 8x8 config's 15 epochs were 45 steps here, fold models at ~35 % training
-    # accuracy, whose density-matching scores are noise); D_A is only 40 images, so candidates
-    # are scored 16 at a time.
-    "faa_search": ("configs/digits_faa.py", ["@protocol", "--config.faa.fold_epochs=200",
-                                             "--config.faa.score_chunk=16"],
-                   "Fast AutoAugment search + training"),
-    # DRA searches on all 100 images (halves of 50, batch 20, 2 steps per epoch): 50 epochs =
-    # 100 steps, so that its policy lr x steps (0.015 x 100) stays the paper's 1.5.
-    "dra_search": ("configs/digits_dra.py", ["@protocol", "--config.dra.search.fraction=1.0",
-                                             "--config.dra.search.batch_size=20",
-                                             "--config.dra.search.epochs=50",
-                                             "--config.dra.search.learning_rate=0.03"],
-                   "DRA search + training"),
-    # In-loop learned augmentation.
-    # smart_aug holds out 10 % of the training set (10 images) for its meta loss: a held-out
-    # batch of 10 (its digits default, 20 = the protocol's batch, is more than the split).
-    "smart_aug": ("configs/digits_smart_aug.py", ["@protocol",
-                                                  "--config.smart_aug.heldout_batch_size=10"],
-                  "smart augmentation (meta step)"),
-    "ola_ra": (OLA, ["--config.ola.space=randaug"], "OLA, RA space, GAR rewards"),
-    "ola_wl": (OLA, ["--config.ola.space=wide"], "OLA, wide space, GAR rewards"),
-    "ola_nslr": (OLA, ["--config.ola.space=randaug", "--config.ola.reward=nslr"],
-                 "OLA, RA space, NSLR rewards"),
-}
+COMPARE = "configs/compare.py"  # one config per cell: configs/compare.py:<method>
+# method -> what it is (configs/compare.py's CELLS).
+METHODS = runpy.run_path(os.path.join(ROOT, COMPARE))["CELLS"]
 COST_REFERENCE = "standard"
 
 # Table 2 on CIFAR: method -> config file per dataset ({d} = cifar10 / cifar100) and overrides.
@@ -131,16 +68,9 @@ CIFAR_ONLY_CIFAR10 = ("faa_search", "dra_search")  # the searches are run on CIF
 
 
 def method_table(benchmark: str) -> dict:
-    """``{method: (config spec, overrides)}`` with "@protocol" expanded."""
+    """``{method: (config spec, overrides)}``."""
     if benchmark == "digits32_small":
-        protocol = None
-        table = {}
-        for name, (spec, extra, _) in METHODS.items():
-            if "@protocol" in extra:
-                protocol = protocol or protocol_overrides()
-                extra = [o for e in extra for o in (protocol if e == "@protocol" else [e])]
-            table[name] = (spec, list(extra))
-        return table
+        return {name: (f"{COMPARE}:{name}", []) for name in METHODS}
     table = {}
     for name, (spec, extra) in CIFAR_METHODS.items():
         if benchmark == "cifar100" and name in CIFAR_ONLY_CIFAR10:
@@ -232,10 +162,9 @@ def run_cell(argv: list, workdir: str):
 
 def write_json(path: str, obj) -> None:
     """Atomic: a killed comparison never leaves a half-written file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
+    from gar_jax.train import engine
+
+    engine.write_json(path, obj)
 
 
 # ------------------------------------------------------------------------------ statistics

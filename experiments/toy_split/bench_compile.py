@@ -6,6 +6,7 @@ Prints, per setting, the compile time of one epoch's scan, the time of `--epochs
 default digits config (all seeds vmapped), and their sum.
 """
 import argparse
+import os
 import time
 
 import jax
@@ -14,6 +15,8 @@ import jax.numpy as jnp
 from gar_jax.data import sources
 from gar_jax.methods import toy_split
 from gar_jax.train import defaults
+
+CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "configs")
 
 
 def main():
@@ -28,9 +31,10 @@ def main():
           f"{jax.devices()[0].platform}")
     print(f"{'xla_opt_level':>13} | {'compile (s)':>11} | {'run (s)':>8} | {'total (s)':>9}")
     for level in (-1, 0, 1, 2):
-        config = defaults.load_config("toy_split")
-        config.update(net=args.net, methods=args.method, seeds=args.seeds, epochs=args.epochs,
-                      xla_opt_level=level)
+        config = defaults.load_config(os.path.join(CONFIGS, "toy_split.py"))
+        config.update_from_flattened_dict({"net": args.net, "ola.reward": args.method,
+                                           "seeds": args.seeds, "num_epochs": args.epochs,
+                                           "xla_opt_level": level})
         toy_split.validate(config)
         trainer = toy_split._trainer(config, args.net, args.method, len(train["label"]))
         data = toy_split.device_data(config, train)

@@ -1,7 +1,7 @@
 """Differentiable RandAugment (``experiment = "dra"``): search a policy, then train with it.
 
-``python -m gar_jax.main --config=configs/digits_dra.py --workdir=DIR`` runs two phases, each a
-resumable run of its own, chained through the workdir:
+``python -m gar_jax.main --config=configs/digits_dra.py --workdir=DIR`` runs two phases, each an
+engine run (checkpoints, resume, SIGTERM, results.json):
 
 1. ``DIR/search`` (when ``config.dra.policy == "search"``): the paper's search (§III,
    docs/algorithms.md §8; ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the
@@ -19,14 +19,16 @@ resumable run of its own, chained through the workdir:
    Writes ``policy.json`` (the layout of ``tests/data/dra_policies.json``), ``policy_history.jsonl``
    and the plots ``policy_weights.png`` (softmax(W) per layer over the search) and
    ``policy_magnitudes.png`` (each op's clipped-normal magnitude density at the end).
-2. ``DIR/train``: ordinary training (the supervised protocol of the config) whose augmentation is,
-   in the authors' order (``train_phase/train_CIFAR.py``), pad-crop + flip, the learned (or a
-   published) policy replayed as a fixed policy (`dra.replay_policy`: per image and layer op ~
-   Categorical(W), m ~ N(M_MEAN, M_STD) clipped, fires with p ~ U(0.2, 0.8)), then Cutout.
+2. ``DIR`` itself: ordinary training (the supervised protocol of the config) whose augmentation
+   is, in the authors' order (``train_phase/train_CIFAR.py``), pad-crop + flip, the learned (or a
+   published) policy (``DIR/policy.json``) replayed as a fixed policy (`dra.replay_policy`: per
+   image and layer op ~ Categorical(W), m ~ N(M_MEAN, M_STD) clipped, fires with
+   p ~ U(0.2, 0.8)), then Cutout.
 
-A killed run resumes the phase it was in (a finished search is not redone). ``DIR/results.json`` is
-the training's results plus ``learned_policy`` (op_probability: the probability that an image gets
-each op under the policy used for training) and ``dra`` (the search's summary).
+A killed run resumes the phase it was in (a finished search resumes at its end: it is evaluated,
+not redone). ``DIR/results.json`` is the training's, with ``learned_policy`` (op_probability: the
+probability that an image gets each op under the policy used for training) and ``dra`` (the
+search's summary).
 
 The search estimator is the authors' only (augment/dra.py): earlier versions drew one op per
 batch by default (not theirs: their layer runs image by image) or ran every op on every image.
@@ -63,71 +65,6 @@ class DRAState(TrainState):
     its AdamW state."""
     policy: Any
     policy_opt_state: Any
-
-
-# ------------------------------------------------------------------------------------ configs
-
-
-def add_dra_section(config, policy: str = "search") -> ml_collections.ConfigDict:
-    """Turns a supervised config (`gar_jax.train.defaults`) into a DRA one with the paper's search
-    settings (search_CIFAR.py). The supervised fields are those of the final training."""
-    config.experiment = "dra"
-    config.augment = "standard"    # the final training: the DRA policy, then the standard pipeline
-    config.augment_kwargs = ml_collections.ConfigDict()
-    c = config.dra = ml_collections.ConfigDict()
-    c.policy = policy              # "search", a published policy ("cifar10", "cifar100", or a
-                                   # name of dra.PUBLISHED) or a path to a policy JSON
-    c.policy_name = ""             # which policy of a JSON holding several ("" = its only one)
-    c.destructive_op = False       # search over the 16 DRA ops + sample_pairing (alpha 1)
-    c.p_min = 0.2                  # apply probability p ~ U(p_min, p_max) per layer
-    c.p_max = 0.8
-    c.grid = dra.GRID              # replay: magnitudes quantized to 1 / (2 grid)
-    s = c.search = ml_collections.ConfigDict()
-    s.layers = 2                   # DRA layers (ops in sequence)
-    s.fraction = 0.08              # of the training set, cut in halves: weights / policy
-    s.epochs = 20                  # over the weight half
-    s.batch_size = 128
-    s.learning_rate = 0.1          # SGD Nesterov 0.9, cosine to 0, no warm-up
-    s.weight_decay = 5e-4
-    s.grad_clip_norm = 5.0
-    s.dropout_rate = 0.0           # the search model's dropout (authors' WRN-28-10: 0.3)
-    s.policy_learning_rate = 5e-3  # AdamW on W, M_MEAN, M_STD
-    s.policy_b1 = 0.5
-    s.policy_b2 = 0.999
-    s.policy_weight_decay = 0.0
-    s.tau = 0.5                    # Gumbel-softmax temperature
-    s.kl_weight = 1.0              # lambda of CE(aug) + lambda KL(p(clean) || p(aug))
-    # The estimator is the authors' only: op, p, firing, eps and sign drawn per image, the
-    # straight-through term at each op's input (augment/dra.py); the per-batch draw and the
-    # every-op-on-every-image variants of earlier versions are gone (neither was theirs).
-    return config
-
-
-def cifar_config(dataset: str, policy: str) -> ml_collections.ConfigDict:
-    """Table 2 with DRA: WRN-28-10, 200 epochs (`defaults.supervised`), the policy `policy`."""
-    from gar_jax.train import defaults
-
-    c = add_dra_section(defaults.supervised(dataset), policy)
-    c.dra.search.dropout_rate = 0.3  # search_CIFAR.py's WRN-28-10
-    return c
-
-
-def digits_config(*, policy: str = "search", destructive_op: bool = False
-                  ) -> ml_collections.ConfigDict:
-    """DRA on digits (WRN-10-2, `defaults.digits`): search on half the training set (359 + 359
-    images, 20 epochs of 5 steps, batch 64), then 30 epochs of training; about 4 minutes on a
-    CPU. The policy learning rate is scaled so that lr x search steps (the most W can move)
-    matches the paper's (5e-3 x 300 steps = 1.5 for CIFAR-10; here 0.015 x 100)."""
-    from gar_jax.train import defaults
-
-    c = add_dra_section(defaults.digits("baseline"), policy)
-    c.dra.destructive_op = destructive_op
-    s = c.dra.search
-    s.fraction = 0.5
-    s.batch_size = 64
-    s.learning_rate = 0.05
-    s.policy_learning_rate = 0.015
-    return c
 
 
 # ------------------------------------------------------------------------------------ checks
@@ -413,40 +350,34 @@ def run(config, workdir: str) -> dict:
     """Search (unless a policy is given), then training with the policy; see module doc."""
     validate(config)
     c = config.dra
-    search_results = None
+    search = {}
     if searches(config):
         search_dir = os.path.join(workdir, "search")
-        search_results = engine.finished_results(search_dir)
-        if search_results is None or not os.path.exists(os.path.join(search_dir, "policy.json")):
-            search_results = run_search(config, search_dir)
+        # An engine run: a finished search resumes at its last step and only evaluates.
+        done = run_search(config, search_dir)
+        search = {"dra": {"search_test_accuracy": done["test_accuracy"],
+                          "search_wall_time_s": done["wall_time_s"],
+                          "search_steps": done["steps"], **done.get("dra_search", {})}}
         policy, name = os.path.abspath(os.path.join(search_dir, "policy.json")), None
     else:
         policy, name = c.policy, c.policy_name or None
     params, names = dra.load_policy(policy, name)
     tconfig = train_config(config, policy, name)
-    train_dir = os.path.join(workdir, "train")
-    os.makedirs(train_dir, exist_ok=True)
     if jax.process_index() == 0:
-        engine.write_text(os.path.join(train_dir, report.POLICY_FILE),
+        os.makedirs(workdir, exist_ok=True)
+        engine.write_text(os.path.join(workdir, report.POLICY_FILE),
                           dra.to_json(params, names, name=name or "policy", source=str(policy)))
     engine.validate(tconfig)
     setup = engine.build(tconfig)
     # The authors' order, crop/flip -> DRA -> Cutout, in place of the engine's policy-then-
     # standard composition.
     setup = dataclasses.replace(setup, augment=make_replay_augment(config, policy, name))
-    used = learned_policy_report(params, names, c.p_min, c.p_max, str(policy))
-    results = engine.train(tconfig, train_dir, setup, engine.Method(
-        state=setup.state, advance=supervised.advance_fn(setup),
-        report=lambda *_: {"learned_policy": used}))
-    if search_results is not None:
-        results["dra"] = {"search_test_accuracy": search_results["test_accuracy"],
-                          "search_wall_time_s": search_results["wall_time_s"],
-                          "search_steps": search_results["steps"],
-                          **search_results.get("dra_search", {})}
-    results["config"] = config.to_dict()
-    if jax.process_index() == 0:
-        engine.write_json(os.path.join(workdir, "results.json"), results)
-    return results
+    used = {"learned_policy": learned_policy_report(params, names, c.p_min, c.p_max,
+                                                    str(policy)), **search}
+    # The training is the run in `workdir` itself: results.json is its (with the DRA config).
+    return engine.train(config, workdir, setup, engine.Method(
+        state=setup.state, advance=supervised.advance_fn(setup), report=lambda *_: used,
+        describe=engine.describe(tconfig)))
 
 
 # ------------------------------------------------------------------- what was learned, shown

@@ -146,9 +146,11 @@ def run(config, workdir: str) -> dict:
     extra = {"faa": report, "learned_policy": learned_policy_report(config, policy)}
     final = train_config(config, policy_path)
     setup = engine.build(final)
+    # The final training is the run in `workdir` itself: results.json names the FAA config the
+    # user ran (the workdir's config.json) and the final training's augmentation.
     method = engine.Method(state=setup.state, advance=supervised.advance_fn(setup),
-                           report=lambda *args: extra)
-    return engine.train(final, workdir, setup, method)
+                           report=lambda *args: extra, describe=engine.describe(final))
+    return engine.train(config, workdir, setup, method)
 
 
 def search(config, workdir: str, *, progress: bool = True, scorer=None,

@@ -75,35 +75,6 @@ class Options:
     mag_reg: float = 1e-3
 
 
-def add_section(config, space: str = "randaug") -> ml_collections.ConfigDict:
-    """Turns a supervised config (`gar_jax.train.defaults`) into a smart_aug one with the
-    settings of one code path of the authors, the one their ``invScale_wide`` jobs ran
-    (jobs/dataug.sh -> test_dataug.py -> ``train_utils.run_dist_dataugV3``): N = 3, K = 1,
-    temperature 0.5, Adam lr 1e-2 on (prob, mag), ``reg_loss(0.001)`` (the ``-mr`` default),
-    and ``max_grad = 1``: the meta-gradient AND the inner (model) gradients clipped at global
-    norm 1, so this sets ``config.grad_clip_norm = 1`` too. (The library path,
-    ``dataug.Augmented_model.step``, clips both at 10 and uses ``reg_loss()``'s 0.005: not
-    used.) The inner optimizer is otherwise the config's. Changed in place."""
-    config.grad_clip_norm = 1.0    # run_dist_dataugV3's inner clip (max_grad = 1)
-    config.experiment = "smart_aug"
-    config.augment = "standard"    # the standard pipeline, before the learned ops ("none": off)
-    config.augment_kwargs = ml_collections.ConfigDict()
-    c = config.smart_aug = ml_collections.ConfigDict()
-    c.space = space                # search space of gar_jax.augment.spaces ("randaug", "wide")
-    c.ops = ""                     # comma-separated subset of the space's ops ("" = all)
-    c.destructive_op = False       # plant sample_pairing at alpha 1 (spaces.DESTRUCTIVE_OP)
-    c.num_ops = 3                  # N ops per image, drawn i.i.d.
-    c.temperature = 0.5            # draws from softmax(prob * temperature)
-    c.inner_steps = 1              # K unrolled SGD steps per meta step
-    c.unsup_factor = 1.0           # weight of the augmented CE + KL terms of the mixed loss
-    c.heldout_fraction = 0.1       # share of the training set held out for the meta loss
-    c.heldout_batch_size = 0       # held-out batch per meta step (0 = batch_size)
-    c.meta_learning_rate = 1e-2    # Adam on (prob, mag)
-    c.meta_clip = 1.0              # global-norm clip of the meta-gradient (0 = none); max_grad
-    c.mag_reg = 1e-3               # weight of MSE(mag, 1) in the meta loss (-mr default)
-    return config
-
-
 def make_space(config) -> spaces.SearchSpace:
     """The space of ``config.smart_aug`` (ops subset, plus the planted destructive op)."""
     c = config.smart_aug
@@ -322,29 +293,6 @@ def make_meta_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
 
 
 # ------------------------------------------------------------------------------------ the run
-
-
-def digits_config(*, destructive_op: bool = False) -> ml_collections.ConfigDict:
-    """The digits run (configs/digits_smart_aug*.py): WRN-10-2, batch 64, smart_aug over the RA
-    space with CIFAR ranges; the digits protocol of the baselines and OLA except 10 epochs
-    instead of 30 (a step with its exact meta step costs many plain steps, about 16 on a CPU in
-    experiments/smart_aug; ``--config.num_epochs=30`` for the full protocol)."""
-    from gar_jax.train import defaults
-
-    c = add_section(defaults.digits("baseline"), "randaug")
-    c.num_epochs = 10
-    c.smart_aug.destructive_op = destructive_op
-    return c
-
-
-def cifar_config(dataset: str, space: str = "randaug") -> ml_collections.ConfigDict:
-    """Table 2's protocol (WRN-28-10, 200 epochs, batch 256, SGD Nesterov, warm-up + cosine)
-    with smart_aug over `space`; the inner optimizer is that of the protocol, its gradient clip
-    the authors' 1 (`add_section`)."""
-    from gar_jax.train import defaults
-
-    return add_section(defaults.supervised(dataset),
-                       {"wl": "wide", "ra": "randaug"}.get(space, space))
 
 
 def run(config, workdir: str) -> dict:

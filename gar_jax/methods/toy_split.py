@@ -20,18 +20,16 @@ Seeds are cheap: the whole per-seed state (parameters, φ, optimizer states, key
 seed's own splits and random labels) is vmapped over seeds and one epoch is a jitted
 ``lax.scan`` over steps, compiled once per (net, method) (`_Trainer`).
 
-The run (`run`) plugs each (net, method) into the training engine (`gar_jax.train.engine`) as
-a `Method` whose state is a `ToyState` (all seeds, plus the per-step history of split
-probabilities) and whose step is one epoch: checkpoints, resume, SIGTERM, metrics and the
-atomic results.json are the engine's. Outputs in ``workdir``:
-- ``<net>_<method>/``: that engine run (checkpoints/, metrics.jsonl, tensorboard/, its
-  results.json with the summary under ``toy_split``); rerunning resumes it, or reuses it when it
-  has finished;
-- ``results.json``: for a single net, the DESIGN contract form
-  ``{"gar": {"split_probs": [seeds][steps][splits], "auc_noisy": [seeds], "auc_clean": [seeds],
-  "test_acc": [seeds], "train_loss": [seeds][steps]}, "nslr": {...}, "net": name, "config": {...}}``;
-  for several nets ``{net: {"gar": ..., "nslr": ...}, ..., "config": {...}}``, and each net's
-  contract-form file is ``<net>/results.json`` either way (`load_results` reads both forms);
+The run (`run`) is one engine run (`gar_jax.train.engine`): its state is a `ToyRun` holding
+every (net, method)'s `ToyState` (all seeds, plus the per-step history of split probabilities),
+and one engine call is one epoch of each; checkpoints, resume, SIGTERM, metrics and results.json
+are the engine's. Outputs in ``workdir`` (besides the engine's checkpoints/, metrics.jsonl,
+tensorboard/):
+- ``results.json``: for a single net, the contract form ``{"gar": {"split_probs":
+  [seeds][steps][splits], "auc_noisy": [seeds], "auc_clean": [seeds], "test_acc": [seeds],
+  "train_loss": [seeds][steps]}, "nslr": {...}, "net": name, ...}``; for several nets
+  ``{net: {"gar": ..., "nslr": ...}, ...}``; with the engine's fields and ``config`` either way
+  (`load_results` reads both forms);
 - ``table.md``: the Table-1-style AUC table (also printed); ``split_probs.png``: Figure 2.
 
 AUC (Table 1): the area under a split's probability curve over training divided by the number of
@@ -63,10 +61,13 @@ from gar_jax.train import optim
 
 METHODS = ("gar", "nslr")
 REWARD_NORMS = ("auto", "batch", "running")
-_FIELDS = ("experiment", "dataset", "data_dir", "net", "methods", "seeds", "seed", "num_splits",
-           "distribution", "batch_size", "epochs", "lr", "momentum", "weight_decay", "meta_lr",
-           "meta_b1", "meta_clip", "meta_every", "reward_norm", "running_decay", "alignment",
-           "xla_opt_level")
+_FIELDS = ("experiment", "dataset", "data_dir", "net", "seeds", "seed", "num_splits",
+           "distribution", "batch_size", "num_epochs", "learning_rate", "momentum",
+           "weight_decay", "ola", "xla_opt_level")
+# The policy learner's fields: OLA's names (configs/cifar10_ola.py's ``ola`` section) for the
+# same knobs; the policy here is over splits.
+_OLA_FIELDS = ("reward", "gar_method", "learning_rate", "b1", "clip", "meta_every",
+               "reward_normalization", "nslr_decay")
 
 
 # --------------------------------------------------------------------------------------------
@@ -82,8 +83,8 @@ def nets_of(config) -> list:
 
 
 def methods_of(config) -> list:
-    """The methods of ``config.methods`` ("gar,nslr")."""
-    return _names(config.methods)
+    """The rewards of ``config.ola.reward`` ("gar,nslr")."""
+    return _names(config.ola.reward)
 
 
 def split_size(config, n_train=None) -> int:
@@ -107,7 +108,7 @@ def _check_list(field: str, names: list, allowed) -> None:
     _check(bool(names), f"config.{field} is empty; use a comma list of {', '.join(allowed)}")
     for name in names:
         _check(name in allowed,
-               f"config.{field}: unknown {field.rstrip('s')} {name!r}; choose from "
+               f"config.{field}: unknown {field.rpartition('.')[2]} {name!r}; choose from "
                f"{', '.join(allowed)}")
     _check(len(set(names)) == len(names), f"config.{field}={','.join(names)!r} repeats a name")
 
@@ -115,26 +116,33 @@ def _check_list(field: str, names: list, allowed) -> None:
 def validate(config) -> None:
     """Raises ConfigError (one line, saying what to change) for a config `run` cannot run."""
     missing = [f for f in _FIELDS if f not in config]
+    missing += [f"ola.{f}" for f in _OLA_FIELDS if "ola" in config and f not in config.ola]
     extra = [f for f in config if f not in _FIELDS and f not in engine.LOOP_DEFAULTS]
+    extra += [f"ola.{f}" for f in (config.ola if "ola" in config else ())
+              if f not in _OLA_FIELDS]
     _check(not missing, f"toy_split config lacks fields {missing}; start from configs/toy_split.py")
-    _check(not extra, f"toy_split config has unknown fields {extra}; known: {', '.join(_FIELDS)} "
-                      f"and the engine's {', '.join(engine.LOOP_DEFAULTS)}")
+    _check(not extra, f"toy_split config has unknown fields {extra}; known: {', '.join(_FIELDS)}"
+                      f" (ola: {', '.join(_OLA_FIELDS)}) and the engine's "
+                      f"{', '.join(engine.LOOP_DEFAULTS)}")
+    o = config.ola
     _check(config.dataset in sources.names(),
            f"config.dataset: unknown dataset {config.dataset!r}; choose from "
            f"{', '.join(sources.names())}")
     _check_list("net", nets_of(config), tuple(toy.NETS))
-    _check_list("methods", methods_of(config), METHODS)
+    _check_list("ola.reward", methods_of(config), METHODS)
     _check(config.distribution in reinforce.SPLIT_DISTRIBUTIONS,
            f"config.distribution: unknown distribution {config.distribution!r}; choose from "
            f"{', '.join(reinforce.SPLIT_DISTRIBUTIONS)}")
-    _check(config.reward_norm in REWARD_NORMS,
-           f"config.reward_norm={config.reward_norm!r}; choose from {', '.join(REWARD_NORMS)}")
-    _check(config.alignment in gar.ALIGNMENT_METHODS,
-           f"config.alignment={config.alignment!r}; choose from "
+    _check(o.reward_normalization in REWARD_NORMS,
+           f"config.ola.reward_normalization={o.reward_normalization!r}; choose from "
+           f"{', '.join(REWARD_NORMS)}")
+    _check(o.gar_method in gar.ALIGNMENT_METHODS,
+           f"config.ola.gar_method={o.gar_method!r}; choose from "
            f"{', '.join(gar.ALIGNMENT_METHODS)}")
-    for field in ("seeds", "epochs", "meta_every"):
-        _check(isinstance(config[field], int) and config[field] >= 1,
-               f"config.{field}={config[field]!r} must be a positive integer")
+    for field, value in (("seeds", config.seeds), ("num_epochs", config.num_epochs),
+                         ("ola.meta_every", o.meta_every)):
+        _check(isinstance(value, int) and value >= 1,
+               f"config.{field}={value!r} must be a positive integer")
     n_train = sources.num_examples(config.dataset, "train")
     _check(isinstance(config.num_splits, int) and 2 <= config.num_splits <= n_train,
            f"config.num_splits={config.num_splits!r} must be an integer in 2..{n_train}")
@@ -143,24 +151,24 @@ def validate(config) -> None:
            f"config.batch_size={config.batch_size!r} must be an integer in 1..{usable} (the "
            f"{config.num_splits} splits of the {config.dataset} train set hold {usable} examples; "
            f"an epoch needs at least one step)")
-    for field in ("lr", "meta_lr"):
-        _check(config[field] > 0, f"config.{field}={config[field]!r} must be > 0")
+    for field, value in (("learning_rate", config.learning_rate),
+                         ("ola.learning_rate", o.learning_rate)):
+        _check(value > 0, f"config.{field}={value!r} must be > 0")
     _check(0 <= config.momentum < 1, f"config.momentum={config.momentum!r} must be in [0, 1)")
-    _check(0 <= config.meta_b1 < 1, f"config.meta_b1={config.meta_b1!r} must be in [0, 1)")
+    _check(0 <= o.b1 < 1, f"config.ola.b1={o.b1!r} must be in [0, 1)")
     _check(config.weight_decay >= 0, f"config.weight_decay={config.weight_decay!r} must be >= 0")
-    _check(config.meta_clip >= 0, f"config.meta_clip={config.meta_clip!r} must be >= 0 (0: off)")
+    _check(o.clip >= 0, f"config.ola.clip={o.clip!r} must be >= 0 (0: off)")
     _check(isinstance(config.xla_opt_level, int) and -1 <= config.xla_opt_level <= 3,
            f"config.xla_opt_level={config.xla_opt_level!r} must be -1 (XLA's default) or 0..3")
-    _check(0 <= config.running_decay < 1,
-           f"config.running_decay={config.running_decay!r} must be in [0, 1)")
+    _check(0 <= o.nslr_decay < 1, f"config.ola.nslr_decay={o.nslr_decay!r} must be in [0, 1)")
     engine.validate_loop(config)
 
 
 def _uses_running_norm(config, method: str) -> bool:
     # NSLR gives one reward per step: per-batch normalization would be 0/0 (exactly 0 here).
-    if config.reward_norm == "auto":
+    if config.ola.reward_normalization == "auto":
         return method == "nslr"
-    return config.reward_norm == "running"
+    return config.ola.reward_normalization == "running"
 
 
 # --------------------------------------------------------------------------------------------
@@ -199,13 +207,13 @@ class _Trainer:
         self.method = method
         self.model = toy.create(net, num_classes)
         self.dist = reinforce.split_distribution(config.distribution)
-        self.tx = optim.pytorch_sgd(config.lr, momentum=config.momentum, nesterov=True,
-                                    weight_decay=config.weight_decay)
-        self.meta_tx = reinforce.meta_optimizer(config.meta_lr, b1=config.meta_b1,
-                                                clip=config.meta_clip or None,
-                                                every_k=config.meta_every)
+        self.tx = optim.pytorch_sgd(config.learning_rate, momentum=config.momentum,
+                                    nesterov=True, weight_decay=config.weight_decay)
+        self.meta_tx = reinforce.meta_optimizer(config.ola.learning_rate, b1=config.ola.b1,
+                                                clip=config.ola.clip or None,
+                                                every_k=config.ola.meta_every)
         self.running = _uses_running_norm(config, method)
-        self.normalizer = reinforce.RunningNormalizer(decay=config.running_decay)
+        self.normalizer = reinforce.RunningNormalizer(decay=config.ola.nslr_decay)
         self.image_shape = tuple(image_shape)
         self.num_classes = num_classes
         self.spe = steps_per_epoch(config, n_train)
@@ -255,7 +263,7 @@ class _Trainer:
         per_example = batchnorm.frozen_bn_loss_fn(self.model, prev_variables, prev_batch,
                                                   _example_loss, train=True)
         return gar.alignment(per_example, state["prev_params"], prev_batch, grads,
-                             method=self.config.alignment)
+                             method=self.config.ola.gar_method)
 
     def _meta_update(self, state, data, labels, grads, loss):
         """REINFORCE on batch t-1's split choices; returns (state, mean weight of noisy picks)."""
@@ -342,7 +350,7 @@ def _trainer(config, net: str, method: str, n_train: int) -> _Trainer:
     """The `_Trainer` of this (config, net, method), built once per process, so that repeated
     runs (a notebook, tests) reuse its compiled functions."""
     # The compiled step does not depend on how many seeds or epochs run, or which seeds.
-    cache_key = (_fingerprint(config, net, method, ignore=("seeds", "epochs", "seed")), n_train)
+    cache_key = (_fingerprint(config, net, method), n_train)
     if cache_key not in _TRAINERS:
         num_classes, image_shape = sources.info(config.dataset)
         _TRAINERS[cache_key] = _Trainer(config, net, method, image_shape, num_classes, n_train)
@@ -365,7 +373,7 @@ def device_data(config, data: dict) -> dict:
 
 def _initial_state(config, trainer: _Trainer, train_dev: dict, seed_ids) -> ToyState:
     return trainer.init(seed_keys(config, seed_ids), train_dev["label"],
-                        config.epochs * trainer.spe)
+                        config.num_epochs * trainer.spe)
 
 
 def _check_finite(state: ToyState, net: str, method: str, seed_ids) -> None:
@@ -402,7 +410,7 @@ def train_seeds(config, net: str, method: str, train, test, seed_ids) -> dict:
     trainer = _trainer(config, net, method, len(train["label"]))
     train_dev, test_dev = device_data(config, train), device_data(config, test)
     state = _initial_state(config, trainer, train_dev, seed_ids)
-    for _ in range(config.epochs):
+    for _ in range(config.num_epochs):
         state, _ = trainer.epoch(state, train_dev)
         _check_finite(state, net, method, seed_ids)
     out = _history(state)
@@ -445,9 +453,12 @@ def auc_table(results: dict) -> str:
 # --------------------------------------------------------------------------------------------
 # Runner
 # --------------------------------------------------------------------------------------------
-def _fingerprint(config, net: str, method: str, ignore=()) -> str:
-    """A hash of the config fields that (net, method)'s compiled trainer depends on."""
-    relevant = {k: config[k] for k in _FIELDS if k not in ("net", "methods", *ignore)}
+def _fingerprint(config, net: str, method: str) -> str:
+    """A hash of the config fields that (net, method)'s compiled trainer depends on (not the
+    number of seeds or epochs, nor which seeds, nor the other rewards)."""
+    relevant = {k: config[k] for k in _FIELDS
+                if k not in ("net", "ola", "seeds", "num_epochs", "seed")}
+    relevant["ola"] = {k: v for k, v in config.ola.to_dict().items() if k != "reward"}
     text = json.dumps({"net": net, "method": method, **relevant}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -460,14 +471,14 @@ def _summarize(out: dict) -> dict:
             "train_loss": np.round(out["train_loss"], 5).tolist()}
 
 
-def results_json(results: dict, config_dict: dict) -> dict:
-    """The content of results.json from ``{net: {method: summary}}`` (see the module doc):
-    the contract form ``{method: ..., "net": net, "config": ...}`` for one net, else
-    ``{net: {method: ...}, "config": ...}``."""
+def results_json(results: dict) -> dict:
+    """results.json's toy split fields from ``{net: {method: summary}}`` (see the module doc):
+    the contract form ``{method: ..., "net": net}`` for one net, else ``{net: {method: ...}}``
+    (the engine adds its own fields and ``config``)."""
     if len(results) == 1:
         (net, by_method), = results.items()
-        return {**by_method, "net": net, "config": config_dict}
-    return {**results, "config": config_dict}
+        return {**by_method, "net": net}
+    return dict(results)
 
 
 def load_results(workdir: str) -> dict:
@@ -476,74 +487,71 @@ def load_results(workdir: str) -> dict:
         results = json.load(f)
     if "net" in results:
         return {results["net"]: {m: v for m, v in results.items() if m in METHODS}}
-    return {net: v for net, v in results.items() if net != "config"}
+    return {net: v for net, v in results.items() if net in toy.NETS}
 
 
-def method_for(config, net: str, method: str, train: dict, test: dict) -> engine.Method:
-    """One (net, method), every seed, as an engine `Method`: one call = one epoch of all
-    seeds (a jitted scan); evaluation = per-seed test accuracy; report = Table 1's numbers."""
-    trainer = _trainer(config, net, method, len(train["label"]))
+@flax.struct.dataclass
+class ToyRun:
+    """Every (net, method) of a run: ``runs["<net>_<method>"]`` a `ToyState` (all its seeds);
+    they all step together, one epoch per engine call."""
+    step: jax.Array
+    runs: Any
+
+
+def method_for(config, train: dict, test: dict) -> engine.Method:
+    """Every (net, method) of the config, every seed, as one engine `Method`: one call = one
+    epoch of each (net, method) (a jitted scan over steps of the step vmapped over seeds);
+    evaluation = per-seed test accuracy; report = Table 1's numbers, and at the end the table
+    and Figure 2."""
+    pairs = [(net, method) for net in nets_of(config) for method in methods_of(config)]
+    n_train = len(train["label"])
+    trainers = {f"{n}_{m}": _trainer(config, n, m, n_train) for n, m in pairs}
     train_dev, test_dev = device_data(config, train), device_data(config, test)
     seed_ids = list(range(config.seeds))
+    spe = steps_per_epoch(config, n_train)
 
     def advance(state, step):
         del step  # the state knows its step
-        return trainer.epoch(state, train_dev)
+        runs, metrics, losses = {}, {}, []
+        for name, trainer in trainers.items():
+            runs[name], m = trainer.epoch(state.runs[name], train_dev)
+            metrics.update({f"{name}/{k}": v for k, v in m.items()})
+            losses.append(m["loss"])
+        metrics["loss"] = jnp.mean(jnp.stack(losses))  # NaN if any (net, method) diverged
+        return ToyRun(step=state.step + spe, runs=runs), metrics
 
     def evaluate(state):
-        accuracy, loss = (np.asarray(x) for x in trainer.test(state, test_dev))
-        return {"accuracy": float(accuracy.mean()), "loss": float(loss.mean()),
-                "count": float(len(test["label"])), "per_seed": accuracy.tolist()}
+        tested = {name: [np.asarray(x) for x in trainer.test(state.runs[name], test_dev)]
+                  for name, trainer in trainers.items()}
+        return {"accuracy": float(np.mean([acc.mean() for acc, _ in tested.values()])),
+                "loss": float(np.mean([loss.mean() for _, loss in tested.values()])),
+                "count": float(len(test["label"])),
+                "per_seed": {name: acc.tolist() for name, (acc, _) in tested.items()}}
 
     def report(workdir, state, epoch, evaluation):
-        _check_finite(state, net, method, seed_ids)
-        out = _history(state)
-        out["test_acc"] = np.asarray(evaluation["per_seed"])
-        return {"net": net, "method": method, "toy_split": _summarize(out)}
+        results = {net: {} for net in nets_of(config)}
+        for net, method in pairs:
+            name = f"{net}_{method}"
+            _check_finite(state.runs[name], net, method, seed_ids)
+            out = _history(state.runs[name])
+            out["test_acc"] = np.asarray(evaluation["per_seed"][name])
+            results[net][method] = _summarize(out)
+        if int(state.step) == config.num_epochs * spe:
+            write_table_and_figure(config, results, workdir)
+        return results_json(results)
 
+    runs = {name: _initial_state(config, trainer, train_dev, seed_ids)
+            for name, trainer in trainers.items()}
     return engine.Method(
-        state=_initial_state(config, trainer, train_dev, seed_ids), advance=advance,
-        steps_per_call=trainer.spe, evaluate=evaluate, report=report,
-        steps_per_epoch=trainer.spe, total_steps=config.epochs * trainer.spe,
-        images_per_step=config.batch_size * config.seeds,
+        state=ToyRun(step=jnp.zeros((), jnp.int32), runs=runs), advance=advance,
+        steps_per_call=spe, evaluate=evaluate, report=report, steps_per_epoch=spe,
+        total_steps=config.num_epochs * spe,
+        images_per_step=config.batch_size * config.seeds * len(pairs),
         describe={"dataset": config.dataset})
 
 
-def run(config, workdir: str) -> dict:
-    """Runs every (net, method) of the config for ``config.seeds`` seeds; see the module doc.
-
-    Each (net, method) is an engine run in ``workdir/<net>_<method>`` (checkpoints, metrics,
-    its own results.json); a finished one is not recomputed. Returns the dict written to
-    ``workdir/results.json``.
-    """
-    validate(config)
-    nets, methods = nets_of(config), methods_of(config)
-    train = sources.load(config.dataset, "train", data_dir=config.data_dir or None)
-    test = sources.load(config.dataset, "test", data_dir=config.data_dir or None)
-    results = {net: {} for net in nets}
-    config_dict = config.to_dict()
-    for net in nets:
-        for method in methods:
-            subdir = os.path.join(workdir, f"{net}_{method}")
-            done = engine.finished_results(subdir)
-            if done is not None:
-                changed = sorted(k for k in set(done["config"]) | set(config_dict)
-                                 if k != "progress_bar"
-                                 and done["config"].get(k) != config_dict.get(k))
-                if changed:
-                    raise ConfigError(f"{subdir} holds a finished run with other values of "
-                                      f"{', '.join(changed)}; use a new workdir")
-            else:
-                done = engine.train(config, subdir, None,
-                                    method_for(config, net, method, train, test))
-            results[net][method] = done["toy_split"]
-
-    for net in nets:
-        os.makedirs(os.path.join(workdir, net), exist_ok=True)
-        engine.write_json(os.path.join(workdir, net, "results.json"),
-                          results_json({net: results[net]}, config_dict))
-    final = results_json(results, config_dict)
-    engine.write_json(os.path.join(workdir, "results.json"), final)
+def write_table_and_figure(config, results: dict, workdir: str) -> None:
+    """``table.md`` (Table 1, also printed) and ``split_probs.png`` (Figure 2) in `workdir`."""
     table = auc_table(results)
     with open(os.path.join(workdir, "table.md"), "w") as f:
         f.write(table)
@@ -551,7 +559,16 @@ def run(config, workdir: str) -> dict:
     from gar_jax import plots  # matplotlib takes a second to import: only when plotting
 
     plots.split_probs_figure(
-        {net: {m: r["split_probs"] for m, r in results[net].items()} for net in nets},
+        {net: {m: r["split_probs"] for m, r in by_method.items()}
+         for net, by_method in results.items()},
         os.path.join(workdir, "split_probs.png"), noisy_split=splits.NOISY_SPLIT,
         title=f"toy split on {config.dataset}: split probabilities (mean ± std over seeds)")
-    return final
+
+
+def run(config, workdir: str) -> dict:
+    """Runs every (net, method) of the config for ``config.seeds`` seeds as one engine run in
+    `workdir` (see the module doc); returns the dict the engine wrote to results.json."""
+    validate(config)
+    train = sources.load(config.dataset, "train", data_dir=config.data_dir or None)
+    test = sources.load(config.dataset, "test", data_dir=config.data_dir or None)
+    return engine.train(config, workdir, None, method_for(config, train, test))

@@ -12,6 +12,8 @@ what it learned. `train` does everything else, once, for all of them::
     results = engine.train(config, workdir, setup, method)
 
 `train`:
+- refuses a workdir that holds a run of another config (`check_workdir`, the one such check:
+  ``config.json``; the CLI runs it too, before any work);
 - resumes from the newest orbax checkpoint in ``workdir/checkpoints`` (state + JSON progress
   record), printing ``resumed from step N (epoch E)``; the same command continues the same
   trajectory, and an epoch's train metrics cover the whole epoch even if the run resumed in it;
@@ -288,6 +290,61 @@ def finished_results(workdir: str) -> Optional[dict]:
         return json.load(f)
 
 
+CONFIG_FILE = "config.json"
+# Fields that cannot change a run's results: a rerun on the same workdir may change them.
+IGNORED_FIELDS = ("progress_bar", "data_dir", "log_every_steps", "checkpoint_every_steps",
+                  "keep_checkpoints")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_fields(config) -> dict:
+    """``{"model.depth": 28, ...}``: the config's fields as JSON values (tuples become lists)."""
+    return _flatten(json.loads(json.dumps(config.to_dict(), default=str)))
+
+
+def check_workdir(workdir: str, config) -> None:
+    """The one check of a workdir against a config (the CLI calls it before any work, `train`
+    at its start): ConfigError if `workdir` holds a run of another config (its ``config.json``,
+    comparing every field but `IGNORED_FIELDS`) or a run made before workdirs recorded their
+    config; otherwise records the config there (process 0)."""
+    path = os.path.join(workdir, CONFIG_FILE)
+    current = config_fields(config)
+    if os.path.isfile(path):
+        try:
+            with open(path, encoding="utf-8") as f:
+                saved = _flatten(json.load(f))
+        except (OSError, ValueError) as e:
+            raise ConfigError(f"cannot read {path} ({e}); delete it or use another --workdir")
+        missing = object()
+        names = sorted(k for k in set(saved) | set(current)
+                       if k.rpartition(".")[2] not in IGNORED_FIELDS
+                       and saved.get(k, missing) != current.get(k, missing))
+        if names:
+            value = (lambda fields, n: json.dumps(fields[n]) if n in fields else "(absent)")
+            parts = [f"{n}={value(saved, n)} there, {value(current, n)} now" for n in names[:6]]
+            if len(names) > 6:
+                parts.append(f"and {len(names) - 6} more")
+            raise ConfigError(
+                f"--workdir={workdir} holds a run of another config ({'; '.join(parts)}); use "
+                f"another --workdir, or delete {workdir} to start over (fields that cannot "
+                f"change results are not compared: {', '.join(IGNORED_FIELDS)})")
+    elif any(os.path.exists(os.path.join(workdir, n)) for n in ("checkpoints", "results.json")):
+        raise ConfigError(f"--workdir={workdir} holds a run made by an older gar_jax (no "
+                          f"{CONFIG_FILE}); use another --workdir")
+    if jax.process_index() == 0:
+        os.makedirs(workdir, exist_ok=True)
+        write_json(path, json.loads(json.dumps(config.to_dict(), default=str)))
+
+
 def _setting(config, name: str):
     return config.get(name, LOOP_DEFAULTS[name])
 
@@ -402,6 +459,7 @@ def train(config, workdir: str, setup: Optional[Setup], method: Method, *,
                           f"(num_epochs x {spe} steps per epoch) must be a multiple of {spc}")
     chief = jax.process_index() == 0
     os.makedirs(workdir, exist_ok=True)
+    check_workdir(workdir, config)
     ckpt = checkpoint.Checkpointer(os.path.join(workdir, "checkpoints"),
                                    max_to_keep=_setting(config, "keep_checkpoints"))
     meta = {"steps_per_epoch": spe, "total_steps": total, "wall_time_s": 0.0, "epoch_train": [],
@@ -416,12 +474,6 @@ def train(config, workdir: str, setup: Optional[Setup], method: Method, *,
     last_saved = None
     if restored is not None:
         last_saved, state, saved = restored
-        if (saved["steps_per_epoch"], saved["total_steps"]) != (spe, total):
-            ckpt.close()
-            raise ConfigError(
-                f"{workdir} holds a run with {saved['steps_per_epoch']} steps/epoch and "
-                f"{saved['total_steps']} steps, this config has {spe} and {total}; use a new "
-                "--workdir")
         meta = {**meta, **saved}
     step = _step_of(state)
     if last_saved is not None and chief:
