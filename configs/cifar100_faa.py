@@ -5,13 +5,15 @@ the standard pipeline.
 Everything else is configs/cifar100_baseline.py.
 ``python -m gar_jax.main --config=configs/cifar100_faa.py --workdir=runs/cifar100_faa``
 """
-from gar_jax.train.defaults import sibling
+import os
+import runpy
 
-base = sibling(__file__, "cifar100_baseline")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar100_baseline.py"))[
+    "get_config"]
 
 
 def get_config():
-    c = base.get_config()
+    c = base()
     c.augment = "faa"
     c.augment_kwargs = dict(policy="fa_reduced_cifar10")
     return c

@@ -6,13 +6,15 @@ Everything else is configs/cifar10_baseline.py.
 ``python -m gar_jax.main --config=configs/cifar10_faa.py --workdir=runs/cifar10_faa``
 Another policy: ``--config.augment_kwargs.policy=path/policy.json`` (e.g. a search's output).
 """
-from gar_jax.train.defaults import sibling
+import os
+import runpy
 
-base = sibling(__file__, "cifar10_baseline")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_baseline.py"))[
+    "get_config"]
 
 
 def get_config():
-    c = base.get_config()
+    c = base()
     c.augment = "faa"
     c.augment_kwargs = dict(policy="fa_reduced_cifar10")
     return c

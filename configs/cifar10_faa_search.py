@@ -10,15 +10,17 @@ Needs the tfds CIFAR-10 files (see README) and an accelerator; `--config.faa.tra
 stops after the search (DIR/policy.json). Expected cost: experiments/faa/README.md. The fields
 of ``config.faa`` are explained in configs/digits_faa.py.
 """
+import os
+import runpy
 import ml_collections
 
-from gar_jax.train.defaults import sibling
 
-base = sibling(__file__, "cifar10_baseline")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "cifar10_baseline.py"))[
+    "get_config"]
 
 
 def get_config():
-    c = base.get_config()
+    c = base()
     c.experiment = "faa"
     c.model.depth = 40             # WRN-40-2, the paper's search model
     c.model.width = 2

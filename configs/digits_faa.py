@@ -14,22 +14,24 @@ results.json (with learned_policy.op_probability) in DIR.
 ``--config=configs/digits_faa.py:published`` instead trains the same digits protocol with the
 published FAA CIFAR-10 policy (``fa_reduced_cifar10``, no search).
 """
+import os
+import runpy
+
 import ml_collections
 
-from gar_jax.train.defaults import sibling
-
-base = sibling(__file__, "digits_supervised")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "digits_supervised.py"))[
+    "get_config"]
 
 
 def get_config(variant: str = "search"):
     if variant not in ("search", "published"):
         raise ValueError(f"unknown variant {variant!r}: use 'search' or 'published'")
-    c = base.get_config("baseline")
+    c = base("baseline")
     c.augment = "faa"              # the final training replays an FAA policy ...
     if variant == "published":
         c.augment_kwargs = ml_collections.ConfigDict({"policy": "fa_reduced_cifar10"})
         return c
-    c.experiment = "faa"           # gar_jax.methods.faa: search, then train with its policy
+    c.experiment = "faa"           # methods/faa.py: search, then train with its policy
     c.augment_kwargs = ml_collections.ConfigDict({"policy": ""})  # ... the search's (set by it)
 
     f = c.faa = ml_collections.ConfigDict()

@@ -6,12 +6,14 @@ candidate (2 steps x 1/16 x mean probability 1/2). Everything else is configs/di
 
 ``python -m gar_jax.main --config=configs/digits_faa_destructive.py --workdir=runs/digits_faa_d``
 """
-from gar_jax.train.defaults import sibling
+import os
+import runpy
 
-base = sibling(__file__, "digits_faa")
+base = runpy.run_path(os.path.join(os.path.dirname(__file__), "digits_faa.py"))[
+    "get_config"]
 
 
 def get_config():
-    c = base.get_config()
+    c = base()
     c.faa.destructive_op = True
     return c

@@ -30,6 +30,9 @@ from gar_jax.data import sources  # noqa: E402
 from gar_jax.methods import faa as method  # noqa: E402
 from gar_jax.train import defaults, engine, optim  # noqa: E402
 
+DIGITS_FAA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                          "digits_faa.py")
+
 
 def random_candidates(rng, count, f):
     return [tuple(tuple((faa.FAA_OPS[rng.randint(15)], rng.rand(), rng.rand())
@@ -67,7 +70,7 @@ def main():
     if args.only == "flops":
         return flops_per_image()
 
-    config = defaults.load_config("digits_faa")
+    config = defaults.load_config(DIGITS_FAA)
     f = config.faa
     data = sources.load("digits", "train")
     dm, da = method.make_folds(data["label"], f.folds, f.test_fraction, 0)
@@ -135,7 +138,7 @@ def bench_asks(trials: int = 200, batch: int = 16):
 
     import optuna
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    config = defaults.load_config("digits_faa")
+    config = defaults.load_config(DIGITS_FAA)
     f = config.faa
     with tempfile.TemporaryDirectory() as d:
         study = optuna.create_study(storage=method.storage_url(d), direction="maximize")
@@ -167,7 +170,7 @@ def flops_per_image():
     for name, (depth, width, shape, dataset) in {
             "digits WRN-10-2": (10, 2, (8, 8, 1), "digits"),
             "CIFAR WRN-40-2": (40, 2, (32, 32, 3), "cifar10")}.items():
-        config = defaults.load_config("digits_faa")
+        config = defaults.load_config(DIGITS_FAA)
         config.dataset = dataset
         config.model.depth, config.model.width = depth, width
         model = engine.make_model(config, 10)

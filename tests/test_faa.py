@@ -126,14 +126,8 @@ from gar_jax.methods import faa as method  # noqa: E402
 
 def digits_faa_config():
     """configs/digits_faa.py (the search variant)."""
-    import importlib.util
-    import os
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
-                        "digits_faa.py")
-    spec = importlib.util.spec_from_file_location("digits_faa_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
+    import config_files
+    return config_files.load("digits_faa")
 
 
 def tiny_config(**overrides):

@@ -7,7 +7,6 @@ a few fields. This package never opens configs/ by itself.
 import importlib.util
 import os
 import types
-from typing import Optional
 
 import ml_collections
 
@@ -26,7 +25,7 @@ def baseline_policy(dataset: str, name: str):
 
     baseline: the standard pipeline only; ua_ra / ua_wl: UniformAugment over the RA / wide search
     space; ra: RandAugment(N, M); ta: TrivialAugment (wide ranges); aa: AutoAugment. All but
-    "baseline" are followed by the standard pipeline (see `supervised`). "none" is also accepted.
+    "baseline" are followed by the standard pipeline (configs/cifar10_baseline.py). "none" is also accepted.
     """
     if name == "none":
         return "none", {}
@@ -63,30 +62,3 @@ def load_module(path: str) -> types.ModuleType:
     spec.loader.exec_module(module)
     return module
 
-
-# ------------------------------------------------------------------------------------------
-# Until methods/faa.py and configs/*faa* are literal configs (issue 19, the FAA part), they
-# still build on the supervised configs through these; nothing else uses them. Config files
-# reuse each other with ``runpy.run_path(os.path.join(os.path.dirname(__file__), "x.py"))``.
-_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(
-    os.path.abspath(__file__)))), "configs")
-
-
-def sibling(config_file: str, name: str) -> types.ModuleType:
-    """The config file `name` next to `config_file` (pass `__file__`)."""
-    return load_module(os.path.join(os.path.dirname(os.path.abspath(config_file)), name + ".py"))
-
-
-def supervised(dataset: str = "cifar10", augment: str = "standard",
-               augment_kwargs: Optional[dict] = None) -> ml_collections.ConfigDict:
-    """configs/cifar10_baseline.py on `dataset` with policy `augment`."""
-    c = load_config(os.path.join(_CONFIGS_DIR, "cifar10_baseline.py"))
-    c.dataset = dataset
-    c.augment = augment
-    c.augment_kwargs = ml_collections.ConfigDict(augment_kwargs or {})
-    return c
-
-
-def digits(baseline: str = "baseline") -> ml_collections.ConfigDict:
-    """configs/digits_supervised.py with one of the `BASELINES` (or "none")."""
-    return load_config(os.path.join(_CONFIGS_DIR, f"digits_supervised.py:{baseline}"))
