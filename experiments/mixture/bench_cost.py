@@ -153,9 +153,11 @@ def main():
     out = {"ratios": {}, "settings": {"scenario": args.scenario, "overrides": overrides,
                                       "rounds": args.rounds, "calls": args.calls},
            "per_step_us": {}, "bytes_per_call": {}}
-    print(f"\nper SGD step, relative to uniform (plain); reward_every="
-          f"{base.runner.config.reward_every}, gar_method={base.runner.config.gar_method}, "
-          f"net={base.runner.config.net}, batch={base.runner.config.batch_size}")
+    shown = entries[min(1, len(entries) - 1)].runner.config
+    print(f"\nper SGD step, relative to uniform (plain, {base.runner.config.reward_every} steps "
+          f"per call); {shown.method}: reward_every={shown.reward_every}, gar_method="
+          f"{shown.gar_method}, reward_examples={shown.reward_examples}, net={shown.net}, "
+          f"batch={shown.batch_size}")
     for e in entries:
         fastest = min(e.seconds) / min(base.seconds)
         ratio = {"time": float(np.median(ratios[e.name])), "time_fastest": float(fastest),
