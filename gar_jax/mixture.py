@@ -41,6 +41,7 @@ Public API
         .update(state, source_ids, rewards, *, logits_at=None) -> MixtureState
     reinforce_gradient(logits, source_ids, weights) -> float[K]   (the update's gradient)
     example_rewards(per_example_loss_fn, params, batch, direction, *, method="jvp") -> float[B]
+    first_examples(batch_or_tape, num) -> the first num examples (rewards for a subset)
     per_source_mean(values, source_ids, num_sources) -> (float[K] means, float[K] counts)
     DeviceSources.create(sources, names=None); .draw(key, source_ids) -> batch; .sizes
     HostSources(sources, names=None); .draw(key, source_ids) -> numpy batch
@@ -58,7 +59,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from gar_jax import gar
+from gar_jax import gar, gar_layerwise
 from gar_jax import reinforce
 from gar_jax.errors import ConfigError
 
@@ -156,8 +157,14 @@ class Mixture:
 
     @property
     def meta_tx(self) -> optax.GradientTransformation:
-        return reinforce.meta_optimizer(self.learning_rate, b1=self.b1, clip=self.clip,
-                                        every_k=self.every_k)
+        tx = reinforce.meta_optimizer(self.learning_rate, b1=self.b1, clip=self.clip,
+                                      every_k=self.every_k)  # validates the settings
+        if self.every_k == 1:
+            # The same updates without optax.MultiSteps' accumulator and conditional (which
+            # are a fifth of a mixture step's kernels on a small net).
+            parts = [] if self.clip is None else [optax.clip(self.clip)]
+            tx = optax.chain(*parts, optax.adam(self.learning_rate, b1=self.b1))
+        return tx
 
     @property
     def normalizer(self) -> reinforce.RunningNormalizer:
@@ -230,6 +237,27 @@ def example_rewards(per_example_loss_fn: Callable, params, batch: dict, directio
     ``gar_layerwise.capture`` in step t and ``gar_layerwise.alignment_from_tape`` in step t+1.
     """
     return gar.alignment(per_example_loss_fn, params, batch, direction, method=method)
+
+
+def first_examples(batch, num: int | None):
+    """The first `num` examples of a batch (every leaf's leading axis), or of a layer-wise GAR
+    tape (`gar_layerwise.Tape`: its per-example entries; the per-example rewards of the rest are
+    unchanged, `tape.scale` stays the batch size); ``None`` = all of them.
+
+    Rewarding only these (``mix.update(state, ids[:num], rewards)``) costs num/B of the
+    alignment. When the batch's examples are i.i.d. draws (`Mixture.sample` then
+    `DeviceSources.draw` / `HostSources.draw`: every example's source and index drawn
+    independently), the first `num` of them are distributed as a uniformly random subset of
+    `num` examples, independent of the others: REINFORCE on them alone is an unbiased estimate
+    of the same gradient with raw rewards; with rewards normalized over the subset, the
+    normalization is the subset's mean and spread. Batches that are not i.i.d. in their order
+    (sorted, or grouped by source) need a random subset instead.
+    """
+    if num is None:
+        return batch
+    if isinstance(batch, gar_layerwise.Tape):
+        return batch._replace(layers=jax.tree.map(lambda x: x[:num], batch.layers))
+    return jax.tree.map(lambda x: x[:num], batch)
 
 
 def per_source_mean(values: jax.Array, source_ids: jax.Array,

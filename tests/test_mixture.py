@@ -143,6 +143,30 @@ def test_update_is_one_adam_step_on_the_normalized_reinforce_gradient():
     assert int(new.updates) == 1 and int(new.skipped) == 0
 
 
+def test_reinforce_over_a_subset_equals_the_hand_formula_and_is_unbiased():
+    """Rewards for the first M of B examples: the update is Adam on
+    −(1/M) Σ_{n<M} ŵ_n (onehot(c_n) − p), ŵ normalized over those M; and with raw rewards the
+    subset's REINFORCE gradient averaged over every M-subset is the whole batch's."""
+    mix = mixture.Mixture(num_sources=4, learning_rate=0.1, clip=5.0)
+    ids = jnp.array([0, 1, 1, 3, 2, 0, 3, 1], jnp.int32)
+    rewards = jnp.array([2.0, -1.0, -3.0, 0.5, 1.0, 4.0, -0.5, 2.5])
+    m = 5
+    sub = mixture.first_examples({"ids": ids, "rewards": rewards}, m)
+    np.testing.assert_array_equal(sub["ids"], ids[:m])
+    r = np.asarray(rewards, np.float64)[:m]
+    w = (r - r.mean()) / r.std()
+    grad = -np.mean(w[:, None] * (np.eye(4)[np.asarray(ids)[:m]] - 0.25), axis=0)
+    new = jax.jit(mix.update)(mix.init(), sub["ids"], sub["rewards"])
+    np.testing.assert_allclose(new.logits, -0.1 * grad / (np.abs(grad) + 1e-8), rtol=1e-4,
+                               atol=1e-6)
+    logits = jnp.array([0.2, -0.4, 0.9, 0.0])
+    full = np.asarray(mixture.reinforce_gradient(logits, ids, rewards), np.float64)
+    subsets = list(itertools.combinations(range(len(ids)), m))
+    mean = sum(np.asarray(mixture.reinforce_gradient(logits, ids[np.array(s)], rewards[np.array(s)]),
+                          np.float64) for s in subsets) / len(subsets)
+    np.testing.assert_allclose(mean, full, rtol=1e-5, atol=1e-7)
+
+
 # --------------------------------------------------------------------------------------------
 # Rewards
 # --------------------------------------------------------------------------------------------
@@ -190,6 +214,52 @@ def test_engine_rewards_equal_the_loop(gar_method):
                                               batch, method._example_loss, train=True)
     ref = mixture.example_rewards(per_example, params, batch, direction, method="vmap")
     np.testing.assert_allclose(got, ref, rtol=2e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("gar_method", ["jvp", "layerwise"])
+def test_subset_rewards_are_the_full_rewards_restricted(gar_method):
+    """reward_examples = M: the method's rewards for batch t (the first M examples; the
+    layer-wise tape's rows taken by `mixture.first_examples`) equal the whole batch's per-example
+    rewards (a per-example-gradient reference, frozen BatchNorm) restricted to those M, and one
+    call's mixture update is `Mixture.update` on them."""
+    config = small_config(net="fcbn", gar_method=gar_method, reward_examples=5)
+    r = method.Runner(config, mixture_digits.build("noisy"))
+    state = r.initial_state(3)
+    b, m = config.batch_size, 5
+    # The call, reproduced step by step: its keys, batches, steps.
+    keys = jax.random.split(jax.random.fold_in(state.rng, state.step), config.reward_every + 1)
+    logp = r.log_probs(state.learner)
+    ids_t, batch_t = r._draw(keys[0], logp, b)
+    params_n, stats_n, opt_n, *_ = r._sgd(state.params, state.batch_stats, state.opt_state,
+                                          batch_t)
+    _, batch_n = r._draw(keys[1], logp, b)
+    grad_n = r._sgd(params_n, stats_n, opt_n, batch_n)[-1]
+    from gar_jax import batchnorm
+    per_example = batchnorm.frozen_bn_loss_fn(
+        r.model, {"params": state.params, "batch_stats": state.batch_stats}, batch_t,
+        method._example_loss, train=True)
+    full = mixture.example_rewards(per_example, state.params, batch_t, grad_n, method="vmap")
+    if gar_method == "layerwise":
+        captured = r._sgd_capture(state.params, state.batch_stats, state.opt_state, batch_t)
+        tape = mixture.first_examples(captured[-1], m)
+        got = method.gar_layerwise.alignment_from_tape(
+            r.model, {"params": state.params, "batch_stats": state.batch_stats}, tape, grad_n,
+            batch_t["image"][:m], train=True)
+    else:
+        got = r._alignment(state.params, state.batch_stats,
+                           mixture.first_examples(batch_t, m), grad_n, stats_batch=batch_t)
+    assert got.shape == (m,)
+    np.testing.assert_allclose(got, full[:m], rtol=2e-4, atol=1e-5)
+    want = r.mix.update(state.learner, ids_t[:m], full[:m])
+    new, _ = r.call(state)  # donates `state`
+    # Sources absent from the M examples have a zero REINFORCE gradient up to rounding (the
+    # normalized weights sum to 0), which Adam's first step, -lr g / (|g| + eps), amplifies:
+    # compared on the sources present.
+    present = np.unique(np.asarray(ids_t[:m]))
+    np.testing.assert_allclose(np.asarray(new.learner.logits)[present],
+                               np.asarray(want.logits)[present], rtol=1e-4, atol=1e-6)
+    assert np.abs(np.asarray(want.logits)[present]).min() > 0.5 * config.meta_lr
+    assert int(new.learner.updates) == 1
 
 
 def test_per_source_mean():
@@ -245,13 +315,16 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, method_name):
     config = small_config(method_name)
     full = method.run(config, str(tmp_path / "full"))
 
-    def sigterm_at_22(step, state):
-        if step == 22:
+    k = config.reward_every
+    stop = -(-22 // k) * k  # the first call boundary from step 22 (not a checkpoint step)
+
+    def sigterm(step, state):
+        if step == stop:
             os.kill(os.getpid(), signal.SIGTERM)
 
     workdir = str(tmp_path / "stopped")
-    with pytest.raises(engine.Preempted, match="at step 22"):
-        engine.train(config, workdir, None, method.method_for(config), on_step=[sigterm_at_22])
+    with pytest.raises(engine.Preempted, match=f"at step {stop}"):
+        engine.train(config, workdir, None, method.method_for(config), on_step=[sigterm])
     resumed = method.run(config, workdir)
     assert resumed["learned_mixture"] == full["learned_mixture"]
     assert resumed["test_accuracy"] == full["test_accuracy"]
@@ -259,7 +332,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, method_name):
     assert set(learned["weights"]) == set(mixture_digits.SOURCE_NAMES)
     assert abs(sum(learned["weights"].values()) - 1) < 1e-4
     assert learned["harmful_sources"] == ["random_labels", "label_noise_50", "corrupted"]
-    assert np.asarray(learned["weights_over_training"]).shape == (20, 8)
+    assert np.asarray(learned["weights_over_training"]).shape == (40 // k, 8)
     assert os.path.exists(tmp_path / "full" / "mixture_over_training.png")
 
 
@@ -269,7 +342,12 @@ def test_fixed_mixtures():
     for name, want in (("uniform", np.full(8, 1 / 8)), ("proportional", sizes / sizes.sum()),
                        ("oracle", np.array([1, 1, 1, 0, 0, 0, 0, 0]) / 3)):
         r = method.Runner(small_config(name), data)
-        np.testing.assert_allclose(r.final_weights(r.initial_state(0)), want, atol=1e-7)
+        state = r.initial_state(0)
+        np.testing.assert_allclose(r.final_weights(state), want, atol=1e-7)
+        # The oracle's zero weights are not -inf logits in the state (the engine refuses to
+        # checkpoint a non-finite state as diverged).
+        assert all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(state)
+                   if jnp.issubdtype(x.dtype, jnp.inexact))
 
 
 def test_benchmark_data_is_what_it_says():
@@ -315,6 +393,9 @@ def test_bad_input_gets_one_line_errors():
     _one_line_error(lambda: method.validate(small_config(method="exp3")), "config.method='exp3'")
     _one_line_error(lambda: method.validate(small_config(reward_every=1)), "reward_every")
     _one_line_error(lambda: method.validate(small_config(steps=41)), "multiples of")
+    for bad in (1, 65, -2):
+        _one_line_error(lambda: method.validate(small_config(reward_examples=bad)),
+                        f"config.reward_examples={bad} must be 0")
 
 
 def test_cli_bad_method_exits_2_with_one_line(tmp_path):
@@ -373,4 +454,6 @@ def test_notebook_runs_offline_inside_a_clone(tmp_path, monkeypatch):
     assert any("image/png" in o.get("data", {}) for o in outputs)
     with open(clone / "notebooks" / "mixture_run" / "gar" / "results.json") as f:
         learned = json.load(f)["learned_mixture"]
-    assert len(learned["weights_over_training"]) == 20
+    every = digits_mixture.get_config("gar").reward_every  # 4: one point per call
+    assert learned["history_every_steps"] == every
+    assert len(learned["weights_over_training"]) == 40 // every

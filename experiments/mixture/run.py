@@ -171,7 +171,8 @@ def main():
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(f"seeds {args.seeds}; overrides {overrides or 'none'}\n" + text)
     print(text)
-    steps_per_point = cell_config(scenarios[0], methods[0], seeds[0], overrides).reward_every
+    steps_per_point = {m: cell_config(scenarios[0], m, seeds[0], overrides).reward_every
+                       for m in methods}
     for scenario in scenarios:
         mixture.mixture_figure(
             histories[scenario], names,

@@ -54,7 +54,8 @@ from gar_jax.train import engine, optim
 METHODS = ("gar", "gar_target", "uniform", "proportional", "odm", "dga", "nslr", "oracle")
 _FIELDS = ("experiment", "scenario", "method", "net", "seed", "data_seed", "batch_size", "steps",
            "steps_per_eval", "lr", "momentum", "weight_decay", "reward_every", "meta_lr",
-           "meta_b1", "meta_clip", "meta_every", "running_decay", "gar_method", "odm_reward_scale",
+           "meta_b1", "meta_clip", "meta_every", "running_decay", "gar_method", "reward_examples",
+           "odm_reward_scale",
            "odm_decay", "dga_lr", "dga_ema", "dga_probe", "xla_opt_level")
 HISTORY_DIGITS = 5
 
@@ -96,6 +97,10 @@ def validate(config) -> None:
     _check(config.steps % config.steps_per_eval == 0,
            f"config.steps={config.steps} must be a multiple of steps_per_eval="
            f"{config.steps_per_eval}")
+    _check(isinstance(config.reward_examples, int) and (
+        config.reward_examples == 0 or 2 <= config.reward_examples <= config.batch_size),
+           f"config.reward_examples={config.reward_examples!r} must be 0 (the whole batch) or "
+           f"an integer in [2, batch_size={config.batch_size}] (rewards are normalized over them)")
     for field in ("lr", "meta_lr", "dga_lr", "odm_reward_scale"):
         _check(config[field] > 0, f"config.{field}={config[field]!r} must be > 0")
     for field in ("momentum", "meta_b1", "running_decay", "dga_ema"):
@@ -161,6 +166,7 @@ class Runner:
             normalization="running" if self.method == "nslr" else "batch",
             running_decay=config.running_decay)
         self.calls = config.steps // config.reward_every
+        self.reward_examples = config.reward_examples or config.batch_size
         options = (None if config.xla_opt_level < 0
                    else {"xla_backend_optimization_level": config.xla_opt_level})
         self.call = jax.jit(self._call, donate_argnums=0, compiler_options=options)
@@ -184,7 +190,9 @@ class Runner:
             return mixture.odm_init(self.k)
         if m == "dga":
             return mixture.dga_init(self.k)
-        return jnp.log(jnp.asarray(self.fixed_probs(), jnp.float32))
+        # The probabilities, not their logs: the oracle's zeros would be -inf in the state,
+        # which the engine refuses to checkpoint as a diverged state.
+        return jnp.asarray(self.fixed_probs(), jnp.float32)
 
     def log_probs(self, learner) -> jax.Array:
         m = self.method
@@ -194,7 +202,7 @@ class Runner:
             return jnp.log(learner.probs)
         if m == "dga":
             return jnp.log(learner.ema)
-        return learner
+        return jnp.log(learner)
 
     # -- pieces -------------------------------------------------------------------------------
     def _normalize(self, images):
@@ -218,12 +226,19 @@ class Runner:
         losses = _example_loss(logits, batch["label"])
         return jnp.mean(losses), (losses, updated.get("batch_stats", {}))
 
-    def _sgd(self, params, batch_stats, opt_state, batch):
-        """One training step; returns (params, batch_stats, opt_state, loss, losses [B], G)."""
+    def _sgd(self, params, batch_stats, opt_state, batch, before_update=None):
+        """One training step; returns (params, batch_stats, opt_state, loss, losses [B], G) or,
+        with `before_update`, G replaced by ``before_update(G)``, computed before the update."""
         (loss, (losses, new_stats)), grads = jax.value_and_grad(
             self._mean_loss, has_aux=True)(params, batch_stats, batch)
+        out = grads
+        if before_update is not None:
+            out = before_update(grads)
+            # The update waits for before_update's result: XLA then frees what it holds
+            # (θ_t or the tape) before the update's temporaries (a lower compiled peak).
+            grads, out = jax.lax.optimization_barrier((grads, out))
         updates, opt_state = self.tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), new_stats, opt_state, loss, losses, grads
+        return optax.apply_updates(params, updates), new_stats, opt_state, loss, losses, out
 
     def _sgd_capture(self, params, batch_stats, opt_state, batch):
         """`_sgd` through `gar_layerwise.capture`; the last output is the tape."""
@@ -240,14 +255,17 @@ class Runner:
         ids = jax.random.categorical(k_ids, log_probs, shape=(batch_size,)).astype(jnp.int32)
         return ids, self._batch(self.sources.draw(k_ex, ids))
 
-    def _alignment(self, params, batch_stats, batch, direction):
-        """GAR of each example of `batch` at `params` (frozen BatchNorm statistics)."""
+    def _alignment(self, params, batch_stats, batch, direction, stats_batch=None):
+        """GAR of each example of `batch` at `params`, BatchNorm statistics frozen at those of
+        `stats_batch` (default `batch`; the whole batch when `batch` is a subset of it)."""
         v = variables(params, batch_stats)
         if self.config.gar_method == "layerwise":
+            assert stats_batch is None
             return gar_layerwise.alignment(self.model, v, batch, direction, _example_loss,
                                            train=True)
-        per_example = batchnorm.frozen_bn_loss_fn(self.model, v, batch, _example_loss,
-                                                  train=True)
+        per_example = batchnorm.frozen_bn_loss_fn(
+            self.model, v, batch if stats_batch is None else stats_batch, _example_loss,
+            train=True)
         return gar.alignment(per_example, params, batch, direction,
                              method=self.config.gar_method)
 
@@ -275,6 +293,7 @@ class Runner:
             # (gar_layerwise.capture); the reward is then one forward with G as the kernels.
             params, stats_, opt_state, loss_t, losses_t, tape = self._sgd_capture(
                 params_t, stats_t, state.opt_state, batch_t)
+            tape = mixture.first_examples(tape, self.reward_examples)
         else:
             params, stats_, opt_state, loss_t, losses_t, _ = self._sgd(
                 params_t, stats_t, state.opt_state, batch_t)
@@ -285,20 +304,29 @@ class Runner:
         # Step t+1: its gradient G at θ_{t+1} trains the net and rewards batch t.
         ids_n, batch_n = self._draw(keys[1], logp, b)
         params_n, stats_n = params, stats_
-        params, stats_, opt_state, loss_n, losses_n, grad_n = self._sgd(
-            params_n, stats_n, opt_state, batch_n)
-        finite = jnp.isfinite(loss_t) & jnp.isfinite(loss_n)
         m = self.method
-        if m in ("gar", "gar_target"):
+        # Rewards for the first `reward_examples` examples of batch t only: its examples are
+        # i.i.d. draws, so these are a uniformly random subset of them (`first_examples`).
+        n_r = self.reward_examples
+        sub_t, sub_ids = mixture.first_examples(batch_t, n_r), ids_t[:n_r]
+
+        def gar_rewards(grad_n):
             direction = grad_n if m == "gar" else self._target_grad(params_n, stats_n)
             if tape is None:
-                rewards = self._alignment(params_t, stats_t, batch_t, direction)
-            else:
-                rewards = gar_layerwise.alignment_from_tape(
-                    self.model, variables(params_t, stats_t), tape, direction, batch_t["image"],
-                    train=True)
+                return self._alignment(params_t, stats_t, sub_t, direction,
+                                       stats_batch=None if n_r == b else batch_t)
+            return gar_layerwise.alignment_from_tape(
+                self.model, variables(params_t, stats_t), tape, direction, sub_t["image"],
+                train=True)
+
+        params, stats_, opt_state, loss_n, losses_n, out_n = self._sgd(
+            params_n, stats_n, opt_state, batch_n,
+            before_update=gar_rewards if m in ("gar", "gar_target") else None)
+        finite = jnp.isfinite(loss_t) & jnp.isfinite(loss_n)
+        if m in ("gar", "gar_target"):
+            rewards = out_n
             finite &= jnp.all(jnp.isfinite(rewards))
-            learner = self.mix.update(learner, ids_t, rewards)
+            learner = self.mix.update(learner, sub_ids, rewards)
         elif m == "nslr":
             learner = self.mix.update(learner, ids_t, gar.nslr_reward(loss_n, b))
         elif m == "odm":
@@ -435,7 +463,8 @@ def mixture_figure(histories: dict, names, path: str, *, steps_per_point: int = 
     Args:
       histories: ``{method: float [runs, points, K]}``; the mean over runs is drawn with a
         +-1 std band. Sources in `highlight` (the harmful ones) are drawn thick and dashed.
-      names: the K source names; steps_per_point: SGD steps between points.
+      names: the K source names; steps_per_point: SGD steps between points (an int, or
+        ``{method: int}`` when the methods record at different intervals).
     """
     from gar_jax import plots  # matplotlib takes a second to import: only when plotting
 
@@ -449,7 +478,9 @@ def mixture_figure(histories: dict, names, path: str, *, steps_per_point: int = 
     for i, method in enumerate(methods):
         ax = axes[i // cols, i % cols]
         h = np.asarray(histories[method], np.float64)
-        x = np.arange(h.shape[1]) * steps_per_point
+        every = (steps_per_point[method] if isinstance(steps_per_point, dict)
+                 else steps_per_point)
+        x = np.arange(h.shape[1]) * every
         for j, name in enumerate(names):
             bad = name in highlight
             plots.mean_band(ax, x, h[:, :, j], color=colors(j % 10), label=name,
