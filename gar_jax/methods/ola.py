@@ -8,12 +8,13 @@ ALGORITHMS.md §4. SGD steps come in pairs, jitted as one function (`make_pair_s
    pipeline; the model takes an ordinary SGD step on this batch;
 2. plain step t+1: the next batch with the standard pipeline only; its batch gradient
    G = ∇L_{t+1}(θ_{t+1}) (raw, all-reduced over devices) is what the model's update uses;
-3. reward: GAR_n = ⟨∇ℓ_n(θ_t), G⟩ for each augmented example n (``ola.gar_method``: "layerwise"
-   (default, `gar_jax.gar_layerwise`: the augmented step keeps each layer's input and output-
-   gradient, or its per-example gradients where smaller: ``ola.gar_store``; BatchNorm nets:
-   ``ola.gar_convention`` frozen (default) or contribution), "jvp" or "vmap"
-   (`gar_jax.gar.alignment`; they keep θ_t, the augmented batch and step t's own BatchNorm
-   batch statistics, frozen)),
+3. reward: GAR_n = ⟨∇ℓ_n(θ_t), G⟩ for each augmented example n (``ola.gar_method``: "jvp"
+   (default) or "vmap" (`gar_jax.gar.alignment`; they keep θ_t, the augmented batch and step t's
+   own BatchNorm batch statistics, frozen; each device's batch in ``ola.num_chunks`` chunks, 2
+   by default, or chunks of ``ola.chunk_size``), or "layerwise" (`gar_jax.gar_layerwise`: the
+   augmented step keeps each layer's input and output-gradient, or its per-example gradients
+   where smaller: ``ola.gar_store``; BatchNorm nets: ``ola.gar_convention`` frozen, the same
+   numbers as jvp, or contribution)),
    normalized over the batch; or NSLR (−L_{t+1} for every example, normalized across steps);
 4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5).
 
@@ -67,11 +68,12 @@ class OLAState(TrainState):
 class Options:
     """The static choices of an OLA step pair (from ``config.ola``)."""
     reward: str = "gar"
-    gar_method: str = "layerwise"
+    gar_method: str = "jvp"
     gar_convention: str = "frozen"
     gar_remat: bool = False
     gar_store: str = "auto"
     chunk_size: Optional[int] = None
+    num_chunks: int = 2
     replace: bool = True
     nslr_decay: float = 0.9
     reward_normalization: str = "batch"
@@ -80,6 +82,7 @@ class Options:
 def options(config) -> Options:
     c = config.ola
     return Options(reward=c.reward, gar_method=c.gar_method, chunk_size=c.chunk_size or None,
+                   num_chunks=c.get("num_chunks", Options.num_chunks),
                    gar_convention=c.gar_convention, gar_remat=c.gar_remat,
                    gar_store=c.get("gar_store", Options.gar_store),
                    replace=c.replace, nslr_decay=c.nslr_decay,
@@ -137,6 +140,10 @@ def validate(config) -> None:
                           f"config.ola.ensemble_size={c.ensemble_size} (B/E images per sampler)")
     if c.chunk_size < 0:
         raise ConfigError(f"config.ola.chunk_size={c.chunk_size} must be >= 0 (0 = no chunks)")
+    num_chunks = c.get("num_chunks", Options.num_chunks)
+    if not isinstance(num_chunks, int) or num_chunks < 1:
+        raise ConfigError(f"config.ola.num_chunks={num_chunks!r} must be an int >= 1 (1 = the "
+                          "whole per-device batch at once)")
     if not c.learning_rate > 0 or not 0 <= c.b1 < 1 or c.clip < 0:
         raise ConfigError("config.ola needs learning_rate > 0, 0 <= b1 < 1 and clip >= 0")
     if not 0 <= c.nslr_decay < 1:
@@ -189,7 +196,18 @@ def _layerwise_fns(model, mesh, convention="frozen", remat=False, store="auto"):
     return capture, replay
 
 
-def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int]):
+def chunk_size_for(local_batch: int, chunk_size: Optional[int], num_chunks: int = 1
+                   ) -> Optional[int]:
+    """Examples per chunk of the jvp/vmap alignment on a device holding `local_batch` examples:
+    `chunk_size` when given, else ceil(local_batch / num_chunks); None (no chunking) where that
+    is the whole batch. OLA's default cuts each device's batch in 2: at WRN-16-4 batch 128 the
+    pair then needs no more compiled memory than the fixed-policy pair (experiments/ola/README.md
+    section 7)."""
+    size = chunk_size or -(-local_batch // num_chunks)
+    return None if size >= local_batch else size
+
+
+def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunks: int = 1):
     """Sharded ``fn(params_t, batch_stats_t, bn_stats, images, labels, direction) -> GAR [B]``
     with `gar.alignment` under per-device frozen BatchNorm statistics: `bn_stats` are those of
     step t's own training forward (``steps.make_grad_fn(..., bn_stats=True)``, leading device
@@ -207,7 +225,7 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int]):
         per_example = batchnorm.frozen_bn_loss_fn_from_stats(
             model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
         return gar.alignment(per_example, params, batch, direction, method=method,
-                             chunk_size=chunk_size)
+                             chunk_size=chunk_size_for(images.shape[0], chunk_size, num_chunks))
 
     return jax.shard_map(local, mesh=mesh,
                          in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
@@ -225,7 +243,8 @@ def make_pair_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
 
     Metrics (replicated scalars): loss / accuracy (mean of the two steps), loss_aug, loss_plain,
     grad_norm (of G), learning_rate, reward_mean / reward_std (raw rewards), ops_applied (mean
-    active slots per image), p_k<k> and keep/<op> (the policy, averaged over the ensemble).
+    active slots per image), p_k<k> and keep/<op> (the policy, averaged over the ensemble),
+    op_applied/<op>, op_weight/<op>, op_weight_sq/<op> (`op_reward_metrics`).
     """
     augment = make_policy_augment(space, opts, standard)
     core = make_pair_core(model, tx, mesh, space, meta_tx, opts, standard=standard,
@@ -261,7 +280,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                                          opts.gar_store)
     elif opts.reward == "gar":  # step t also returns its BatchNorm statistics, frozen for GAR
         grad_fn_aug = steps.make_grad_fn(model, mesh, bn_stats=True)
-        align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size)
+        align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size, opts.num_chunks)
     normalizer = reinforce.RunningNormalizer(decay=opts.nslr_decay)
     standard = standard or (lambda key, images: images)
 
@@ -315,9 +334,31 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         metrics.update(_policy_metrics(policy, space))
+        metrics.update(op_reward_metrics(sample, weights, space))
         return new, metrics
 
     return core
+
+
+def op_reward_metrics(sample: ola.PolicySample, weights: jax.Array, space) -> dict:
+    """Per op a, batch means of 1[a applied to image n], w_n 1[...] and w_n^2 1[...] (w: the
+    normalized REINFORCE weights): ``op_applied/<a>``, ``op_weight/<a>``, ``op_weight_sq/<a>``.
+
+    Batch means average correctly over any number of steps, so over a logging interval
+    op_weight / op_applied is the mean weight of the images that got `a` (pooled over the
+    interval's steps) and op_weight_sq / op_applied - (that mean)^2 their variance: what the
+    policy was told about `a` (`experiments/ola/diagnose.py` reads them from metrics.jsonl).
+    """
+    hit = jnp.any(sample.active[:, :, None] & (sample.op_indices[:, :, None]
+                                               == jnp.arange(len(space))), axis=1)  # [B, A]
+    hit = hit.astype(jnp.float32)
+    w = weights.astype(jnp.float32)[:, None]
+    applied, weight, weight_sq = (jnp.mean(x, axis=0) for x in (hit, w * hit, w * w * hit))
+    out = {}
+    for i, name in enumerate(space.op_names):
+        out.update({f"op_applied/{name}": applied[i], f"op_weight/{name}": weight[i],
+                    f"op_weight_sq/{name}": weight_sq[i]})
+    return out
 
 
 def _policy_metrics(policy, space) -> dict:
