@@ -83,9 +83,11 @@ def test_op_reward_metrics_equal_a_loop():
     policy = ola_policy.init_params(len(space), max_ops=3, ensemble_size=2)
     sample = ola_policy.sample(policy, jax.random.key(0), 40)
     weights = jnp.asarray(np.random.default_rng(0).normal(size=40), jnp.float32)
-    got = jax.jit(lambda s, w: ola.op_reward_metrics(s, w, space))(sample, weights)
+    ranks = jnp.asarray(np.random.default_rng(1).normal(size=40), jnp.float32)
+    got = jax.jit(lambda s, w, u: ola.op_reward_metrics(s, w, space, rank_weights=u))(
+        sample, weights, ranks)
     ops, active = np.asarray(sample.op_indices), np.asarray(sample.active)
-    w = np.asarray(weights)
+    w, u = np.asarray(weights), np.asarray(ranks)
     for a, name in enumerate(space.op_names):
         # image n "got" op a when some applied (active) slot holds a; repeats count once
         hit = np.array([any(active[n, j] and ops[n, j] == a for j in range(ops.shape[1]))
@@ -94,4 +96,17 @@ def test_op_reward_metrics_equal_a_loop():
         np.testing.assert_allclose(got[f"op_applied/{name}"], hit.mean(), rtol=1e-6)
         np.testing.assert_allclose(got[f"op_weight/{name}"], (w * hit).mean(), rtol=1e-5)
         np.testing.assert_allclose(got[f"op_weight_sq/{name}"], (w * w * hit).mean(), rtol=1e-5)
-    assert len(got) == 3 * len(space)
+        np.testing.assert_allclose(got[f"op_rank_weight/{name}"], (u * hit).mean(), rtol=1e-5)
+        np.testing.assert_allclose(got[f"op_rank_weight_sq/{name}"], (u * u * hit).mean(),
+                                   rtol=1e-5)
+    assert len(got) == 5 * len(space)
+    assert len(ola.op_reward_metrics(sample, weights, space)) == 3 * len(space)
+
+
+def test_rank_weights():
+    r = jnp.array([3.0, 1.0, 2.0, 10.0])
+    # ranks 2 0 1 3, centred (-1.5) and divided by the std of 0..3, sqrt(15 / 12)
+    np.testing.assert_allclose(ola.rank_weights(r), np.array([0.5, -1.5, -0.5, 1.5]) /
+                               np.sqrt(15 / 12), rtol=1e-6)
+    # two groups [3, 1], [2, 10]: ranks 1 0 | 0 1, centred -0.5, std 0.5
+    np.testing.assert_allclose(ola.rank_weights(r, 2), [1.0, -1.0, -1.0, 1.0], rtol=1e-6)

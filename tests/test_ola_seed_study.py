@@ -76,9 +76,11 @@ def test_diagnose_pools_over_steps(tmp_path):
     (run / "config.json").write_text(json.dumps({"batch_size": 10}))
     # Two records: 2 step pairs (steps 0-4, the first half) then 3 (steps 4-10), of one op.
     recs = [{"step": 4, "epoch": 1, "train/op_applied/x": 0.2, "train/op_weight/x": -0.1,
-             "train/op_weight_sq/x": 0.3, "train/keep/x": 0.25},
+             "train/op_weight_sq/x": 0.3, "train/keep/x": 0.25,
+             "train/op_rank_weight/x": 0.1, "train/op_rank_weight_sq/x": 0.2},
             {"step": 10, "epoch": 2, "train/op_applied/x": 0.4, "train/op_weight/x": 0.2,
-             "train/op_weight_sq/x": 0.5, "train/keep/x": 0.2}]
+             "train/op_weight_sq/x": 0.5, "train/keep/x": 0.2,
+             "train/op_rank_weight/x": -0.3, "train/op_rank_weight_sq/x": 0.4}]
     (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
     d = diagnose.diagnose(str(run))["ops"]["x"]
     n, s, s2 = 2 * 0.2 + 3 * 0.4, 2 * -0.1 + 3 * 0.2, 2 * 0.3 + 3 * 0.5  # pair-weighted
@@ -90,3 +92,6 @@ def test_diagnose_pools_over_steps(tmp_path):
     assert d["mean_weight_first_half"] == pytest.approx(-0.1 / 0.2)
     assert d["mean_weight_second_half"] == pytest.approx(0.2 / 0.4)
     assert d["keep_logit_end"] == pytest.approx(math.log(0.2 / 0.8))
+    u, u2 = 2 * 0.1 + 3 * -0.3, 2 * 0.2 + 3 * 0.4
+    u_std = math.sqrt(u2 / n - (u / n) ** 2)
+    assert d["rank_z"] == pytest.approx((u / n) / (u_std / math.sqrt(n * 10)))

@@ -5,7 +5,9 @@
 Per op: the share of training images that got it, how many that is over the run, the mean
 normalized REINFORCE weight w of those images (pooled over all steps; w has mean 0 and std 1
 over each batch), its standard deviation among them, z = mean / (std / sqrt(count)) (how many
-standard errors the mean is from 0), the mean weight in the first and second half of training
+standard errors the mean is from 0; the same z for the rank weights `rank_weights` when logged:
+what the op's signal would be if the weights ignored the rewards' magnitudes), the mean weight
+in the first and second half of training
 and the spread of the per-epoch means, and the keep probability (and its logit) at the end.
 
     python experiments/ola/diagnose.py RUN_DIR [RUN_DIR ...] [--out FILE.md]
@@ -69,13 +71,19 @@ def diagnose(path: str) -> dict:
             acc[1] += w * r[f"train/op_weight/{op}"]
         epoch_means = [s_ / n_ for n_, s_ in by_epoch.values() if n_ > 0]
         keep = records[-1].get(f"train/keep/{op}")
+        rank_z = None
+        if f"train/op_rank_weight/{op}" in records[-1]:  # runs from when ranks were logged
+            u = sum(w * r[f"train/op_rank_weight/{op}"] for r, w in zip(records, weights))
+            u2 = sum(w * r[f"train/op_rank_weight_sq/{op}"] for r, w in zip(records, weights))
+            u_std = math.sqrt(max(u2 / n - (u / n) ** 2, 0.0)) if n else 0.0
+            rank_z = (u / n) / (u_std / math.sqrt(count)) if count and u_std else None
         out[op] = {
             "applied_share": n / sum(weights), "images": count, "mean_weight": mean,
             "std_weight": std, "z": mean / (std / math.sqrt(count)) if count and std else None,
             "mean_weight_first_half": first[1] / first[0] if first[0] else None,
             "mean_weight_second_half": second[1] / second[0] if second[0] else None,
             "epoch_mean_spread": statistics.stdev(epoch_means) if len(epoch_means) > 1 else None,
-            "keep_end": keep,
+            "rank_z": rank_z, "keep_end": keep,
             "keep_logit_end": math.log(keep / (1 - keep)) if keep else None}
     return {"batch_size": batch, "steps": total_steps, "epochs": len(history), "ops": out}
 
@@ -84,14 +92,15 @@ def markdown(name: str, d: dict) -> str:
     lines = [f"### {name}", "",
              f"{d['steps']} steps (batch {d['batch_size']}); ops sorted by z (most negative "
              "first).", "",
-             "| op | share of images | images | mean w | std w | z | mean w 1st / 2nd half "
-             "| spread of epoch means | keep end | keep logit end |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "| op | share of images | images | mean w | std w | z | z of rank weights "
+             "| mean w 1st / 2nd half | spread of epoch means | keep end | keep logit end |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     rows = sorted(d["ops"].items(), key=lambda kv: kv[1]["z"] if kv[1]["z"] is not None else 0)
     for op, r in rows:
         f = lambda x, p=3: "" if x is None else f"{x:.{p}f}"  # noqa: E731
         lines.append(f"| {op} | {f(r['applied_share'])} | {r['images']:.0f} | "
                      f"{f(r['mean_weight'])} | {f(r['std_weight'], 2)} | {f(r['z'], 2)} | "
+                     f"{f(r['rank_z'], 2)} | "
                      f"{f(r['mean_weight_first_half'])} / {f(r['mean_weight_second_half'])} | "
                      f"{f(r['epoch_mean_spread'])} | {f(r['keep_end'])} | "
                      f"{f(r['keep_logit_end'], 2)} |")

@@ -11,7 +11,8 @@
 # of gar (the default config), gar_layerwise (layer-wise, frozen statistics), gar_contribution
 # (layer-wise, contribution convention), nslr (default "gar,nslr,gar_contribution"); CORE: the
 # CPU core (default 1). It must be a session leader (setsid): it lowers its own autogroup's
-# priority to nice 19 (/proc/self/autogroup), which plain `nice` does not do across sessions.
+# priority to nice 19 (/proc/self/autogroup), which plain `nice` does not do across sessions;
+# SWEEP_NICE=n sets another value.
 set -u
 RUNS=${1:?usage: setsid $0 RUNS [SEEDS] [VARIANTS] [CORE]}
 SEEDS=${2:-100-119}
@@ -23,7 +24,7 @@ if [ "$(ps -o sid= -p $$ | tr -d ' ')" != "$$" ]; then
   echo "seed_sweep.sh: launch it with setsid (it renices its own session's autogroup)" >&2
   exit 2
 fi
-echo 19 > /proc/self/autogroup || echo "seed_sweep.sh: could not set the autogroup nice" >&2
+echo "${SWEEP_NICE:-19}" > /proc/self/autogroup || echo "seed_sweep.sh: could not set the autogroup nice" >&2
 
 case $SEEDS in
   *-*) SEED_LIST=$(seq "${SEEDS%-*}" "${SEEDS#*-}") ;;
@@ -52,7 +53,7 @@ for v in ${VARIANTS//,/ }; do
     if grep -qs test_accuracy "$d/results.json"; then continue; fi
     echo "$(date -u +%FT%TZ) start $v seed $s"
     # shellcheck disable=SC2046
-    /usr/bin/time -f "%e s wall %U s user" taskset -c "$CORE" nice -n 19 python -m gar_jax.main \
+    /usr/bin/time -f "%e s wall %U s user" taskset -c "$CORE" nice -n "${SWEEP_NICE:-19}" python -m gar_jax.main \
       --config=configs/digits_ola_destructive.py --workdir="$d" --config.seed="$s" \
       --config.progress_bar=False $(flags_of "$v") >> "$d.log" 2>&1
     echo "$(date -u +%FT%TZ) end $v seed $s rc=$?"

@@ -308,8 +308,9 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                 rewards = replay(state.batch_stats, tape, images, g)
             else:
                 rewards = align(state.params, state.batch_stats, bn_stats, images, labels, g)
+            groups = (ola.ensemble_size(state.policy)
+                      if opts.reward_normalization == "sampler" else 1)
             if opts.reward_normalization == "sampler":  # each sampler its own B/E rewards
-                groups = ola.ensemble_size(state.policy)
                 weights = reinforce.normalize_rewards(
                     rewards.reshape(groups, -1), axis=1, unbiased=True).reshape(-1)
             else:
@@ -334,15 +335,31 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         metrics.update(_policy_metrics(policy, space))
-        metrics.update(op_reward_metrics(sample, weights, space))
+        metrics.update(op_reward_metrics(
+            sample, weights, space, rank_weights=(rank_weights(rewards, groups)
+                                                  if opts.reward == "gar" else None)))
         return new, metrics
 
     return core
 
 
-def op_reward_metrics(sample: ola.PolicySample, weights: jax.Array, space) -> dict:
+def rank_weights(rewards: jax.Array, groups: int = 1) -> jax.Array:
+    """The rewards' ranks within each of `groups` contiguous groups, centred and scaled to
+    mean 0 and (population) std 1 per group, float32 [B] (ties in arbitrary order). A
+    diagnostic: what REINFORCE weights that ignore the rewards' magnitudes would be."""
+    r = rewards.reshape(groups, -1)
+    n = r.shape[1]
+    ranks = jnp.argsort(jnp.argsort(r, axis=1), axis=1).astype(jnp.float32)
+    scale = jnp.sqrt(jnp.maximum((n * n - 1) / 12.0, 1e-12))  # std of 0..n-1
+    return ((ranks - (n - 1) / 2) / scale).reshape(-1)
+
+
+def op_reward_metrics(sample: ola.PolicySample, weights: jax.Array, space, *,
+                      rank_weights: Optional[jax.Array] = None) -> dict:
     """Per op a, batch means of 1[a applied to image n], w_n 1[...] and w_n^2 1[...] (w: the
-    normalized REINFORCE weights): ``op_applied/<a>``, ``op_weight/<a>``, ``op_weight_sq/<a>``.
+    normalized REINFORCE weights): ``op_applied/<a>``, ``op_weight/<a>``, ``op_weight_sq/<a>``;
+    with `rank_weights` (u, `rank_weights`) also ``op_rank_weight/<a>``,
+    ``op_rank_weight_sq/<a>`` (the same means of u_n 1[...] and u_n^2 1[...]).
 
     Batch means average correctly over any number of steps, so over a logging interval
     op_weight / op_applied is the mean weight of the images that got `a` (pooled over the
@@ -358,6 +375,12 @@ def op_reward_metrics(sample: ola.PolicySample, weights: jax.Array, space) -> di
     for i, name in enumerate(space.op_names):
         out.update({f"op_applied/{name}": applied[i], f"op_weight/{name}": weight[i],
                     f"op_weight_sq/{name}": weight_sq[i]})
+    if rank_weights is not None:
+        u = rank_weights.astype(jnp.float32)[:, None]
+        rank, rank_sq = jnp.mean(u * hit, axis=0), jnp.mean(u * u * hit, axis=0)
+        for i, name in enumerate(space.op_names):
+            out.update({f"op_rank_weight/{name}": rank[i],
+                        f"op_rank_weight_sq/{name}": rank_sq[i]})
     return out
 
 
