@@ -110,3 +110,20 @@ def test_rank_weights():
                                np.sqrt(15 / 12), rtol=1e-6)
     # two groups [3, 1], [2, 10]: ranks 1 0 | 0 1, centred -0.5, std 0.5
     np.testing.assert_allclose(ola.rank_weights(r, 2), [1.0, -1.0, -1.0, 1.0], rtol=1e-6)
+
+
+def test_bench_default_row_copies_every_gar_choice():
+    """`bench_ola_cost.py --methods default` copies GAR_FIELDS from configs/cifar10_ola.py: they
+    must be exactly the options that choose how GAR is computed (a new one must be added)."""
+    import dataclasses
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "bench_ola_cost.py")
+    spec = importlib.util.spec_from_file_location("bench_ola_cost", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    not_gar = {"reward", "replace", "nslr_decay", "reward_normalization"}
+    assert set(bench.GAR_FIELDS) == {f.name for f in dataclasses.fields(ola.Options)} - not_gar
+    config = load_config("cifar10_ola")
+    assert all(field in config.ola for field in bench.GAR_FIELDS)
