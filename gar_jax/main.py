@@ -59,7 +59,8 @@ IGNORED_FIELDS = ("progress_bar", "data_dir", "log_every_steps", "checkpoint_eve
 # was run with the value given here (what reproduces it), so such a workdir resumes when the
 # field has that value now (e.g. an OLA run from before `ola.gar_store` resumes with
 # --config.ola.gar_store=activations), and the error for another value says which it was.
-ADDED_FIELDS = {"ola.gar_store": "activations"}
+# ola.num_chunks: before it, jvp/vmap GAR ran each device's batch in one piece.
+ADDED_FIELDS = {"ola.gar_store": "activations", "ola.num_chunks": 1}
 
 
 def _fail(message: str) -> None:

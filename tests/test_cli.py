@@ -145,5 +145,8 @@ def test_a_field_added_later_compares_as_its_old_value():
     assert main.differing_fields(saved, current) == ["ola.gar_store"]
     assert main._describe(saved, current, ["ola.gar_store"]) == (
         'ola.gar_store=(absent: "activations" before the field existed) there, "auto" now')
+    # Before ola.num_chunks existed, jvp/vmap ran the batch in one piece (issue 18).
+    assert main.differing_fields(saved, {**saved, "ola.num_chunks": 1}) == []
+    assert main.differing_fields(saved, {**saved, "ola.num_chunks": 2}) == ["ola.num_chunks"]
     # Other missing fields still differ.
     assert main.differing_fields(saved, {**saved, "ola.new": 1}) == ["ola.new"]
