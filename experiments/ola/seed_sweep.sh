@@ -5,7 +5,7 @@
 # same command; finished runs (results.json with a test accuracy) are skipped and an unfinished
 # one resumes from its checkpoint. Then: python experiments/ola/seed_study.py --runs RUNS --out DIR
 #
-#   setsid experiments/ola/seed_sweep.sh RUNS [SEEDS] [VARIANTS] [CORE] > RUNS/sweep.log 2>&1 &
+#   setsid experiments/ola/seed_sweep.sh RUNS [SEEDS] [VARIANTS] [CORE] > RUNS.log 2>&1 &
 #
 # SEEDS: "first-last" or a comma list (default 100-119, the report seeds); VARIANTS: comma list
 # of gar (the default config), gar_layerwise (layer-wise, frozen statistics), gar_contribution
@@ -43,6 +43,16 @@ flags_of() {
 }
 for v in ${VARIANTS//,/ }; do flags_of "$v" > /dev/null || exit 2; done
 
+# To stop: kill -TERM <this script's pid>: the run in progress checkpoints its current step
+# (the engine's SIGTERM handling) and the sweep ends; rerunning the command resumes it.
+child=
+stop() {
+  echo "$(date -u +%FT%TZ) stopping${child:+ (run $child checkpoints)}"
+  if [ -n "$child" ]; then kill -TERM "$child" 2>/dev/null; wait "$child"; fi
+  exit 143
+}
+trap stop TERM INT
+
 mkdir -p "$RUNS"
 cd "$REPO" || exit 2
 export PYTHONPATH=$REPO
@@ -53,9 +63,11 @@ for v in ${VARIANTS//,/ }; do
     if grep -qs test_accuracy "$d/results.json"; then continue; fi
     echo "$(date -u +%FT%TZ) start $v seed $s"
     # shellcheck disable=SC2046
-    /usr/bin/time -f "%e s wall %U s user" taskset -c "$CORE" nice -n "${SWEEP_NICE:-19}" python -m gar_jax.main \
+    taskset -c "$CORE" nice -n "${SWEEP_NICE:-19}" python -m gar_jax.main \
       --config=configs/digits_ola_destructive.py --workdir="$d" --config.seed="$s" \
-      --config.progress_bar=False $(flags_of "$v") >> "$d.log" 2>&1
+      --config.progress_bar=False $(flags_of "$v") >> "$d.log" 2>&1 &
+    child=$!
+    wait "$child"
     echo "$(date -u +%FT%TZ) end $v seed $s rc=$?"
   done
 done
