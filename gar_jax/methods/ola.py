@@ -244,7 +244,8 @@ def make_pair_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     Metrics (replicated scalars): loss / accuracy (mean of the two steps), loss_aug, loss_plain,
     grad_norm (of G), learning_rate, reward_mean / reward_std (raw rewards), ops_applied (mean
     active slots per image), p_k<k> and keep/<op> (the policy, averaged over the ensemble),
-    op_applied/<op>, op_weight/<op>, op_weight_sq/<op> (`op_reward_metrics`).
+    op_applied/<op>, op_weight/<op>, op_weight_sq/<op> and, for GAR, op_rank_weight[_sq]/<op>
+    (`op_reward_metrics`: what the policy was told about each op).
     """
     augment = make_policy_augment(space, opts, standard)
     core = make_pair_core(model, tx, mesh, space, meta_tx, opts, standard=standard,
