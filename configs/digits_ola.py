@@ -4,7 +4,7 @@ configs/cifar10_ola.py, over the RA space (CIFAR magnitudes, harsh on 8x8 images
 learn) with 2 samplers of 32 images each. Every field is written here.
 
 ``python -m gar_jax.main --config=configs/digits_ola.py --workdir=runs/digits_ola``
-Variants: ``--config.ola.reward=nslr``, ``--config.ola.gar_method=jvp``,
+Variants: ``--config.ola.reward=nslr``, ``--config.ola.gar_method=layerwise``,
 ``--config.ola.space=wide``; configs/digits_ola_destructive.py adds a destructive op.
 """
 import ml_collections

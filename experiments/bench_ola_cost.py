@@ -12,6 +12,8 @@ device, and times these step pairs (two SGD steps, t on an augmented batch, t+1 
              output-gradients only); `layerwise` = OLA's default; REINFORCE update of the policy;
   jvp, vmap  the same with `gar.alignment(..., method="jvp" | "vmap")` ("jvp:C": in chunks of C
              examples, bounding the memory of the forward-mode pass);
+  default    OLA as configs/cifar10_ola.py computes GAR (its gar_method, convention, store,
+             chunks: printed);
   direct     a direct meta-gradient through the SGD update (the paper's cheaper variant: re-use
              G and apply the chain rule through the update): per-op magnitudes of the
              differentiable (bilinear) ops of `gar_jax.augment.ops`, d L_{t+1}(θ_t - lr g_t(m))/dm
@@ -36,7 +38,7 @@ the larger of the two calls (the augmented batch passes from one to the other): 
 needs on the device besides the resident dataset.
 
 Usage: python experiments/bench_ola_cost.py [--models 16-4:128,28-10:8] [--norm batch]
-       [--methods fixed,exact,direct] [--reps 5] [--quick] [--json out.json]
+       [--methods fixed,default,exact,direct] [--reps 5] [--quick] [--json out.json]
 `exact` = every exact GAR method and convention fast enough to time on a CPU (`EXACT`: not the
 chunked vmap). `--reps 0`: memory only.
 """
@@ -81,6 +83,9 @@ GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Optio
 # (+0.0%), and fewer, larger chunks run faster, so jvp:16 only costs time. A chunk size that
 # does not divide the batch works (`gar.alignment` runs a smaller last chunk); one >= the batch
 # is a single chunk, not chunking, and is skipped with a message.
+# The config.ola fields that choose how GAR is computed (what `--methods default` copies).
+GAR_FIELDS = ("gar_method", "gar_convention", "gar_remat", "gar_store", "chunk_size",
+              "num_chunks")
 EXACT = ("layerwise_frozen", "layerwise_contrib", "layerwise_lean", "jvp", "jvp:64")
 
 # Differentiable ops for the direct meta-gradient: (name, initial magnitude, signed).
@@ -228,6 +233,12 @@ def bench_model(depth, width, batch, norm, reps, methods):
         elif name == "direct":
             core, init = direct_core(model, tx, mesh)
             todo.append(Method(name, "standard", core, init(fresh()), mesh))
+        elif name == "default":  # whatever configs/cifar10_ola.py uses
+            default = defaults.load_config("cifar10_ola").ola
+            for field in GAR_FIELDS:
+                config.ola[field] = default[field]
+            print("  default      = " + ", ".join(f"{f}={default[f]}" for f in GAR_FIELDS),
+                  flush=True)
         else:  # "layerwise[_frozen|_contrib]", "jvp[:chunk]", "vmap[:chunk]"
             method, _, chunk = name.partition(":")
             if chunk and int(chunk) >= batch:
@@ -237,6 +248,8 @@ def bench_model(depth, width, batch, norm, reps, methods):
             (config.ola.gar_method, config.ola.gar_convention, config.ola.gar_remat,
              config.ola.gar_store) = GAR_VARIANTS.get(method, (method, "frozen", False, "auto"))
             config.ola.chunk_size = int(chunk or 0)
+            config.ola.num_chunks = 1  # "jvp" / "vmap": the whole batch at once
+        if name not in ("fixed", "direct"):
             core = ola.make_pair_core(model, tx, mesh, space, ola.meta_optimizer(config),
                                       ola.options(config), standard=standard)
             todo.append(Method(name, "ola", core, jax.tree.map(jnp.copy, ola_state), mesh))
@@ -328,8 +341,8 @@ def main():
                         help="comma-separated DEPTH-WIDTH:BATCH")
     parser.add_argument("--norm", default="batch", choices=["batch", "group"])
     parser.add_argument("--methods", default="fixed,exact,direct",
-                        help="fixed, exact, layerwise[_frozen|_contrib|_lean], jvp[:chunk], "
-                             "vmap[:chunk], direct")
+                        help="fixed, default, exact, layerwise[_frozen|_contrib|_lean], "
+                             "jvp[:chunk], vmap[:chunk], direct")
     parser.add_argument("--reps", type=int, default=5, help="interleaved rounds (0: memory only)")
     parser.add_argument("--quick", action="store_true", help="WRN-10-1 at batch 16 (smoke test)")
     parser.add_argument("--json", default="", help="also write the results here")

@@ -61,7 +61,7 @@ def _case(seed=0):
     return model, v, images, labels, direction
 
 
-def _old_alignment_fn(model, mesh, method, chunk_size):
+def _old_alignment_fn(model, mesh, method, chunk_size, num_chunks=1):
     """The old path (an explicit extra forward at θ_t per device to capture the statistics),
     with the new signature; the statistics handed in are ignored."""
     def local(params, batch_stats, _bn_stats, images, labels, direction):
@@ -71,7 +71,8 @@ def _old_alignment_fn(model, mesh, method, chunk_size):
         per_example = batchnorm.frozen_bn_loss_fn(model, variables(params, batch_stats), batch,
                                                   steps.cross_entropy, train=True)
         return gar.alignment(per_example, params, batch, direction, method=method,
-                             chunk_size=chunk_size)
+                             chunk_size=ola.chunk_size_for(images.shape[0], chunk_size,
+                                                           num_chunks))
 
     return jax.shard_map(local, mesh=mesh,
                          in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),

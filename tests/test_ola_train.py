@@ -1,5 +1,5 @@
 """The OLA training loop on tiny WRNs (WRN-10-1, 8x8 digits): 8 devices == 1 device on a
-GroupNorm model (layer-wise GAR on 8, jvp GAR on 1), exact resume, the outputs of a run, the
+GroupNorm model (layer-wise GAR on 8, the default jvp GAR in 2 chunks on 1), exact resume, the outputs of a run, the
 policy replay, and bad configs."""
 import importlib.util
 import json
@@ -52,7 +52,7 @@ def _copy(state):
 @pytest.fixture(scope="module")
 def run8():
     """8 devices, layer-wise GAR; the pair step may be traced only once in this module."""
-    config = _tiny_config()
+    config = _tiny_config(**{"ola.gar_method": "layerwise"})
     ola.validate(config)
     setup = engine.build(config)
     space = SPACE
@@ -74,7 +74,8 @@ def test_eight_devices_layerwise_match_one_device_jvp(run8):
     mesh1 = make_mesh(jax.devices()[:1])
     data1 = DeviceDataset.create(sources.load("digits", "train"), mesh1,
                                  batch_size=config.batch_size, seed=config.seed)
-    config1 = _tiny_config(**{"ola.gar_method": "jvp"})
+    config1 = _tiny_config()  # the default: jvp, the batch in 2 chunks
+    assert (config1.ola.gar_method, ola.options(config1).num_chunks) == ("jvp", 2)
     pair1 = ola.make_pair_step(setup8.model, setup8.tx, mesh1, space, ola.meta_optimizer(config1),
                                ola.options(config1), standard=setup8.augment)
     state1 = jax.device_put(jax.device_get(state8), replicated(mesh1))
@@ -176,6 +177,7 @@ def test_replay_applies_the_stored_probabilities():
     ({"model.dropout_rate": 0.3}, "dropout_rate must be 0"),
     ({"ola.replace": False, "ola.max_ops": 16}, "without replacement"),
     ({"ola.space": "nope"}, "unknown search space"),
+    ({"ola.num_chunks": 0}, "num_chunks"),
 ])
 def test_bad_configs_fail_before_compute(override, message):
     with pytest.raises(ConfigError, match=message):
@@ -198,8 +200,11 @@ def test_every_ola_config_validates():
             assert (config.dataset, config.ola.space, config.model.depth, config.model.width,
                     config.num_epochs, config.batch_size) == (dataset, space, 28, 10, 200, 256)
             assert (config.ola.learning_rate, config.ola.b1, config.ola.ensemble_size,
-                    config.ola.reward_normalization, config.ola.gar_method) == (
-                        0.1, 0.0, 32, "sampler", "layerwise")  # the authors' protocol
+                    config.ola.reward_normalization) == (
+                        0.1, 0.0, 32, "sampler")  # the authors' protocol
+            # GAR as frozen-statistics jvp in 2 chunks per device (the cheap exact default)
+            assert (config.ola.gar_method, config.ola.num_chunks, config.ola.chunk_size) == (
+                "jvp", 2, 0)
             assert config.batch_size // config.ola.ensemble_size == 8
     destructive = _load_config("digits_ola_destructive.py")
     ola.validate(destructive)

@@ -32,14 +32,15 @@ def load_run(path: str) -> dict | None:
     probs, op = learned["op_probability"], learned["destructive_op"]
     ranked = sorted(probs, key=probs.get)
     median = statistics.median(probs.values())
-    keep_curve, epochs = [], []
+    by_epoch = {}  # a resumed run appends metrics again from its checkpoint: newest wins
     with open(os.path.join(path, "metrics.jsonl"), encoding="utf-8") as f:
         for line in f:
             rec = json.loads(line)
             key = f"train/keep/{op}"
             if key in rec and float(rec["epoch"]).is_integer():
-                epochs.append(rec["epoch"])
-                keep_curve.append(rec[key])
+                by_epoch[rec["epoch"]] = rec[key]
+    epochs = sorted(by_epoch)
+    keep_curve = [by_epoch[e] for e in epochs]
     return {"op": op, "op_probability": probs[op], "rank": ranked.index(op) + 1,
             "num_ops": len(probs), "ratio_to_median": probs[op] / median,
             "keep_end": keep_curve[-1] if keep_curve else None, "keep_curve": keep_curve,
@@ -69,11 +70,15 @@ def summary(rows: dict) -> dict:
             "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if n > 1 else 0.0}
 
 
-def write_markdown(table: dict, path: str) -> None:
-    lines = []
+def write_markdown(table: dict, path: str, header: str = "", seeds_planned: int = 0) -> None:
+    """One section per variant (each exactly once), after `header`; with `seeds_planned`, a
+    variant with fewer finished seeds is labelled partial."""
+    lines = [header, ""] if header else []
     for variant, rows in sorted(table.items()):
         s = summary(rows)
-        lines += [f"### {variant}", "",
+        partial = (f" (partial: {s['seeds']} of {seeds_planned} seeds)"
+                   if seeds_planned and s["seeds"] < seeds_planned else "")
+        lines += [f"### {variant}{partial}", "",
                   f"{s['seeds']} seeds: destructive op among the 3 lowest in {s['lowest3']}, "
                   f"the lowest in {s['lowest']}, at <= 0.6x the median op in "
                   f"{s['below_0.6_median']}; test accuracy {s['acc_mean']:.2f} +- "
@@ -115,12 +120,23 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--runs", required=True, help="folder of <variant>_s<seed> run directories")
     p.add_argument("--out", required=True, help="folder for seed_study.{md,json,png}")
+    p.add_argument("--seeds", default="", help="only these seeds: 'first-last' or a comma list")
+    p.add_argument("--seeds-planned", type=int, default=0,
+                   help="seeds the study will have: fewer finished ones are labelled partial")
+    p.add_argument("--header", default="", help="markdown put before the tables")
     args = p.parse_args(argv)
     table = collect(args.runs)
+    if args.seeds:
+        first, _, last = args.seeds.partition("-")
+        keep = (set(range(int(first), int(last) + 1)) if last
+                else {int(x) for x in args.seeds.split(",")})
+        table = {v: {s: r for s, r in rows.items() if s in keep} for v, rows in table.items()}
+        table = {v: rows for v, rows in table.items() if rows}
     if not table:
         raise SystemExit(f"seed_study: no finished <variant>_s<seed> runs in {args.runs}")
     os.makedirs(args.out, exist_ok=True)
-    write_markdown(table, os.path.join(args.out, "seed_study.md"))
+    write_markdown(table, os.path.join(args.out, "seed_study.md"), args.header,
+                   args.seeds_planned)
     with open(os.path.join(args.out, "seed_study.json"), "w", encoding="utf-8") as f:
         json.dump({v: {str(s): r for s, r in rows.items()} for v, rows in table.items()}, f,
                   indent=1)

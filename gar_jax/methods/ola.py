@@ -9,12 +9,13 @@ as one function (`make_pair_step`):
    pipeline; the model takes an ordinary SGD step on this batch;
 2. plain step t+1: the next batch with the standard pipeline only; its batch gradient
    G = ∇L_{t+1}(θ_{t+1}) (raw, all-reduced over devices) is what the model's update uses;
-3. reward: GAR_n = ⟨∇ℓ_n(θ_t), G⟩ for each augmented example n (``ola.gar_method``: "layerwise"
-   (default, `gar_jax.gar_layerwise`: the augmented step keeps each layer's input and output-
-   gradient, or its per-example gradients where smaller: ``ola.gar_store``; BatchNorm nets:
-   ``ola.gar_convention`` frozen (default) or contribution), "jvp" or "vmap"
-   (`gar_jax.gar.alignment`; they keep θ_t, the augmented batch and step t's own BatchNorm
-   batch statistics, frozen)),
+3. reward: GAR_n = ⟨∇ℓ_n(θ_t), G⟩ for each augmented example n (``ola.gar_method``: "jvp"
+   (default) or "vmap" (`gar_jax.gar.alignment`; they keep θ_t, the augmented batch and step t's
+   own BatchNorm batch statistics, frozen; each device's batch in ``ola.num_chunks`` chunks, 2
+   by default, or chunks of ``ola.chunk_size``), or "layerwise" (`gar_jax.gar_layerwise`: the
+   augmented step keeps each layer's input and output-gradient, or its per-example gradients
+   where smaller: ``ola.gar_store``; BatchNorm nets: ``ola.gar_convention`` frozen, the same
+   numbers as jvp, or contribution)),
    normalized over the batch; or NSLR (−L_{t+1} for every example, normalized across steps);
 4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5).
 
@@ -65,11 +66,12 @@ class OLAState(TrainState):
 class Options:
     """The static choices of an OLA step pair (from ``config.ola``)."""
     reward: str = "gar"
-    gar_method: str = "layerwise"
+    gar_method: str = "jvp"
     gar_convention: str = "frozen"
     gar_remat: bool = False
     gar_store: str = "auto"
     chunk_size: Optional[int] = None
+    num_chunks: int = 2
     replace: bool = True
     nslr_decay: float = 0.9
     reward_normalization: str = "batch"
@@ -78,6 +80,7 @@ class Options:
 def options(config) -> Options:
     c = config.ola
     return Options(reward=c.reward, gar_method=c.gar_method, chunk_size=c.chunk_size or None,
+                   num_chunks=c.num_chunks,
                    gar_convention=c.gar_convention, gar_remat=c.gar_remat,
                    gar_store=c.gar_store,
                    replace=c.replace, nslr_decay=c.nslr_decay,
@@ -132,6 +135,10 @@ def validate(config) -> None:
                           f"config.ola.ensemble_size={c.ensemble_size} (B/E images per sampler)")
     if c.chunk_size < 0:
         raise ConfigError(f"config.ola.chunk_size={c.chunk_size} must be >= 0 (0 = no chunks)")
+    num_chunks = c.num_chunks
+    if not isinstance(num_chunks, int) or num_chunks < 1:
+        raise ConfigError(f"config.ola.num_chunks={num_chunks!r} must be an int >= 1 (1 = the "
+                          "whole per-device batch at once)")
     if not c.learning_rate > 0 or not 0 <= c.b1 < 1 or c.clip < 0:
         raise ConfigError("config.ola needs learning_rate > 0, 0 <= b1 < 1 and clip >= 0")
     if not 0 <= c.nslr_decay < 1:
@@ -184,7 +191,18 @@ def _layerwise_fns(model, mesh, convention="frozen", remat=False, store="auto"):
     return capture, replay
 
 
-def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int]):
+def chunk_size_for(local_batch: int, chunk_size: Optional[int], num_chunks: int = 1
+                   ) -> Optional[int]:
+    """Examples per chunk of the jvp/vmap alignment on a device holding `local_batch` examples:
+    `chunk_size` when given, else ceil(local_batch / num_chunks); None (no chunking) where that
+    is the whole batch. OLA's default cuts each device's batch in 2: at WRN-16-4 batch 128 the
+    pair then needs no more compiled memory than the fixed-policy pair (experiments/ola/README.md
+    section 7)."""
+    size = chunk_size or -(-local_batch // num_chunks)
+    return None if size >= local_batch else size
+
+
+def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunks: int = 1):
     """Sharded ``fn(params_t, batch_stats_t, bn_stats, images, labels, direction) -> GAR [B]``
     with `gar.alignment` under per-device frozen BatchNorm statistics: `bn_stats` are those of
     step t's own training forward (``steps.make_grad_fn(..., bn_stats=True)``, leading device
@@ -202,7 +220,7 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int]):
         per_example = batchnorm.frozen_bn_loss_fn_from_stats(
             model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
         return gar.alignment(per_example, params, batch, direction, method=method,
-                             chunk_size=chunk_size)
+                             chunk_size=chunk_size_for(images.shape[0], chunk_size, num_chunks))
 
     return jax.shard_map(local, mesh=mesh,
                          in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
@@ -231,7 +249,7 @@ def _reward_fns(model, mesh, opts: Options, grad_fn) -> tuple[Callable, Callable
             return replay(state.batch_stats, tape, images, g)
     else:  # step t also returns its BatchNorm statistics, frozen for GAR
         augmented_step = steps.make_grad_fn(model, mesh, bn_stats=True)
-        align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size)
+        align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size, opts.num_chunks)
 
         def rewards(state, bn_stats, images, labels, g, plain_loss):
             return align(state.params, state.batch_stats, bn_stats, images, labels, g)
@@ -249,7 +267,9 @@ def make_pair_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
 
     Metrics (replicated scalars): loss / accuracy (mean of the two steps), loss_aug, loss_plain,
     grad_norm (of G), learning_rate, reward_mean / reward_std (raw rewards), ops_applied (mean
-    active slots per image), p_k<k> and keep/<op> (the policy, averaged over the ensemble).
+    active slots per image), p_k<k> and keep/<op> (the policy, averaged over the ensemble),
+    op_applied/<op>, op_weight/<op>, op_weight_sq/<op> and, for GAR, op_rank_weight[_sq]/<op>
+    (`op_reward_metrics`: what the policy was told about each op).
     """
     augment = make_policy_augment(space, opts, standard)
     core = make_pair_core(model, tx, mesh, space, meta_tx, opts, standard=standard,
@@ -314,9 +334,53 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         metrics.update(_policy_metrics(policy, space))
+        metrics.update(op_reward_metrics(
+            sample, weights, space, rank_weights=(rank_weights(rewards, groups)
+                                                  if opts.reward == "gar" else None)))
         return new, metrics
 
     return core
+
+
+def rank_weights(rewards: jax.Array, groups: int = 1) -> jax.Array:
+    """The rewards' ranks within each of `groups` contiguous groups, centred and scaled to
+    mean 0 and (population) std 1 per group, float32 [B] (ties in arbitrary order). A
+    diagnostic: what REINFORCE weights that ignore the rewards' magnitudes would be."""
+    r = rewards.reshape(groups, -1)
+    n = r.shape[1]
+    ranks = jnp.argsort(jnp.argsort(r, axis=1), axis=1).astype(jnp.float32)
+    scale = jnp.sqrt(jnp.maximum((n * n - 1) / 12.0, 1e-12))  # std of 0..n-1
+    return ((ranks - (n - 1) / 2) / scale).reshape(-1)
+
+
+def op_reward_metrics(sample: ola.PolicySample, weights: jax.Array, space, *,
+                      rank_weights: Optional[jax.Array] = None) -> dict:
+    """Per op a, batch means of 1[a applied to image n], w_n 1[...] and w_n^2 1[...] (w: the
+    normalized REINFORCE weights): ``op_applied/<a>``, ``op_weight/<a>``, ``op_weight_sq/<a>``;
+    with `rank_weights` (u, `rank_weights`) also ``op_rank_weight/<a>``,
+    ``op_rank_weight_sq/<a>`` (the same means of u_n 1[...] and u_n^2 1[...]).
+
+    Batch means average correctly over any number of steps, so over a logging interval
+    op_weight / op_applied is the mean weight of the images that got `a` (pooled over the
+    interval's steps) and op_weight_sq / op_applied - (that mean)^2 their variance: what the
+    policy was told about `a` (`experiments/ola/diagnose.py` reads them from metrics.jsonl).
+    """
+    hit = jnp.any(sample.active[:, :, None] & (sample.op_indices[:, :, None]
+                                               == jnp.arange(len(space))), axis=1)  # [B, A]
+    hit = hit.astype(jnp.float32)
+    w = weights.astype(jnp.float32)[:, None]
+    applied, weight, weight_sq = (jnp.mean(x, axis=0) for x in (hit, w * hit, w * w * hit))
+    out = {}
+    for i, name in enumerate(space.op_names):
+        out.update({f"op_applied/{name}": applied[i], f"op_weight/{name}": weight[i],
+                    f"op_weight_sq/{name}": weight_sq[i]})
+    if rank_weights is not None:
+        u = rank_weights.astype(jnp.float32)[:, None]
+        rank, rank_sq = jnp.mean(u * hit, axis=0), jnp.mean(u * u * hit, axis=0)
+        for i, name in enumerate(space.op_names):
+            out.update({f"op_rank_weight/{name}": rank[i],
+                        f"op_rank_weight_sq/{name}": rank_sq[i]})
+    return out
 
 
 def _policy_metrics(policy, space) -> dict:

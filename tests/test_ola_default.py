@@ -1,0 +1,129 @@
+"""OLA's default GAR (frozen-statistics jvp, each device's batch in 2 chunks) gives the rewards,
+policy and parameters of the layer-wise frozen method on a BatchNorm net (float64, 1 and 8
+devices); `chunk_size_for`'s chunk sizes; `op_reward_metrics` against a loop over the images."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from gar_jax import reinforce
+from gar_jax.augment import ola as ola_policy
+from gar_jax.augment import spaces
+from gar_jax.methods import ola
+from gar_jax.mesh import make_mesh
+from gar_jax.train.defaults import load_config
+from gar_jax.train.state import TrainState
+
+from test_ola_frozen_stats import SPACE, _case, float64  # noqa: F401  (float64: a fixture)
+
+B = 32
+
+
+@pytest.mark.parametrize("local_batch,chunk_size,num_chunks,want", [
+    (128, None, 2, 64), (127, None, 2, 64), (8, None, 2, 4), (4, None, 3, 2),
+    (1, None, 2, None),      # one example: nothing to cut
+    (128, None, 1, None),    # one chunk = the whole batch
+    (128, 48, 2, 48),        # an explicit chunk size wins
+    (16, 32, 2, None),       # a chunk size >= the batch is no chunking
+])
+def test_chunk_size_for(local_batch, chunk_size, num_chunks, want):
+    assert ola.chunk_size_for(local_batch, chunk_size, num_chunks) == want
+
+
+def test_default_options_are_the_configs():
+    for name in ("cifar10_ola", "cifar100_ola", "digits_ola", "digits_ola_destructive"):
+        opts = ola.options(load_config(name))
+        assert (opts.gar_method, opts.num_chunks, opts.chunk_size) == ("jvp", 2, None), name
+        assert (opts.gar_method, opts.num_chunks) == (ola.Options.gar_method,
+                                                      ola.Options.num_chunks)
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_default_pair_equals_layerwise_frozen(devices):
+    """The default pair (jvp, 2 chunks per device: 16 images / 2 on 1 / 8 devices) against the
+    layer-wise frozen pair (the previous default): the same rewards (GAR up to float64
+    rounding), so the same policy update and parameters."""
+    model, v, images, labels, _ = _case(1)
+    mesh = make_mesh(jax.devices()[:devices])
+    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
+    policy = ola_policy.init_params(len(SPACE), max_ops=2, ensemble_size=2)
+    base = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
+                      rng=jax.random.PRNGKey(0))
+    state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
+                         reward_stats=reinforce.RunningNormalizer().init())
+    sample = ola_policy.sample(policy, jax.random.key(1), B)
+    rng = np.random.default_rng(2)
+    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
+             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    default = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options())
+    layerwise = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx,
+                                   ola.Options(gar_method="layerwise", gar_convention="frozen"))
+
+    @jax.jit
+    def both(state):
+        args = (images, sample, labels, plain, jax.random.key(3))
+        return default(state, *args), layerwise(state, *args)
+
+    (new, m_new), (old, m_old) = both(state)
+    assert float(m_new["reward_std"]) > 0
+    for name in ("reward_mean", "reward_std", "loss_aug", "loss_plain"):
+        np.testing.assert_allclose(m_new[name], m_old[name], rtol=1e-10, err_msg=name)
+    assert np.abs(new.policy["keep_logits"] - policy["keep_logits"]).max() > 1e-3
+    for got, want in ((new.policy, old.policy), (new.params, old.params),
+                      (new.batch_stats, old.batch_stats)):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13),
+                     got, want)
+
+
+def test_op_reward_metrics_equal_a_loop():
+    space = spaces.SearchSpace("three", (spaces.Op("invert"), spaces.Op("auto_contrast"),
+                                         spaces.Op("equalize")))
+    policy = ola_policy.init_params(len(space), max_ops=3, ensemble_size=2)
+    sample = ola_policy.sample(policy, jax.random.key(0), 40)
+    weights = jnp.asarray(np.random.default_rng(0).normal(size=40), jnp.float32)
+    ranks = jnp.asarray(np.random.default_rng(1).normal(size=40), jnp.float32)
+    got = jax.jit(lambda s, w, u: ola.op_reward_metrics(s, w, space, rank_weights=u))(
+        sample, weights, ranks)
+    ops, active = np.asarray(sample.op_indices), np.asarray(sample.active)
+    w, u = np.asarray(weights), np.asarray(ranks)
+    for a, name in enumerate(space.op_names):
+        # image n "got" op a when some applied (active) slot holds a; repeats count once
+        hit = np.array([any(active[n, j] and ops[n, j] == a for j in range(ops.shape[1]))
+                        for n in range(40)], float)
+        assert 0 < hit.sum() < 40
+        np.testing.assert_allclose(got[f"op_applied/{name}"], hit.mean(), rtol=1e-6)
+        np.testing.assert_allclose(got[f"op_weight/{name}"], (w * hit).mean(), rtol=1e-5)
+        np.testing.assert_allclose(got[f"op_weight_sq/{name}"], (w * w * hit).mean(), rtol=1e-5)
+        np.testing.assert_allclose(got[f"op_rank_weight/{name}"], (u * hit).mean(), rtol=1e-5)
+        np.testing.assert_allclose(got[f"op_rank_weight_sq/{name}"], (u * u * hit).mean(),
+                                   rtol=1e-5)
+    assert len(got) == 5 * len(space)
+    assert len(ola.op_reward_metrics(sample, weights, space)) == 3 * len(space)
+
+
+def test_rank_weights():
+    r = jnp.array([3.0, 1.0, 2.0, 10.0])
+    # ranks 2 0 1 3, centred (-1.5) and divided by the std of 0..3, sqrt(15 / 12)
+    np.testing.assert_allclose(ola.rank_weights(r), np.array([0.5, -1.5, -0.5, 1.5]) /
+                               np.sqrt(15 / 12), rtol=1e-6)
+    # two groups [3, 1], [2, 10]: ranks 1 0 | 0 1, centred -0.5, std 0.5
+    np.testing.assert_allclose(ola.rank_weights(r, 2), [1.0, -1.0, -1.0, 1.0], rtol=1e-6)
+
+
+def test_bench_default_row_copies_every_gar_choice():
+    """`bench_ola_cost.py --methods default` copies GAR_FIELDS from configs/cifar10_ola.py: they
+    must be exactly the options that choose how GAR is computed (a new one must be added)."""
+    import dataclasses
+    import importlib.util
+    import os
+
+    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "bench_ola_cost.py")
+    spec = importlib.util.spec_from_file_location("bench_ola_cost", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    not_gar = {"reward", "replace", "nslr_decay", "reward_normalization"}
+    assert set(bench.GAR_FIELDS) == {f.name for f in dataclasses.fields(ola.Options)} - not_gar
+    config = load_config("cifar10_ola")
+    assert all(field in config.ola for field in bench.GAR_FIELDS)

@@ -1,0 +1,97 @@
+"""experiments/ola/seed_study.py and diagnose.py on hand-made run directories: rank, ratio to
+the median op and the keep curve of the destructive op (a resumed run's repeated epochs counted
+once), each variant's section written once and labelled partial; diagnose's pooled per-op
+weights against a hand computation."""
+import importlib.util
+import json
+import math
+import os
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _module(name):
+    path = os.path.join(HERE, "..", "experiments", "ola", f"{name}.py")
+    spec = importlib.util.spec_from_file_location(f"ola_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _run(path, probs, keeps, acc=0.98, finished=True):
+    """A run dir: results.json (op probabilities), metrics.jsonl with one record per epoch of
+    the destructive op's keep probability; `keeps` may repeat an epoch (a resumed run)."""
+    os.makedirs(path)
+    with open(os.path.join(path, "metrics.jsonl"), "w") as f:
+        for epoch, keep in keeps:
+            f.write(json.dumps({"step": 22 * epoch, "epoch": epoch,
+                                "train/keep/sample_pairing": keep}) + "\n")
+            f.write(json.dumps({"step": 22 * epoch - 11, "epoch": epoch - 0.5,
+                                "train/keep/sample_pairing": 0.9}) + "\n")  # not an epoch end
+    if finished:
+        with open(os.path.join(path, "results.json"), "w") as f:
+            json.dump({"test_accuracy": acc, "learned_policy": {
+                "op_probability": probs, "destructive_op": "sample_pairing"}}, f)
+
+
+def test_seed_study_table(tmp_path):
+    study = _module("seed_study")
+    runs = tmp_path / "runs"
+    low = {"a": 0.04, "b": 0.05, "c": 0.06, "sample_pairing": 0.01}   # median 0.045
+    mid = {"a": 0.04, "b": 0.05, "c": 0.06, "sample_pairing": 0.055}  # median 0.0525
+    _run(str(runs / "gar_s100"), low, [(1, 0.4), (2, 0.3), (2, 0.2), (3, 0.1)], acc=0.99)
+    _run(str(runs / "gar_s101"), mid, [(1, 0.5)], acc=0.97)
+    _run(str(runs / "gar_s102"), low, [(1, 0.5)], finished=False)      # still running
+    _run(str(runs / "gar_contribution_s100"), low, [(1, 0.4)])
+    table = study.collect(str(runs))
+    assert sorted(table) == ["gar", "gar_contribution"] and sorted(table["gar"]) == [100, 101]
+    r = table["gar"][100]
+    assert (r["rank"], r["num_ops"]) == (1, 4)
+    assert r["ratio_to_median"] == pytest.approx(0.01 / 0.045)
+    assert (r["keep_epochs"], r["keep_curve"], r["keep_end"]) == ([1, 2, 3], [0.4, 0.2, 0.1], 0.1)
+    assert table["gar"][101]["rank"] == 3
+    s = study.summary(table["gar"])
+    assert (s["seeds"], s["lowest3"], s["lowest"], s["below_0.6_median"]) == (2, 2, 1, 1)
+    assert s["acc_mean"] == pytest.approx(98.0) and s["acc_std"] == pytest.approx(math.sqrt(2))
+    out = tmp_path / "out"
+    study.main(["--runs", str(runs), "--out", str(out), "--seeds-planned", "20",
+                "--header", "# Seed study"])
+    md = (out / "seed_study.md").read_text()
+    assert md.count("### gar (partial: 2 of 20 seeds)") == 1
+    assert md.count("### gar_contribution (partial: 1 of 20 seeds)") == 1
+    assert md.count("### ") == 2 and md.startswith("# Seed study")
+    assert "| 100 | 0.100 | 0.0100 | 1 of 4 | 0.22 | 99.00 |" in md
+    assert set(json.loads((out / "seed_study.json").read_text())) == {"gar", "gar_contribution"}
+    study.main(["--runs", str(runs), "--out", str(out), "--seeds", "101"])
+    md = (out / "seed_study.md").read_text()
+    assert "| 101 |" in md and "| 100 |" not in md and "gar_contribution" not in md
+
+
+def test_diagnose_pools_over_steps(tmp_path):
+    diagnose = _module("diagnose")
+    run = tmp_path / "run"
+    os.makedirs(run)
+    (run / "config.json").write_text(json.dumps({"batch_size": 10}))
+    # Two records: 2 step pairs (steps 0-4, the first half) then 3 (steps 4-10), of one op.
+    recs = [{"step": 4, "epoch": 1, "train/op_applied/x": 0.2, "train/op_weight/x": -0.1,
+             "train/op_weight_sq/x": 0.3, "train/keep/x": 0.25,
+             "train/op_rank_weight/x": 0.1, "train/op_rank_weight_sq/x": 0.2},
+            {"step": 10, "epoch": 2, "train/op_applied/x": 0.4, "train/op_weight/x": 0.2,
+             "train/op_weight_sq/x": 0.5, "train/keep/x": 0.2,
+             "train/op_rank_weight/x": -0.3, "train/op_rank_weight_sq/x": 0.4}]
+    (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    d = diagnose.diagnose(str(run))["ops"]["x"]
+    n, s, s2 = 2 * 0.2 + 3 * 0.4, 2 * -0.1 + 3 * 0.2, 2 * 0.3 + 3 * 0.5  # pair-weighted
+    assert d["applied_share"] == pytest.approx(n / 5)
+    assert d["images"] == pytest.approx(n * 10)
+    assert d["mean_weight"] == pytest.approx(s / n)
+    assert d["std_weight"] == pytest.approx(math.sqrt(s2 / n - (s / n) ** 2))
+    assert d["z"] == pytest.approx((s / n) / (d["std_weight"] / math.sqrt(n * 10)))
+    assert d["mean_weight_first_half"] == pytest.approx(-0.1 / 0.2)
+    assert d["mean_weight_second_half"] == pytest.approx(0.2 / 0.4)
+    assert d["keep_logit_end"] == pytest.approx(math.log(0.2 / 0.8))
+    u, u2 = 2 * 0.1 + 3 * -0.3, 2 * 0.2 + 3 * 0.4
+    u_std = math.sqrt(u2 / n - (u / n) ** 2)
+    assert d["rank_z"] == pytest.approx((u / n) / (u_std / math.sqrt(n * 10)))
