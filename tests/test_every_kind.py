@@ -210,5 +210,7 @@ def test_mixture(tmp_path, monkeypatch, capsys):
     assert len(weights) == len(learned["source_sizes"])
     np.testing.assert_allclose(weights.sum(), 1.0, atol=1e-5)
     history = np.asarray(learned["weights_over_training"])  # rounded to 5 decimals
-    assert history.shape == (40 // 2, len(weights))  # one mixture per reward pair
+    # One mixture per reward pair: every config.reward_every steps (4 for GAR's default).
+    assert history.shape == (40 // results["config"]["reward_every"], len(weights))
+    assert results["config"]["reward_every"] == 4
     np.testing.assert_allclose(history.sum(-1), 1.0, atol=len(weights) * 5e-6)

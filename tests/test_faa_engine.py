@@ -141,7 +141,9 @@ def test_a_run_killed_in_fold_training_resumes_to_the_uninterrupted_policy(
     assert searched == expected
     results = read(a, "results.json")  # the final training's, written by the engine
     assert results["steps"] == 1437 // 64 and results["config"]["experiment"] == "faa"
-    assert results["config"]["augment_kwargs"]["policy"] == str(run / "policy.json")
+    # results.json names the config the user ran (the workdir's config.json) and the final
+    # training's augmentation: the searched policy's FAA replay.
+    assert results["config"] == read(a, "config.json") and results["augment"] == "faa"
     assert results["learned_policy"]["op_probability"] == faa_policy.op_probability(searched)
     assert results["faa"] == read(a, "search", "report.json")
     assert results["faa"]["num_sub_policies_final"] == len(searched)
