@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gar_jax import files
 from gar_jax.augment import affine
 from gar_jax.augment import applier
 from gar_jax.augment import color
@@ -132,11 +133,7 @@ def to_json(policies: dict, source: str) -> dict:
 
 def save(path: str, policies: dict, source: str) -> None:
     """Writes {name: policy} as JSON in the reference layout (atomically)."""
-    data = to_json(policies, source)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as f:
-        json.dump(data, f, indent=1)
-    os.replace(tmp, path)
+    files.write_json(path, to_json(policies, source))
 
 
 def load(path: str, name: Optional[str] = None) -> tuple:

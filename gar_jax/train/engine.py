@@ -53,6 +53,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from gar_jax.files import write_json, write_text  # noqa: F401 (re-exported)
 from gar_jax.data import sources, stats
 from gar_jax.data.device import DeviceDataset, EvalBatches
 from gar_jax.errors import ConfigError
@@ -266,19 +267,6 @@ class Preempted(Exception):
         self.signum, self.step, self.workdir = signum, step, workdir
         super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint "
                          f"saved in {workdir}: rerun the same command to resume")
-
-
-def write_text(path: str, text: str) -> None:
-    """Writes `text` to `path` atomically (a killed run never leaves a half-written file)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def write_json(path: str, obj) -> None:
-    """Writes `obj` as JSON (indent 1) atomically."""
-    write_text(path, json.dumps(obj, indent=1))
 
 
 def finished_results(workdir: str) -> Optional[dict]:
