@@ -57,14 +57,16 @@ def get_config():
     c.ola.reward_normalization = "batch"  # rewards normalized over the global batch ("batch"),
                                    # or per sampler over its B/E images ("sampler", CIFAR's)
     c.ola.reward = "gar"           # "gar" or "nslr" (next-step loss, normalized across steps)
-    c.ola.gar_method = "layerwise"  # "layerwise", "jvp" or "vmap" (all exact, same numbers)
+    c.ola.gar_method = "jvp"       # "jvp", "vmap" or "layerwise" (all exact, same numbers);
+                                   # jvp in num_chunks chunks: configs/cifar10_ola.py
+    c.ola.num_chunks = 2           # jvp/vmap: cut each device's batch into this many chunks
     c.ola.gar_convention = "frozen"  # layerwise on BatchNorm nets: frozen batch statistics
                                    # (== jvp/vmap), or "contribution" (the authors'; see
                                    # configs/cifar10_ola.py)
     c.ola.gar_remat = False        # layerwise: recompute layer inputs at step t+1 (less memory)
     c.ola.gar_store = "auto"       # layerwise: per layer keep "activations" or per-example
                                    # "gradients"; "auto": whichever is smaller
-    c.ola.chunk_size = 0           # jvp/vmap: examples per chunk (bounds memory); 0 = all
+    c.ola.chunk_size = 0           # jvp/vmap: examples per chunk instead (0: use num_chunks)
     c.ola.learning_rate = 0.1      # Adam on the policy logits
     c.ola.b1 = 0.0                 # Adam's beta1
     c.ola.clip = 5.0               # gradient value clipping (0 = none)

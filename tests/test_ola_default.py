@@ -12,7 +12,7 @@ from gar_jax.augment import ola as ola_policy
 from gar_jax.augment import spaces
 from gar_jax.methods import ola
 from gar_jax.mesh import make_mesh
-from gar_jax.train.defaults import load_config
+from config_files import load as load_config
 from gar_jax.train.state import TrainState
 
 from test_ola_frozen_stats import SPACE, _case, float64  # noqa: F401  (float64: a fixture)
