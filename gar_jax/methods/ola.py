@@ -318,7 +318,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         rewards = reward_fn(state, kept, images, labels, g, m_plain["loss"])
         groups = (ola.ensemble_size(state.policy)  # each sampler its own B/E rewards
                   if opts.reward == "gar" and opts.reward_normalization == "sampler" else None)
-        policy, policy_opt_state, reward_stats, _ = reinforce.reward_update(
+        policy, policy_opt_state, reward_stats, weights = reinforce.reward_update(
             meta_tx, state.policy, state.policy_opt_state, state.reward_stats,
             lambda p: ola.log_prob(p, sample, replace=opts.replace), rewards,
             normalizer=normalizer if opts.reward == "nslr" else None, groups=groups)
@@ -335,7 +335,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
             metrics["learning_rate"] = schedule(state.step)
         metrics.update(_policy_metrics(policy, space))
         metrics.update(op_reward_metrics(
-            sample, weights, space, rank_weights=(rank_weights(rewards, groups)
+            sample, weights, space, rank_weights=(rank_weights(rewards, groups or 1)
                                                   if opts.reward == "gar" else None)))
         return new, metrics
 
