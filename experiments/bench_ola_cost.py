@@ -93,6 +93,9 @@ DIRECT_OPS = (("rotate", 15.0, True), ("shear_x", 0.15, True), ("shear_y", 0.15,
               ("translate_x", 5.0, True), ("translate_y", 5.0, True), ("color", 1.5, False),
               ("contrast", 1.5, False), ("brightness", 1.5, False), ("sharpness", 1.5, False))
 
+CIFAR10_OLA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                           "configs", "cifar10_ola.py")
+
 
 def standard(key, images):
     return policies.standard(key, images)
@@ -234,7 +237,7 @@ def bench_model(depth, width, batch, norm, reps, methods):
             core, init = direct_core(model, tx, mesh)
             todo.append(Method(name, "standard", core, init(fresh()), mesh))
         elif name == "default":  # whatever configs/cifar10_ola.py uses
-            default = defaults.load_config("cifar10_ola").ola
+            default = defaults.load_config(CIFAR10_OLA).ola
             for field in GAR_FIELDS:
                 config.ola[field] = default[field]
             print("  default      = " + ", ".join(f"{f}={default[f]}" for f in GAR_FIELDS),
