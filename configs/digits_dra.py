@@ -51,7 +51,7 @@ def get_config():
     # final training above with the policy replayed as a fixed policy.
     c.dra = ml_collections.ConfigDict()
     c.dra.policy = "search"        # "search", a published policy ("cifar10", "cifar100", or a
-                                   # name of gar_jax.augment.dra.PUBLISHED) or a policy JSON path
+                                   # name in gar_jax.augment.dra_policy.PUBLISHED) or a JSON path
     c.dra.policy_name = ""         # which policy of a JSON holding several ("" = its only one)
     c.dra.destructive_op = False   # search over the 16 DRA ops + sample_pairing (alpha 1)
     c.dra.p_min = 0.2              # apply probability p ~ U(p_min, p_max) per layer

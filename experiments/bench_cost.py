@@ -52,7 +52,7 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 import bench_ola_cost  # noqa: E402
-from gar_jax.augment import faa, policies, spaces  # noqa: E402
+from gar_jax.augment import faa_policy, policies, spaces  # noqa: E402
 from gar_jax.data import stats  # noqa: E402
 from gar_jax.mesh import data_sharding, make_mesh, replicated  # noqa: E402
 from gar_jax.methods import dra, ola, smart_aug  # noqa: E402
@@ -175,12 +175,12 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
         elif name == "faa_score":
             candidates, images = (int(v) for v in faa_spec.split(":"))
             copies = 5
-            scorer = faa_method.Scorer(model, frozenset(faa.OP_NAME[o] for o in faa.FAA_OPS),
+            scorer = faa_method.Scorer(model, frozenset(faa_policy.OP_NAME[o] for o in faa_policy.FAA_OPS),
                                        copies, None, candidates)
             folds = jax.tree.map(lambda v: v[None], {"params": state.params,
                                                      "batch_stats": state.batch_stats})
             prng = np.random.RandomState(seed)
-            tabs = [faa.tables(tuple(tuple((faa.FAA_OPS[prng.randint(15)], prng.rand(),
+            tabs = [faa_policy.tables(tuple(tuple((faa_policy.FAA_OPS[prng.randint(15)], prng.rand(),
                                             prng.rand()) for _ in range(2)) for _ in range(5)),
                                32, 32) for _ in range(candidates)]
             tabs = {k: jnp.asarray(np.stack([t[k] for t in tabs]))[None] for k in tabs[0]}

@@ -24,7 +24,7 @@ from PIL import Image
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
-from gar_jax.augment import faa  # noqa: E402
+from gar_jax.augment import faa_policy  # noqa: E402
 from gar_jax.augment import pil_reference  # noqa: E402
 from gar_jax.data import sources  # noqa: E402
 from gar_jax.methods import faa as method  # noqa: E402
@@ -35,13 +35,13 @@ DIGITS_FAA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file
 
 
 def random_candidates(rng, count, f):
-    return [tuple(tuple((faa.FAA_OPS[rng.randint(15)], rng.rand(), rng.rand())
+    return [tuple(tuple((faa_policy.FAA_OPS[rng.randint(15)], rng.rand(), rng.rand())
                         for _ in range(f.num_ops)) for _ in range(f.num_sub_policies))
             for _ in range(count)]
 
 
 def stacked_tables(candidates, h, w):
-    tabs = [faa.tables(c, h, w) for c in candidates]
+    tabs = [faa_policy.tables(c, h, w) for c in candidates]
     return {k: jnp.asarray(np.stack([t[k] for t in tabs]))[None] for k in tabs[0]}
 
 
@@ -81,7 +81,7 @@ def main():
     images = jnp.asarray(data["image"][da[:1]])
     labels = jnp.asarray(data["label"][da[:1]])
     h, w = images.shape[2:4]
-    scorer = method.Scorer(model, frozenset(faa.OP_NAME[o] for o in faa.FAA_OPS), f.copies,
+    scorer = method.Scorer(model, frozenset(faa_policy.OP_NAME[o] for o in faa_policy.FAA_OPS), f.copies,
                            engine.make_augment(method.fold_config(config)), args.chunk)
     rng = np.random.RandomState(0)
     print(f"devices: {jax.device_count()} x {jax.devices()[0].platform}; load average "
@@ -149,7 +149,7 @@ def bench_asks(trials: int = 200, batch: int = 16):
                                                        n_startup_trials=f.n_startup_trials)
             asked = [study.ask() for _ in range(batch)]
             for t in asked:
-                method.suggest_policy(t, faa.FAA_OPS, f.num_sub_policies, f.num_ops)
+                method.suggest_policy(t, faa_policy.FAA_OPS, f.num_sub_policies, f.num_ops)
             for t in asked:
                 study.tell(t, rng.rand())
             done += batch

@@ -191,14 +191,14 @@ def augment_rows(args, deadline):
 
     import bench_augment
     from gar_jax.augment import get_policy, spaces
-    from gar_jax.augment import ola as sampler_lib
+    from gar_jax.augment import ola_sampler
     from gar_jax.methods import ola
 
     images = jnp.asarray(bench_augment.photo_crops(args.batch))
     fns = {name: get_policy(**spec) for name, spec in bench_augment.POLICIES.items()}
     space = spaces.get_space("wide")
     sampler = ola.make_policy_augment(space, ola.Options())
-    policy = sampler_lib.init_params(len(space), num_levels=space.num_levels, max_ops=4,
+    policy = ola_sampler.init_params(len(space), num_levels=space.num_levels, max_ops=4,
                                  ensemble_size=8 if args.batch % 8 == 0 else 1)
     fns["ola-wl (initial policy)"] = lambda key, x: sampler(policy, key, x)[0]
     rows = {}

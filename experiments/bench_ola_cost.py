@@ -49,7 +49,9 @@ import sys
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-CONFIGS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "configs")
+# The default OLA configuration: what `python -m gar_jax.main --config=configs/cifar10_ola.py` runs.
+CIFAR10_OLA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs",
+                           "cifar10_ola.py")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -93,9 +95,6 @@ DIRECT_OPS = (("rotate", 15.0, True), ("shear_x", 0.15, True), ("shear_y", 0.15,
               ("translate_x", 5.0, True), ("translate_y", 5.0, True), ("color", 1.5, False),
               ("contrast", 1.5, False), ("brightness", 1.5, False), ("sharpness", 1.5, False))
 
-CIFAR10_OLA = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
-                           "configs", "cifar10_ola.py")
-
 
 def standard(key, images):
     return policies.standard(key, images)
@@ -104,7 +103,7 @@ def standard(key, images):
 def build(depth, width, batch, norm, seed=0):
     """Model, optimizer, OLA config and state, and two random CIFAR-shaped batches on 1 device."""
     mesh = make_mesh(jax.devices()[:1])
-    config = defaults.load_config(os.path.join(CONFIGS, "cifar10_ola.py"))
+    config = defaults.load_config(CIFAR10_OLA)
     config.model.norm = norm
     config.ola.ensemble_size = 8 if batch % 8 == 0 else 1
     mean, std = stats.mean_std("cifar10")

@@ -208,14 +208,11 @@ class Mixture:
         """
         _check_rewards(source_ids, rewards)
         rewards = jnp.asarray(rewards, jnp.float32)
-        weights = self.weights(state, rewards)
-        at = state.logits if logits_at is None else logits_at
-        logits, opt_state = reinforce.policy_update(
-            self.meta_tx, state.logits, state.opt_state,
-            lambda phi: jax.nn.log_softmax(phi)[source_ids], weights, at=at)
-        stats = state.reward_stats
-        if self.normalization == "running":
-            stats = self.normalizer.update(stats, rewards)
+        logits, opt_state, stats, _ = reinforce.reward_update(
+            self.meta_tx, state.logits, state.opt_state, state.reward_stats,
+            lambda phi: jax.nn.log_softmax(phi)[source_ids], rewards,
+            normalizer=self.normalizer if self.normalization == "running" else None,
+            at=logits_at)
         new = state.replace(logits=logits, opt_state=opt_state, reward_stats=stats,
                             updates=state.updates + 1)
         ok = jnp.all(jnp.isfinite(rewards))

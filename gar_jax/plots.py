@@ -1,6 +1,7 @@
 """Plots of what was learned, written as PNG files (matplotlib, no display needed): every
-learner's figures (the toy split's Figure 2, OLA, smart_aug, DRA, FAA), drawn from the records of
-`gar_jax.report.PolicyRecorder` (policy_history.jsonl) or the learned policy itself."""
+learner's figures (the toy split's Figure 2, OLA, smart_aug, DRA, FAA, the data mixtures), drawn
+from the records of `gar_jax.report.PolicyRecorder` (policy_history.jsonl), the learned policy
+itself, or a mixture's weights over training."""
 import os
 
 import matplotlib
@@ -9,7 +10,7 @@ matplotlib.use("Agg")  # Files only: works on headless machines and inside tests
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from gar_jax.augment import dra, faa, smart, spaces  # noqa: E402
+from gar_jax.augment import dra_policy, faa_policy, smart_augment, spaces  # noqa: E402
 
 
 def mean_band(ax, x, curves, *, color, label, linewidth=1.5):
@@ -127,7 +128,7 @@ def smart_aug_policy_figure(history, space, workdir: str) -> None:
     epochs = np.array([r["epoch"] for r in history])
     p = np.array([r["distribution"] for r in history])      # [T, A]
     mag = np.array([r["magnitude"] for r in history])       # [T, A]
-    learn = smart.learnable_magnitude(space)
+    learn = smart_augment.learnable_magnitude(space)
     colors = plt.cm.tab20(np.linspace(0, 1, len(names)))
     fig, (ax_p, ax_m) = plt.subplots(1, 2, figsize=(12, 4))
     for a, name in enumerate(names):
@@ -161,8 +162,8 @@ def dra_policy_figures(history, names, workdir: str) -> None:
     fig, axes = plt.subplots(1, layers, figsize=(6 * layers, 4), squeeze=False)
     for layer, ax in enumerate(axes[0]):
         for j, n in enumerate(names):
-            ax.plot(epochs, soft[:, layer, j], color=colors[j], label=dra.OUR_NAME[n],
-                    linewidth=2.5 if n == dra.DESTRUCTIVE else 1.2)
+            ax.plot(epochs, soft[:, layer, j], color=colors[j], label=dra_policy.OUR_NAME[n],
+                    linewidth=2.5 if n == dra_policy.DESTRUCTIVE else 1.2)
         ax.axhline(1 / len(names), color="grey", linestyle=":", linewidth=1)
         ax.set(xlabel="search epoch", ylabel="softmax(W)", title=f"op probability, layer "
                f"{layer + 1}", ylim=(0, None))
@@ -184,7 +185,7 @@ def dra_policy_figures(history, names, workdir: str) -> None:
             mu, sd = mean[layer, j], max(std[layer, j], 1e-3)
             density = np.exp(-0.5 * ((grid - mu) / sd) ** 2) / (sd * np.sqrt(2 * np.pi))
             ax.plot(grid, density, label=f"layer {layer + 1}")
-        ax.set_title(f"{dra.OUR_NAME[names[j]]}", fontsize=8)
+        ax.set_title(f"{dra_policy.OUR_NAME[names[j]]}", fontsize=8)
         ax.tick_params(labelsize=6)
     axes.flat[0].legend(fontsize=6)
     fig.suptitle("magnitude m ~ N(M_MEAN, M_STD) before clipping to [0, 1] (final policy)")
@@ -194,16 +195,16 @@ def dra_policy_figures(history, names, workdir: str) -> None:
 
 
 def faa_policy_figure(policy, path: str, title: str = "") -> None:
-    """FAA's final policy (`gar_jax.augment.faa` sub-policies): a bar chart of op_probability
+    """FAA's final policy (`gar_jax.augment.faa_policy` sub-policies): a bar chart of op_probability
     and a scatter of (op, step probability, level)."""
-    probs = faa.op_probability(policy)
+    probs = faa_policy.op_probability(policy)
     fig, (a, b) = plt.subplots(1, 2, figsize=(12, 4))
     names = list(probs)
     a.bar(range(len(names)), [probs[n] for n in names], color="tab:blue")
     a.set_xticks(range(len(names)), names, rotation=60, ha="right")
     a.set_ylabel("P(image gets op)")
     a.set_title(f"{title} op probability ({len(policy)} sub-policies)")
-    inv = {v: k for k, v in faa.OP_NAME.items()}
+    inv = {v: k for k, v in faa_policy.OP_NAME.items()}
     for i, n in enumerate(names):
         steps = [(p, lv) for sub in policy for o, p, lv in sub if o == inv[n]]
         if steps:
@@ -215,4 +216,47 @@ def faa_policy_figure(policy, path: str, title: str = "") -> None:
     b.set_title("steps of the final policy")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def mixture_figure(histories: dict, names, path: str, *, steps_per_point: int = 1,
+                   highlight=(), title: str = "") -> None:
+    """Each source's sampling probability over training, one panel per method.
+
+    Args:
+      histories: ``{method: float [runs, points, K]}``; the mean over runs is drawn with a
+        +-1 std band. Sources in `highlight` (the harmful ones) are drawn thick and dashed.
+      names: the K source names; steps_per_point: SGD steps between points (an int, or
+        ``{method: int}`` when the methods record at different intervals).
+    """
+    methods = list(histories)
+    cols = min(4, len(methods))
+    rows = -(-len(methods) // cols)
+    fig, axes = plt.subplots(rows, cols, squeeze=False, sharey=True,
+                             figsize=(4.2 * cols, 3.0 * rows))
+    colors = plt.get_cmap("tab10")
+    for i, method in enumerate(methods):
+        ax = axes[i // cols, i % cols]
+        h = np.asarray(histories[method], np.float64)
+        every = (steps_per_point[method] if isinstance(steps_per_point, dict)
+                 else steps_per_point)
+        x = np.arange(h.shape[1]) * every
+        for j, name in enumerate(names):
+            bad = name in highlight
+            mean_band(ax, x, h[:, :, j], color=colors(j % 10), label=name,
+                            linewidth=2.5 if bad else 1.2)
+            if bad:
+                ax.lines[-1].set_linestyle("--")
+        ax.set_title(method)
+        ax.set_xlabel("SGD step")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+    for i in range(len(methods), rows * cols):
+        axes[i // cols, i % cols].set_visible(False)
+    axes[0, 0].set_ylabel("sampling probability")
+    axes[0, 0].legend(fontsize=7, loc="upper left")
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -191,7 +191,8 @@ def reward_update(meta_tx: optax.GradientTransformation, params, opt_state, rewa
                   log_prob_fn: Callable, rewards: jax.Array, *,
                   normalizer: RunningNormalizer | None = None, groups: int | None = None,
                   at=None):
-    """Rewards -> one policy update: the meta step of every REINFORCE learner (OLA, toy split).
+    """Rewards -> one policy update: the meta step of every REINFORCE learner (OLA, the toy
+    split, the data mixtures).
 
     The raw rewards (float[B]) are normalized across steps with `normalizer` (NSLR: the
     statistics of previous steps, then this step's rewards are added to them), or per batch

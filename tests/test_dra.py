@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from gar_jax.augment import applier, color, dra, ops, pil_reference, policies
+from gar_jax.augment import applier, color, dra_policy, ops, pil_reference, policies
 from gar_jax.errors import ConfigError
 
 import config_files
@@ -49,30 +49,30 @@ def test_solarize_add_matches_pillow_and_numpy():
 def test_each_op_at_its_dra_magnitude_equals_pillow_at_the_mapped_argument():
     """Replay (and the search's exact ops): the applier on the magnitude grid equals Pillow's op
     at the argument the reference JSON prescribes, for every op, magnitude and sign."""
-    names = dra.DRA_OPS + (dra.DESTRUCTIVE,)
-    grid, size = dra.GRID, 32
+    names = dra_policy.DRA_OPS + (dra_policy.DESTRUCTIVE,)
+    grid, size = dra_policy.GRID, 32
     cases = [(j, m, s) for j in range(len(names)) for m in (0.0, 0.137, 0.5, 0.803, 1.0)
-             for s in (1, -1) if s == 1 or names[j] in dra.SIGNED]
+             for s in (1, -1) if s == 1 or names[j] in dra_policy.SIGNED]
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (len(cases), size, size, 3), np.uint8)
     op = np.array([[j] for j, _, _ in cases], np.int32)
     levels = np.array([[grid + round(s * m * grid)] for _, m, s in cases], np.int32)
     key = jax.random.PRNGKey(3)
-    out = np.asarray(applier.apply_sequence(dra.replay_space(names, size, size), key, images,
+    out = np.asarray(applier.apply_sequence(dra_policy.replay_space(names, size, size), key, images,
                                             op, levels, np.ones_like(op, bool)))
     _, center = applier.slot_randomness(key, len(cases), 1, size, size)
     center = np.asarray(center)
     for i, (j, m, s) in enumerate(cases):
         name = names[j]
         arg = hand_argument(name, m, s, size)
-        assert arg == pytest.approx(dra.argument(name, s * m, size, size)) if arg is not None \
-            else dra.argument(name, s * m) is None
+        assert arg == pytest.approx(dra_policy.argument(name, s * m, size, size)) if arg is not None \
+            else dra_policy.argument(name, s * m) is None
         kwargs = {}
         if name == "Cutout":
             kwargs["center"] = tuple(center[i, 0])
-        if name == dra.DESTRUCTIVE:
+        if name == dra_policy.DESTRUCTIVE:
             kwargs["other"] = images[i - 1]
-        expected = pil_reference.apply_array(dra.OUR_NAME[name], images[i], arg, **kwargs)
+        expected = pil_reference.apply_array(dra_policy.OUR_NAME[name], images[i], arg, **kwargs)
         if name in ("Brightness", "Color", "Sharpness", "Contrast"):
             # The batched applier's blends may differ from Pillow by one level (its own
             # tests allow the same); everything else is exact.
@@ -85,23 +85,23 @@ def test_each_op_at_its_dra_magnitude_equals_pillow_at_the_mapped_argument():
 def test_argument_table_matches_reference_file():
     with open(REFERENCE, encoding="utf-8") as f:
         data = json.load(f)
-    assert tuple(data["ops"]) == dra.DRA_OPS
+    assert tuple(data["ops"]) == dra_policy.DRA_OPS
     text = json.dumps(data["magnitude_to_argument"])
     for piece in ("m * 0.3", "m * 10 pixels", "m * 30 degrees", "1 + s * 0.9 * m",
                   "max(H, W) * 0.2 * m", "ceil(256 - 256 * m)", "ceil(8 - 4 * m)",
                   "int(110 * m)"):
         assert piece in text, piece
     for name in ("WRN-28-10 on CIFAR-10", "WRN-28-10 on CIFAR-100"):
-        params, names = dra.load_policy(REFERENCE, name)
-        assert names == dra.DRA_OPS
+        params, names = dra_policy.load_policy(REFERENCE, name)
+        assert names == dra_policy.DRA_OPS
         for k in ("W", "M_MEAN", "M_STD"):
-            np.testing.assert_allclose(params[k], np.asarray(dra.PUBLISHED[name][k]), atol=1e-7)
+            np.testing.assert_allclose(params[k], np.asarray(dra_policy.PUBLISHED[name][k]), atol=1e-7)
 
 
 def test_gumbel_one_hot_frequencies_and_straight_through_gradient():
     logits = jnp.asarray(np.random.default_rng(2).normal(0, 0.8, 16), jnp.float32)
     n = 40000
-    _, index = jax.vmap(lambda k: dra.gumbel_one_hot(k, logits, 0.5))(
+    _, index = jax.vmap(lambda k: dra_policy.gumbel_one_hot(k, logits, 0.5))(
         jax.random.split(jax.random.PRNGKey(0), n))
     counts = np.bincount(np.asarray(index), minlength=16)
     p = np.exp(np.asarray(logits, np.float64))
@@ -109,9 +109,9 @@ def test_gumbel_one_hot_frequencies_and_straight_through_gradient():
     assert stats.chisquare(counts, expected).pvalue > 1e-3, (counts, expected)
     # Forward: an exact one-hot; backward: the gradient of softmax((logits + g) / tau).
     key, c = jax.random.PRNGKey(5), jnp.arange(16.0)
-    onehot, idx = dra.gumbel_one_hot(key, logits, 0.5)
+    onehot, idx = dra_policy.gumbel_one_hot(key, logits, 0.5)
     np.testing.assert_array_equal(onehot, jax.nn.one_hot(idx, 16))
-    grad = jax.grad(lambda w: jnp.sum(dra.gumbel_one_hot(key, w, 0.5)[0] * c))(logits)
+    grad = jax.grad(lambda w: jnp.sum(dra_policy.gumbel_one_hot(key, w, 0.5)[0] * c))(logits)
     g = jax.random.gumbel(key, logits.shape)
     soft = jax.nn.softmax((logits + g) / 0.5)
     np.testing.assert_allclose(grad, soft * (c - jnp.sum(soft * c)) / 0.5, rtol=1e-5, atol=1e-6)
@@ -123,7 +123,7 @@ def test_magnitude_gradients_are_the_authors_input_straight_through():
     argument where the TF op has one (enhancer factors, SolarizeAdd's float addition); geometric
     ops get no gradient through the transform. Forward values: Pillow (exact ops), the float
     formula (SolarizeAdd)."""
-    names = dra.DRA_OPS + (dra.DESTRUCTIVE,)
+    names = dra_policy.DRA_OPS + (dra_policy.DESTRUCTIVE,)
     rng = np.random.default_rng(4)
     n, size = len(names), 8
     xi = rng.integers(0, 256, (n, size, size, 3)).astype(np.float32)
@@ -135,20 +135,20 @@ def test_magnitude_gradients_are_the_authors_input_straight_through():
     key = jax.random.PRNGKey(0)
 
     def objective(m):  # per image: <op_i(x_i, m_i), R_i>
-        return jnp.sum(dra.apply_ops(names, key, x, op, m, sign) * r, axis=(1, 2, 3))
+        return jnp.sum(dra_policy.apply_ops(names, key, x, op, m, sign) * r, axis=(1, 2, 3))
 
-    fn = jax.jit(lambda m: (dra.apply_ops(names, key, x, op, m, sign),
+    fn = jax.jit(lambda m: (dra_policy.apply_ops(names, key, x, op, m, sign),
                             jax.grad(lambda mm: jnp.sum(objective(mm)))(m)))
     out, g = (np.asarray(a, np.float64) for a in fn(m))
-    mq = np.round(np.asarray(m, np.float64) * dra.GRID) / dra.GRID
+    mq = np.round(np.asarray(m, np.float64) * dra_policy.GRID) / dra_policy.GRID
     _, center = applier.slot_randomness(key, n, 1, size, size)
     center = np.asarray(center)[:, 0]
     for i, name in enumerate(names):
         s, mi, ri, xv = float(sign[i]), float(m[i]), r[i], xi[i].astype(np.float64)
         if name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
             # J 1 of the bilinear warp: the warp of an all-ones image (the in-image weight).
-            ones = ops.apply(dra.OUR_NAME[name], jnp.ones((size, size, 3)),
-                             dra.argument(name, s * mi), mode="bilinear")
+            ones = ops.apply(dra_policy.OUR_NAME[name], jnp.ones((size, size, 3)),
+                             dra_policy.argument(name, s * mi), mode="bilinear")
             expected = np.sum(np.asarray(ones) * ri)
         elif name == "Brightness":
             f = 1 + 0.9 * s * mi
@@ -169,13 +169,13 @@ def test_magnitude_gradients_are_the_authors_input_straight_through():
             inside = (value >= 0) & (value <= 255)
             expected = np.sum(np.where(inside, (1 + 0.9 * s * (xv - deg)) * ri, 0))
         elif name == "Cutout":
-            side = dra.argument(name, mq[i], size, size)
+            side = dra_policy.argument(name, mq[i], size, size)
             top, left = center[i] - side // 2
             hole = np.zeros((size, size), bool)
             hole[max(top, 0):max(top + side, 0), max(left, 0):max(left + side, 0)] = True
             expected = np.sum(np.where(hole[..., None], 0, ri))
         elif name == "Solarize":
-            expected = np.sum(np.where(xv < dra.argument(name, mq[i]), ri, -ri))
+            expected = np.sum(np.where(xv < dra_policy.argument(name, mq[i]), ri, -ri))
         elif name in ("Posterize", "Equalize"):
             expected = np.sum(ri)
         elif name == "Invert":
@@ -191,12 +191,12 @@ def test_magnitude_gradients_are_the_authors_input_straight_through():
             expected = 0.0
         np.testing.assert_allclose(g[i], expected, rtol=1e-4, atol=1e-3 * np.abs(ri).sum(),
                                    err_msg=name)
-        if name not in dra.SIGNED | {"SolarizeAdd"}:  # not float in the search: Pillow exact
-            arg = dra.argument(name, mq[i], size, size)
+        if name not in dra_policy.SIGNED | {"SolarizeAdd"}:  # not float in the search: Pillow exact
+            arg = dra_policy.argument(name, mq[i], size, size)
             kwargs = {"center": tuple(center[i])} if name == "Cutout" else {}
-            if name == dra.DESTRUCTIVE:
+            if name == dra_policy.DESTRUCTIVE:
                 kwargs["other"] = xi[i - 1].astype(np.uint8)
-            expected_image = pil_reference.apply_array(dra.OUR_NAME[name], xi[i].astype(np.uint8),
+            expected_image = pil_reference.apply_array(dra_policy.OUR_NAME[name], xi[i].astype(np.uint8),
                                                        arg, **kwargs)
             np.testing.assert_array_equal(out[i], expected_image, err_msg=name)
 
@@ -235,7 +235,7 @@ def slow_search_augment(params, key, images, names, tau, host, p_min=0.2, p_max=
     chosen op on x_m if it fires (else x), times hardwts[j], plus hardwts[k] * 1 for the others.
     Exact ops: forward the library's single-image Pillow-exact op, gradient that of the TF op.
     ``host``: the same params as numpy arrays, for the draws that are integers (op, grid)."""
-    params, host = dra.clip_params(params), dra.clip_params(host)
+    params, host = dra_policy.clip_params(params), dra_policy.clip_params(host)
     b, size = images.shape[0], images.shape[1]
     layers, num_ops = params["W"].shape
     draws = _layer_draws(key, b, num_ops, layers, p_min, p_max)
@@ -254,26 +254,26 @@ def slow_search_augment(params, key, images, names, tau, host, p_min=0.2, p_max=
             m = jnp.clip(params["M_MEAN"][l, j] + d["eps"][i] * params["M_STD"][l, j], 0.0, 1.0)
             m_host = float(np.clip(host["M_MEAN"][l, j] + d["eps"][i] * host["M_STD"][l, j],
                                    0.0, 1.0))
-            mq = round(m_host * dra.GRID) / dra.GRID
-            s = d["sign"][i] if name in dra.SIGNED else 1.0
+            mq = round(m_host * dra_policy.GRID) / dra_policy.GRID
+            s = d["sign"][i] if name in dra_policy.SIGNED else 1.0
             xi = x[i]
             x_m = xi + m - sg(m)
             rounded = jnp.clip(jnp.round(sg(xi)), 0, 255).astype(jnp.uint8)
-            our = dra.OUR_NAME[name]
+            our = dra_policy.OUR_NAME[name]
             if name in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"):
-                y = ops.apply(our, x_m, dra.argument(name, s * m_host), mode="bilinear")
+                y = ops.apply(our, x_m, dra_policy.argument(name, s * m_host), mode="bilinear")
             elif name in ("Brightness", "Color", "Sharpness", "Contrast"):
                 y = tf_blend(name, x_m, 1 + 0.9 * s * m)
             elif name == "SolarizeAdd":
                 added = x_m + 110 * m
                 y = jnp.where(xi < 128, jnp.where(added > 255, 255.0, added), x_m)
             else:
-                arg = dra.argument(name, mq, size, size)
+                arg = dra_policy.argument(name, mq, size, size)
                 if name == "Cutout":
                     exact = ops.apply(our, rounded, arg, center=tuple(center[i]))
                     hole = ops.apply(our, jnp.ones_like(rounded), arg, center=tuple(center[i]))
                     f = hole.astype(jnp.float32) * x_m
-                elif name == dra.DESTRUCTIVE:
+                elif name == dra_policy.DESTRUCTIVE:
                     neighbour = x[i - 1]
                     exact = jnp.clip(jnp.round(sg(neighbour)), 0, 255).astype(jnp.uint8)
                     f = neighbour
@@ -302,7 +302,7 @@ def test_search_step_equals_slow_per_image_loop():
     and the planted one; about 80 s: the loop runs eagerly). Apply probability U(0.7, 1) so
     that the fired ops cover every kind (asserted): geometric, enhancer, SolarizeAdd, Cutout,
     Solarize, the no-magnitude LUT ops, SamplePairing."""
-    names = dra.DRA_OPS + (dra.DESTRUCTIVE,)
+    names = dra_policy.DRA_OPS + (dra_policy.DESTRUCTIVE,)
     rng = np.random.default_rng(7)
     b = 10
     images = jnp.asarray(rng.integers(0, 256, (b, 8, 8, 3), np.uint8))
@@ -313,7 +313,7 @@ def test_search_step_equals_slow_per_image_loop():
     key = jax.random.PRNGKey(0)
 
     def fast(p):
-        out, aux = dra.search_augment(p, key, images, names=names, tau=0.5, p_min=0.7,
+        out, aux = dra_policy.search_augment(p, key, images, names=names, tau=0.5, p_min=0.7,
                                       p_max=1.0)
         return jnp.sum(out * r), (out, aux)
 
@@ -332,7 +332,7 @@ def test_search_step_equals_slow_per_image_loop():
     for kind in ({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"},
                  {"Brightness", "Color", "Sharpness", "Contrast"}, {"SolarizeAdd"}, {"Cutout"},
                  {"Solarize"}, {"Equalize", "AutoContrast", "Invert", "Posterize"},
-                 {dra.DESTRUCTIVE}):
+                 {dra_policy.DESTRUCTIVE}):
         assert kind & fired, kind
     np.testing.assert_allclose(out, expected_out, atol=2e-3)
     for k in ("W", "M_MEAN", "M_STD"):
@@ -345,12 +345,12 @@ def test_search_step_equals_slow_per_image_loop():
 def test_search_draws_per_image_with_softmax_frequencies():
     """Per image: op ~ softmax(W) (chi-square), fires with probability E[p] = 1/2, and the
     images of one batch get different ops (one batch of 3000 images, one layer)."""
-    names = dra.DRA_OPS
+    names = dra_policy.DRA_OPS
     w = jnp.asarray(np.random.default_rng(8).normal(0, 0.7, (1, 16)), jnp.float32)
-    params = {**dra.init_params(16, layers=1), "W": w}
+    params = {**dra_policy.init_params(16, layers=1), "W": w}
     n = 3000
     images = jnp.asarray(np.random.default_rng(9).integers(0, 256, (n, 4, 4, 1), np.uint8))
-    _, aux = jax.jit(lambda k: dra.search_augment(params, k, images, names=names))(
+    _, aux = jax.jit(lambda k: dra_policy.search_augment(params, k, images, names=names))(
         jax.random.PRNGKey(3))
     op, fired = np.asarray(aux["op"][:, 0]), np.asarray(aux["fired"][:, 0])
     soft = np.exp(np.asarray(w[0], np.float64))
@@ -362,10 +362,10 @@ def test_search_draws_per_image_with_softmax_frequencies():
 
 
 def test_search_augment_same_key_same_batch():
-    names = dra.DRA_OPS + (dra.DESTRUCTIVE,)
+    names = dra_policy.DRA_OPS + (dra_policy.DESTRUCTIVE,)
     images = jnp.asarray(np.random.default_rng(6).integers(0, 256, (4, 8, 8, 3), np.uint8))
-    params = dra.init_params(len(names))
-    fn = jax.jit(lambda k: dra.search_augment(params, k, images, names=names)[0])
+    params = dra_policy.init_params(len(names))
+    fn = jax.jit(lambda k: dra_policy.search_augment(params, k, images, names=names)[0])
     a, b = fn(jax.random.PRNGKey(11)), fn(jax.random.PRNGKey(11))
     np.testing.assert_array_equal(a, b)
     assert not np.array_equal(a, fn(jax.random.PRNGKey(12)))
@@ -383,21 +383,21 @@ def test_pipelines_in_the_authors_order(tmp_path):
     config.standard.pad, config.standard.cutout, config.standard.fill_mean = 2, 3, False
     config.dra.p_min = config.dra.p_max = 1.0
     images = jnp.full((64, 8, 8, 1), 100, jnp.uint8)
-    params = dra.init_params(16)
-    params["W"] = params["W"].at[0, dra.DRA_OPS.index("Invert")].set(50.0)
-    params["W"] = params["W"].at[1, dra.DRA_OPS.index("Brightness")].set(50.0)
+    params = dra_policy.init_params(16)
+    params["W"] = params["W"].at[0, dra_policy.DRA_OPS.index("Invert")].set(50.0)
+    params["W"] = params["W"].at[1, dra_policy.DRA_OPS.index("Brightness")].set(50.0)
     params["M_MEAN"] = params["M_MEAN"].at[1].set(0.0)
     params["M_STD"] = params["M_STD"].at[1].set(0.0)
     key = jax.random.PRNGKey(4)
     for crop_flip in (False, True):
-        pipeline = method.make_search_pipeline(config, dra.DRA_OPS, crop_flip=crop_flip)
+        pipeline = method.make_search_pipeline(config, dra_policy.DRA_OPS, crop_flip=crop_flip)
         clean = np.asarray(jax.jit(lambda k: pipeline(params, k, images)[0])(key))
         # No crop: the batch itself; crop: some images show the zero padding.
         assert (clean == 0).any() == crop_flip
         if not crop_flip:
             np.testing.assert_array_equal(clean, images)
     path = tmp_path / "invert.json"
-    path.write_text(dra.to_json(params, dra.DRA_OPS))
+    path.write_text(dra_policy.to_json(params, dra_policy.DRA_OPS))
     out = np.asarray(jax.jit(method.make_replay_augment(config, str(path), None))(key, images))
     assert set(np.unique(out).tolist()) == {0, 155, 255}
     holes = (out == 0).reshape(64, -1).sum(1)
@@ -406,11 +406,11 @@ def test_pipelines_in_the_authors_order(tmp_path):
 
 def test_replay_reproduces_published_policy_statistics():
     policy = policies.get_policy("dra", policy="WRN-28-10 on CIFAR-10")
-    params = dra.PUBLISHED["WRN-28-10 on CIFAR-10"]
+    params = dra_policy.PUBLISHED["WRN-28-10 on CIFAR-10"]
     n = 40000
     op, levels, active = (np.asarray(a) for a in jax.jit(policy.sample, static_argnums=1)(
         jax.random.PRNGKey(0), n))
-    m = np.abs(levels - dra.GRID) / dra.GRID
+    m = np.abs(levels - dra_policy.GRID) / dra_policy.GRID
     for layer in range(2):
         w = np.asarray(params["W"][layer])
         expected = n * np.exp(w) / np.exp(w).sum()
@@ -428,22 +428,22 @@ def test_replay_reproduces_published_policy_statistics():
             assert stats.chisquare(bins).pvalue > 1e-3, (layer, j, bins)
     # Fires with p ~ U(0.2, 0.8): probability 1/2; signed ops negative half of the time.
     assert stats.binomtest(int(active.sum()), active.size, 0.5).pvalue > 1e-3
-    signed = np.isin(op, [dra.DRA_OPS.index(s) for s in dra.SIGNED]) & (m > 0)
-    negative = int((levels[signed] < dra.GRID).sum())
+    signed = np.isin(op, [dra_policy.DRA_OPS.index(s) for s in dra_policy.SIGNED]) & (m > 0)
+    negative = int((levels[signed] < dra_policy.GRID).sum())
     assert stats.binomtest(negative, int(signed.sum()), 0.5).pvalue > 1e-3
 
 
 def test_replay_same_key_same_batch_and_searched_json_roundtrip(tmp_path):
-    params = dra.init_params(17)
+    params = dra_policy.init_params(17)
     params["W"] = params["W"].at[:, 16].set(-3.0)
     params["M_MEAN"] = params["M_MEAN"].at[0, 3].set(1.7)  # clipped to 1 in the JSON
     path = tmp_path / "policy.json"
-    path.write_text(dra.to_json(params, dra.DRA_OPS + (dra.DESTRUCTIVE,)))
+    path.write_text(dra_policy.to_json(params, dra_policy.DRA_OPS + (dra_policy.DESTRUCTIVE,)))
     data = json.loads(path.read_text())
     assert set(data) >= {"ops", "policies"} and set(data["policies"]["searched"]) == {
         "W", "M_MEAN", "M_STD"}
-    loaded, names = dra.load_policy(str(path))
-    assert names[-1] == dra.DESTRUCTIVE and loaded["M_MEAN"][0, 3] == 1.0
+    loaded, names = dra_policy.load_policy(str(path))
+    assert names[-1] == dra_policy.DESTRUCTIVE and loaded["M_MEAN"][0, 3] == 1.0
     np.testing.assert_allclose(loaded["W"], params["W"], atol=1e-6)
     policy = policies.get_policy("dra", policy=str(path))
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (6, 8, 8, 1), np.uint8))
@@ -454,7 +454,7 @@ def test_replay_same_key_same_batch_and_searched_json_roundtrip(tmp_path):
     # op_probability by hand: 1 - prod_l (1 - 0.5 softmax(W[l])_j).
     w = np.asarray(loaded["W"], np.float64)
     soft = np.exp(w) / np.exp(w).sum(1, keepdims=True)
-    np.testing.assert_allclose(dra.op_probability(loaded), 1 - np.prod(1 - 0.5 * soft, 0),
+    np.testing.assert_allclose(dra_policy.op_probability(loaded), 1 - np.prod(1 - 0.5 * soft, 0),
                                rtol=1e-5)
 
 
@@ -464,17 +464,17 @@ def test_bad_input_one_line_errors(tmp_path):
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     cases = [
-        lambda: dra.load_policy("nope"),
-        lambda: dra.load_policy(str(bad)),
-        lambda: dra.load_policy({"W": np.zeros((2, 16)), "M_MEAN": np.zeros((2, 15)),
+        lambda: dra_policy.load_policy("nope"),
+        lambda: dra_policy.load_policy(str(bad)),
+        lambda: dra_policy.load_policy({"W": np.zeros((2, 16)), "M_MEAN": np.zeros((2, 15)),
                                  "M_STD": np.zeros((2, 16))}),
-        lambda: dra.check_ops(["ShearX"]),
+        lambda: dra_policy.check_ops(["ShearX"]),
         lambda: policies.get_policy("dra", policy="cifar10", tau=1),
         lambda: policies.get_policy("dra", policy="cifar10", p_min=0.9, p_max=0.1),
-        lambda: dra.replay_policy("cifar10", grid=0),
-        lambda: dra.search_augment(dra.init_params(), jax.random.PRNGKey(0),
+        lambda: dra_policy.replay_policy("cifar10", grid=0),
+        lambda: dra_policy.search_augment(dra_policy.init_params(), jax.random.PRNGKey(0),
                                    jnp.zeros((8, 8, 3), jnp.uint8)),
-        lambda: dra.init_params(0),
+        lambda: dra_policy.init_params(0),
     ]
     config = config_files.load("digits_dra")
     for field, value in [("fraction", 0.0), ("fraction", 0.01), ("tau", 0.0)]:

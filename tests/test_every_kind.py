@@ -110,7 +110,7 @@ def test_ola(tmp_path, monkeypatch, capsys):
 
 
 def test_smart_aug(tmp_path, monkeypatch, capsys):
-    from gar_jax.augment import smart
+    from gar_jax.augment import smart_augment
 
     results = _run("digits_smart_aug.py", tmp_path, *TINY_WRN, monkeypatch=monkeypatch,
                    capsys=capsys)
@@ -125,9 +125,9 @@ def test_smart_aug(tmp_path, monkeypatch, capsys):
     assert policy["op_probability"] == learned["op_probability"]
     np.testing.assert_allclose(policy["distribution"], distribution, rtol=1e-6)
     mag = np.array(policy["magnitude"])
-    assert np.all((mag >= smart.MAG_MIN) & (mag <= smart.MAG_MAX))
+    assert np.all((mag >= smart_augment.MAG_MIN) & (mag <= smart_augment.MAG_MAX))
     # 20 Adam steps (lr 1e-2) moved some learnable magnitude off its 0.5 start.
-    assert np.abs(mag - smart.MAG_INIT).max() > 0.02
+    assert np.abs(mag - smart_augment.MAG_INIT).max() > 0.02
     with open(tmp_path / "policy_history.jsonl", encoding="utf-8") as f:
         history = [json.loads(line) for line in f]
     assert [r["epoch"] for r in history] == [1]
@@ -137,7 +137,7 @@ def test_smart_aug(tmp_path, monkeypatch, capsys):
 
 
 def test_dra(tmp_path, monkeypatch, capsys):
-    from gar_jax.augment import dra
+    from gar_jax.augment import dra_policy
 
     results = _run("digits_dra.py", tmp_path, *TINY_WRN, "--config.dra.search.fraction=0.2",
                    "--config.dra.search.epochs=2", monkeypatch=monkeypatch, capsys=capsys)
@@ -146,9 +146,9 @@ def test_dra(tmp_path, monkeypatch, capsys):
     assert results["dra"]["search_steps"] == 4
     assert results["dra"]["estimator"] == "per image (authors')"
     assert 0.0 <= results["dra"]["search_test_accuracy"] <= 1.0
-    searched, names = dra.load_policy(str(tmp_path / "search" / "policy.json"))
-    used, _ = dra.load_policy(str(tmp_path / "policy.json"))
-    assert names == dra.DRA_OPS
+    searched, names = dra_policy.load_policy(str(tmp_path / "search" / "policy.json"))
+    used, _ = dra_policy.load_policy(str(tmp_path / "policy.json"))
+    assert names == dra_policy.DRA_OPS
     for k in ("W", "M_MEAN", "M_STD"):  # the training replayed what the search wrote
         np.testing.assert_allclose(used[k], searched[k], atol=1e-6)
     # 4 AdamW steps (lr 0.015) moved the op logits away from their 1e-3 start.
@@ -157,8 +157,8 @@ def test_dra(tmp_path, monkeypatch, capsys):
     soft = np.asarray(learned["op_softmax_per_layer"])
     assert soft.shape == (2, 16)
     np.testing.assert_allclose(soft.sum(-1), 1.0, atol=1e-5)
-    np.testing.assert_allclose([learned["op_probability"][dra.OUR_NAME[n]] for n in names],
-                               dra.op_probability(searched), rtol=1e-5)
+    np.testing.assert_allclose([learned["op_probability"][dra_policy.OUR_NAME[n]] for n in names],
+                               dra_policy.op_probability(searched), rtol=1e-5)
     with open(tmp_path / "search" / "results.json", encoding="utf-8") as f:
         assert json.load(f)["steps"] == 4  # the search phase is an engine run of its own
     # The search's history: one record per epoch, the last one the written policy.
@@ -170,7 +170,7 @@ def test_dra(tmp_path, monkeypatch, capsys):
 
 
 def test_faa(tmp_path, monkeypatch, capsys):
-    from gar_jax.augment import faa
+    from gar_jax.augment import faa_policy
 
     results = _run("digits_faa.py", tmp_path, *TINY_WRN, "--config.faa.folds=2",
                    "--config.faa.trials=4", "--config.faa.asks_per_batch=2",
@@ -188,7 +188,7 @@ def test_faa(tmp_path, monkeypatch, capsys):
     expected = []
     for name in sorted(top):
         for candidate in top[name]:
-            expected += faa.remove_duplicates([tuple(tuple(s) for s in sub)
+            expected += faa_policy.remove_duplicates([tuple(tuple(s) for s in sub)
                                                for sub in candidate["policy"]])
     with open(tmp_path / "policy.json", encoding="utf-8") as f:
         (policy,) = json.load(f)["policies"].values()
@@ -200,7 +200,7 @@ def test_faa(tmp_path, monkeypatch, capsys):
 
 
 def test_mixture(tmp_path, monkeypatch, capsys):
-    results = _run("digits_mixture.py", tmp_path, "--config.steps=40",
+    results = _run("digits_mixture.py", tmp_path, "--config.num_steps=40",
                    "--config.steps_per_eval=20", "--config.progress_bar=False",
                    monkeypatch=monkeypatch, capsys=capsys)
     assert results["steps"] == 40 and results["curves"]["epoch"] == [1, 2]
@@ -210,7 +210,7 @@ def test_mixture(tmp_path, monkeypatch, capsys):
     assert len(weights) == len(learned["source_sizes"])
     np.testing.assert_allclose(weights.sum(), 1.0, atol=1e-5)
     history = np.asarray(learned["weights_over_training"])  # rounded to 5 decimals
-    # One mixture per reward pair: every config.reward_every steps (4 for GAR's default).
-    assert history.shape == (40 // results["config"]["reward_every"], len(weights))
-    assert results["config"]["reward_every"] == 4
+    # One mixture per reward pair: every config.mixture.reward_every steps (4 for GAR's default).
+    assert history.shape == (40 // results["config"]["mixture"]["reward_every"], len(weights))
+    assert results["config"]["mixture"]["reward_every"] == 4
     np.testing.assert_allclose(history.sum(-1), 1.0, atol=len(weights) * 5e-6)

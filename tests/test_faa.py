@@ -9,7 +9,7 @@ import jax.numpy as jnp
 from PIL import Image
 from scipy import stats
 
-from gar_jax.augment import faa
+from gar_jax.augment import faa_policy
 from gar_jax.augment import pil_reference
 from gar_jax.errors import ConfigError
 
@@ -19,7 +19,7 @@ LEVELS = (0.0, 0.13, 0.5, 0.77, 1.0)
 @pytest.mark.parametrize("shape", [(32, 32, 3), (8, 8, 1)])
 def test_every_op_at_several_levels_equals_pillow(shape):
     """One sub-policy per (op, level); each image gets one fired step; Pillow per image."""
-    policy = [[(op, 1.0, lv)] for op in faa.ALL_OPS for lv in LEVELS]
+    policy = [[(op, 1.0, lv)] for op in faa_policy.ALL_OPS for lv in LEVELS]
     n = len(policy)
     h, w, c = shape
     rng = np.random.RandomState(0)
@@ -28,10 +28,10 @@ def test_every_op_at_several_levels_equals_pillow(shape):
     images[: n // 2] = (images[: n // 2] // 64) * 64 + 10
     negate = rng.rand(n, 1) < 0.5
     centre = rng.rand(n, 1, 2).astype(np.float32)
-    pol = faa.FaaPolicy(policy)
+    pol = faa_policy.FaaPolicy(policy)
     draws = {"sub": jnp.arange(n), "fire": jnp.ones((n, 1), bool), "negate": jnp.asarray(negate),
              "centre": jnp.asarray(centre)}
-    out = np.asarray(faa.apply_draws(pol.device_tables(h, w), pol.names, jnp.asarray(images),
+    out = np.asarray(faa_policy.apply_draws(pol.device_tables(h, w), pol.names, jnp.asarray(images),
                                      draws))
 
     def pil(a):
@@ -59,7 +59,7 @@ def test_cutout_centre_is_numpys_reading_of_faas_uniform_call():
     # Corners by hand, side v = 4.8 px (level 0.6 on 40 px... here 8 px: v = 0.2 * 8 * 0.6).
     v = 0.2 * 8 * 0.6
     for u, corner in ((0.0, int(8 - v / 2)), (0.5, int(8 - 7 * 0.5 - v / 2)), (0.999, 0)):
-        side, top, left = (int(a) for a in faa.cutout_box(v, jnp.asarray([u, u]), 8, 8))
+        side, top, left = (int(a) for a in faa_policy.cutout_box(v, jnp.asarray([u, u]), 8, 8))
         assert (top, left, side) == (corner, corner, int(v) + 1), u
         ref = np.asarray(pil_reference.faa_apply("Cutout", Image.new("L", (8, 8), 200), 0.6,
                                                  centre=(u, u)))
@@ -74,12 +74,12 @@ def test_published_policy_replay_op_frequencies_chi_square(name):
     """Sampled draws of a published policy: per step slot, the op (or no op) of 100k images is
     multinomial with the probabilities of the sub-policy table; and op_probability (P(image
     gets op)) matches the Monte-Carlo frequency."""
-    pol = faa.fast_autoaugment(name)
+    pol = faa_policy.fast_autoaugment(name)
     assert len(pol.policy) == {"fa_reduced_cifar10": 493, "fa_resnet50_rimagenet": 498,
                                "fa_reduced_svhn": 497}[name]
     n = 100_000
     draws = jax.device_get(pol.sample(jax.random.PRNGKey(1), n))
-    ops = list(faa.FAA_OPS)
+    ops = list(faa_policy.FAA_OPS)
     op_index = np.array([[ops.index(o) for o, _, _ in sub] for sub in pol.policy])
     prob = np.array([[p for _, p, _ in sub] for sub in pol.policy])
     s = len(pol.policy)
@@ -89,33 +89,33 @@ def test_published_policy_replay_op_frequencies_chi_square(name):
         expected = np.append(expected, 1 - expected.sum()) * n
         observed = np.bincount(fired_op[:, k], minlength=len(ops) + 1)
         assert stats.chisquare(observed, expected).pvalue > 1e-4
-    table = faa.op_probability(pol.policy)
+    table = faa_policy.op_probability(pol.policy)
     for i, o in enumerate(ops):
         freq = np.mean(np.any(fired_op == i, axis=1))
-        p = table[faa.OP_NAME[o]]
+        p = table[faa_policy.OP_NAME[o]]
         assert abs(freq - p) < 5 * np.sqrt(p * (1 - p) / n) + 1e-9, o
 
 
 def test_policy_json_round_trip_and_bad_files(tmp_path):
-    pol = faa.resolve("fa_reduced_svhn")
+    pol = faa_policy.resolve("fa_reduced_svhn")
     path = str(tmp_path / "p.json")
-    faa.save(path, {"mine": pol, "other": pol[:3]}, source="test")
-    assert faa.load(path, "mine") == pol
-    assert faa.resolve(f"{path}:other") == pol[:3]
+    faa_policy.save(path, {"mine": pol, "other": pol[:3]}, source="test")
+    assert faa_policy.load(path, "mine") == pol
+    assert faa_policy.resolve(f"{path}:other") == pol[:3]
     with pytest.raises(ConfigError, match="holds 2 policies"):
-        faa.load(path)
+        faa_policy.load(path)
     bad = str(tmp_path / "bad.json")
-    faa.save(bad, {"x": [[("Rotate", 0.5, 0.5), ("Rotate", 0.5, 0.5)]]}, source="t")
+    faa_policy.save(bad, {"x": [[("Rotate", 0.5, 0.5), ("Rotate", 0.5, 0.5)]]}, source="t")
     data = json.load(open(bad))
     data["policies"]["x"][0][1][0] = "Wobble"
     json.dump(data, open(bad, "w"))
-    for call in (lambda: faa.load(bad), lambda: faa.resolve(bad),
+    for call in (lambda: faa_policy.load(bad), lambda: faa_policy.resolve(bad),
                  lambda: __import__("gar_jax").augment.get_policy("faa", policy=bad)):
         with pytest.raises(ConfigError, match="unknown op 'Wobble'") as e:
             call()
         assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="probability must be a number in"):
-        faa.check_policy([[("Rotate", 1.5, 0.5)]])
+        faa_policy.check_policy([[("Rotate", 1.5, 0.5)]])
 
 
 # ---- The search ---------------------------------------------------------------------------------
@@ -178,7 +178,7 @@ def test_vectorized_score_equals_slow_loop(search_setup):
     pipeline and the model on that single image, max correct / min loss over the copies."""
     s = search_setup
     scorer, copies = s["scorer"], s["config"].faa.copies
-    tabs = [[faa.tables(c, 8, 8) for c in fold] for fold in CANDIDATES]
+    tabs = [[faa_policy.tables(c, 8, 8) for c in fold] for fold in CANDIDATES]
     stacked = {k: jnp.asarray(np.stack([np.stack([t[k] for t in fold]) for fold in tabs]))
                for k in tabs[0][0]}
     keys = jax.random.split(jax.random.PRNGKey(7), 6).reshape(2, 3, 2)
@@ -191,7 +191,7 @@ def test_vectorized_score_equals_slow_loop(search_setup):
     np.testing.assert_array_equal(acc2, acc)
     np.testing.assert_allclose(loss2, loss, rtol=1e-5)
 
-    draw = jax.jit(faa.draw)
+    draw = jax.jit(faa_policy.draw)
     std = jax.jit(lambda k, im: scorer.standard(k, im[None])[0])
     forward = jax.jit(lambda v, im: s["model"].apply(v, im[None], train=False)[0])
     images, labels = np.asarray(s["images"]), np.asarray(s["labels"])
@@ -199,7 +199,7 @@ def test_vectorized_score_equals_slow_loop(search_setup):
     for f in range(2):
         v = jax.tree.map(lambda a: a[f], s["variables"])
         for c in range(3):
-            cand = faa.check_policy(CANDIDATES[f][c])
+            cand = faa_policy.check_policy(CANDIDATES[f][c])
             prob = jnp.asarray(tabs[f][c]["probability"])
             correct, losses = np.zeros((copies, n), bool), np.zeros((copies, n))
             for r, copy_key in enumerate(jax.random.split(keys[f, c], copies)):

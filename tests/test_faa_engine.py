@@ -14,7 +14,7 @@ import pytest
 from absl import flags
 
 from gar_jax import main as cli_main
-from gar_jax.augment import faa as faa_policy
+from gar_jax.augment import faa_policy
 from gar_jax.train import engine
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

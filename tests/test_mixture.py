@@ -32,10 +32,12 @@ sys.path.insert(0, REPO)
 from configs import digits_mixture  # noqa: E402
 
 
-def small_config(method_name="gar", scenario="noisy", **overrides):
+def small_config(method_name="gar", scenario="noisy", mixture=None, **overrides):
+    """A 40-step run of the config's method; `mixture`: fields of the learner's group."""
     c = digits_mixture.get_config(f"{method_name},{scenario}")
-    c.update({"steps": 40, "steps_per_eval": 20, "checkpoint_every_steps": 20,
+    c.update({"num_steps": 40, "steps_per_eval": 20, "checkpoint_every_steps": 20,
               "progress_bar": False, "xla_opt_level": 0, **overrides})
+    c.mixture.update(mixture or {})
     return c
 
 
@@ -202,7 +204,7 @@ def test_per_example_rewards_equal_a_per_example_gradient_loop():
 def test_engine_rewards_equal_the_loop(gar_method):
     """The method's alignment (frozen BatchNorm on FCBN, layer-wise or jvp) = the loop."""
     model, params, batch = _net_and_batch("fcbn")
-    config = small_config(net="fcbn", gar_method=gar_method)
+    config = small_config(net="fcbn", mixture={"gar_method": gar_method})
     r = method.Runner(config, mixture_digits.build("noisy"))
     v = r.model.init(jax.random.key(2), batch["image"][:1], train=False)
     params, stats = v["params"], v["batch_stats"]
@@ -222,12 +224,13 @@ def test_subset_rewards_are_the_full_rewards_restricted(gar_method):
     layer-wise tape's rows taken by `mixture.first_examples`) equal the whole batch's per-example
     rewards (a per-example-gradient reference, frozen BatchNorm) restricted to those M, and one
     call's mixture update is `Mixture.update` on them."""
-    config = small_config(net="fcbn", gar_method=gar_method, reward_examples=5)
+    config = small_config(net="fcbn", mixture={"gar_method": gar_method,
+                                                             "reward_examples": 5})
     r = method.Runner(config, mixture_digits.build("noisy"))
     state = r.initial_state(3)
     b, m = config.batch_size, 5
     # The call, reproduced step by step: its keys, batches, steps.
-    keys = jax.random.split(jax.random.fold_in(state.rng, state.step), config.reward_every + 1)
+    keys = jax.random.split(jax.random.fold_in(state.rng, state.step), config.mixture.reward_every + 1)
     logp = r.log_probs(state.learner)
     ids_t, batch_t = r._draw(keys[0], logp, b)
     params_n, stats_n, opt_n, *_ = r._sgd(state.params, state.batch_stats, state.opt_state,
@@ -258,7 +261,7 @@ def test_subset_rewards_are_the_full_rewards_restricted(gar_method):
     present = np.unique(np.asarray(ids_t[:m]))
     np.testing.assert_allclose(np.asarray(new.learner.logits)[present],
                                np.asarray(want.logits)[present], rtol=1e-4, atol=1e-6)
-    assert np.abs(np.asarray(want.logits)[present]).min() > 0.5 * config.meta_lr
+    assert np.abs(np.asarray(want.logits)[present]).min() > 0.5 * config.mixture.learning_rate
     assert int(new.learner.updates) == 1
 
 
@@ -315,7 +318,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path, method_name):
     config = small_config(method_name)
     full = method.run(config, str(tmp_path / "full"))
 
-    k = config.reward_every
+    k = config.mixture.reward_every
     stop = -(-22 // k) * k  # the first call boundary from step 22 (not a checkpoint step)
 
     def sigterm(step, state):
@@ -391,11 +394,12 @@ def test_bad_input_gets_one_line_errors():
     np.testing.assert_array_equal(skipped.logits, mix.init().logits)
     assert int(skipped.skipped) == 1 and int(skipped.updates) == 0
     _one_line_error(lambda: method.validate(small_config(method="exp3")), "config.method='exp3'")
-    _one_line_error(lambda: method.validate(small_config(reward_every=1)), "reward_every")
-    _one_line_error(lambda: method.validate(small_config(steps=41)), "multiples of")
+    _one_line_error(lambda: method.validate(small_config(mixture={"reward_every": 1})),
+                    "mixture.reward_every")
+    _one_line_error(lambda: method.validate(small_config(num_steps=41)), "multiples of")
     for bad in (1, 65, -2):
-        _one_line_error(lambda: method.validate(small_config(reward_examples=bad)),
-                        f"config.reward_examples={bad} must be 0")
+        _one_line_error(lambda: method.validate(small_config(mixture={"reward_examples": bad})),
+                        f"config.mixture.reward_examples={bad} must be 0")
 
 
 def test_cli_bad_method_exits_2_with_one_line(tmp_path):
@@ -454,6 +458,6 @@ def test_notebook_runs_offline_inside_a_clone(tmp_path, monkeypatch):
     assert any("image/png" in o.get("data", {}) for o in outputs)
     with open(clone / "notebooks" / "mixture_run" / "gar" / "results.json") as f:
         learned = json.load(f)["learned_mixture"]
-    every = digits_mixture.get_config("gar").reward_every  # 4: one point per call
+    every = digits_mixture.get_config("gar").mixture.reward_every  # 4: one point per call
     assert learned["history_every_steps"] == every
     assert len(learned["weights_over_training"]) == 40 // every

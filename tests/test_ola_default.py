@@ -2,13 +2,15 @@
 policy and parameters of the layer-wise frozen method on a BatchNorm net (float64, 1 and 8
 devices); `chunk_size_for`'s chunk sizes; `op_reward_metrics` against a loop over the images."""
 import jax
+import ml_collections
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
 from gar_jax import reinforce
-from gar_jax.augment import ola as ola_policy
+from gar_jax.errors import ConfigError
+from gar_jax.augment import ola_sampler
 from gar_jax.augment import spaces
 from gar_jax.methods import ola
 from gar_jax.mesh import make_mesh
@@ -47,13 +49,13 @@ def test_default_pair_equals_layerwise_frozen(devices):
     model, v, images, labels, _ = _case(1)
     mesh = make_mesh(jax.devices()[:devices])
     tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
-    policy = ola_policy.init_params(len(SPACE), max_ops=2, ensemble_size=2)
+    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
     base = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
                       batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
                       rng=jax.random.PRNGKey(0))
     state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
                          reward_stats=reinforce.RunningNormalizer().init())
-    sample = ola_policy.sample(policy, jax.random.key(1), B)
+    sample = ola_sampler.sample(policy, jax.random.key(1), B)
     rng = np.random.default_rng(2)
     plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
              "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
@@ -80,8 +82,8 @@ def test_default_pair_equals_layerwise_frozen(devices):
 def test_op_reward_metrics_equal_a_loop():
     space = spaces.SearchSpace("three", (spaces.Op("invert"), spaces.Op("auto_contrast"),
                                          spaces.Op("equalize")))
-    policy = ola_policy.init_params(len(space), max_ops=3, ensemble_size=2)
-    sample = ola_policy.sample(policy, jax.random.key(0), 40)
+    policy = ola_sampler.init_params(len(space), max_ops=3, ensemble_size=2)
+    sample = ola_sampler.sample(policy, jax.random.key(0), 40)
     weights = jnp.asarray(np.random.default_rng(0).normal(size=40), jnp.float32)
     ranks = jnp.asarray(np.random.default_rng(1).normal(size=40), jnp.float32)
     got = jax.jit(lambda s, w, u: ola.op_reward_metrics(s, w, space, rank_weights=u))(
@@ -127,3 +129,18 @@ def test_bench_default_row_copies_every_gar_choice():
     assert set(bench.GAR_FIELDS) == {f.name for f in dataclasses.fields(ola.Options)} - not_gar
     config = load_config("cifar10_ola")
     assert all(field in config.ola for field in bench.GAR_FIELDS)
+
+
+@pytest.mark.parametrize("field,value,low", [
+    ("num_chunks", 0, 1), ("num_chunks", 1.5, 1), ("num_chunks", True, 1),
+    ("chunk_size", -1, 0), ("chunk_size", 2.0, 0), ("ensemble_size", 0, 1),
+    ("max_ops", 0, 1), ("max_ops", "2", 1)])
+def test_integer_fields_are_refused_in_one_line(field, value, low):
+    fields = load_config("digits_ola").to_dict()
+    fields["ola"][field] = value  # (a typed ConfigDict would refuse some of these itself)
+    config = ml_collections.ConfigDict(fields)
+    with pytest.raises(ConfigError) as e:
+        ola.validate(config)
+    message = str(e.value)
+    assert "\n" not in message
+    assert message.startswith(f"config.ola.{field}={value!r} must be an integer >= {low}")

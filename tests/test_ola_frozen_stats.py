@@ -11,7 +11,7 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 from gar_jax import batchnorm, gar, reinforce
-from gar_jax.augment import ola as ola_policy
+from gar_jax.augment import ola_sampler
 from gar_jax.augment import spaces
 from gar_jax.methods import ola
 from gar_jax.mesh import DATA_AXIS, make_mesh
@@ -141,13 +141,13 @@ def test_pair_equals_the_extra_forward_pair(devices, chunk_size, monkeypatch):
     mesh = make_mesh(jax.devices()[:devices])
     tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
     opts = ola.Options(gar_method="jvp", chunk_size=chunk_size)
-    policy = ola_policy.init_params(len(SPACE), max_ops=2, ensemble_size=2)
+    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
     base = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
                       batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
                       rng=jax.random.PRNGKey(0))
     state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
                          reward_stats=reinforce.RunningNormalizer().init())
-    sample = ola_policy.sample(policy, jax.random.key(1), B)
+    sample = ola_sampler.sample(policy, jax.random.key(1), B)
     rng = np.random.default_rng(2)
     plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
              "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}

@@ -9,15 +9,15 @@ import numpy as np
 import optax
 import pytest
 
-from gar_jax.augment import ola
+from gar_jax.augment import ola_sampler
 
 # Jitted once per shape (eager dispatch compiles every small op separately, which is slow).
-sample = jax.jit(ola.sample, static_argnums=2, static_argnames="replace")
-log_prob = jax.jit(ola.log_prob, static_argnames="replace")
+sample = jax.jit(ola_sampler.sample, static_argnums=2, static_argnames="replace")
+log_prob = jax.jit(ola_sampler.log_prob, static_argnames="replace")
 
 
 def _random_params(key, num_ops, num_levels, max_ops, scale=1.0, ensemble_size=None):
-    params = ola.init_params(num_ops, num_levels=num_levels, max_ops=max_ops,
+    params = ola_sampler.init_params(num_ops, num_levels=num_levels, max_ops=max_ops,
                              ensemble_size=ensemble_size)
     rng = np.random.default_rng(key)
     return {name: jnp.asarray(scale * rng.normal(size=p.shape), jnp.float32)
@@ -66,7 +66,7 @@ def test_log_prob_is_exact_probability_by_enumeration(num_ops, num_levels, max_o
                             max_ops)
     rows = list(_enumerate(params, replace))
     ops, levels, active, k, prob = (np.array(c) for c in zip(*rows))
-    configs = ola.PolicySample(jnp.asarray(ops, jnp.int32), jnp.asarray(levels, jnp.int32),
+    configs = ola_sampler.PolicySample(jnp.asarray(ops, jnp.int32), jnp.asarray(levels, jnp.int32),
                                jnp.asarray(active), jnp.zeros(len(rows)),
                                jnp.asarray(k, jnp.int32))
     log_p = np.asarray(log_prob(params, configs, replace=replace), np.float64)
@@ -101,33 +101,33 @@ def test_ensemble_groups_use_their_own_policy():
     lp = log_prob(params, s)
     # Examples 3m..3m+2 belong to member m: evaluate each member alone on its three.
     parts = jax.tree.map(lambda a: a.reshape((4, 3) + a.shape[1:]), s)
-    alone = jax.jit(jax.vmap(ola.log_prob))(params, parts)
+    alone = jax.jit(jax.vmap(ola_sampler.log_prob))(params, parts)
     np.testing.assert_allclose(lp, alone.reshape(-1), rtol=1e-6)
-    with pytest.raises(ola.ConfigError, match="divisible"):
-        ola.sample(params, jax.random.key(2), 10)
+    with pytest.raises(ola_sampler.ConfigError, match="divisible"):
+        ola_sampler.sample(params, jax.random.key(2), 10)
 
 
 def test_policy_gradient_moves_toward_planted_op():
     """Reward: op 2 applied at level 5. REINFORCE (rewards normalized per batch, Adam lr 0.1,
     b1 = 0, as the authors) must raise op 2's keep probability, its level 5 and p(k = 4)."""
     num_ops, planted, level = 4, 2, 5
-    params = ola.init_params(num_ops, ensemble_size=2)
+    params = ola_sampler.init_params(num_ops, ensemble_size=2)
     opt = optax.adam(0.1, b1=0.0)
     opt_state = opt.init(params)
 
     def step(carry, key):
         params, opt_state = carry
-        s = ola.sample(params, key, 64)
+        s = ola_sampler.sample(params, key, 64)
         hits = s.active & (s.op_indices == planted) & (s.levels == level)
         rewards = jnp.sum(hits, axis=1).astype(jnp.float32)
         w = (rewards - rewards.mean()) / (rewards.std() + 1e-8)
-        grads = jax.grad(lambda p: -jnp.mean(w * ola.log_prob(p, s)))(params)
+        grads = jax.grad(lambda p: -jnp.mean(w * ola_sampler.log_prob(p, s)))(params)
         updates, opt_state = opt.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), opt_state), None
 
     train = jax.jit(lambda carry, keys: jax.lax.scan(step, carry, keys)[0])
     params, _ = train((params, opt_state), jax.random.split(jax.random.key(0), 150))
-    learned = ola.summary(params)
+    learned = ola_sampler.summary(params)
     others = [a for a in range(num_ops) if a != planted]
     assert learned["p_keep"][planted] > 0.9
     assert learned["p_keep"][planted] > learned["p_keep"][others].max() + 0.2
@@ -137,13 +137,13 @@ def test_policy_gradient_moves_toward_planted_op():
 
 def test_json_round_trip_and_replay_distribution():
     params = _random_params(3, 3, 5, 4, ensemble_size=2)
-    text = ola.to_json(params, ["a", "b", "c"])
-    loaded, names, replace = ola.params_from_json(text)
+    text = ola_sampler.to_json(params, ["a", "b", "c"])
+    loaded, names, replace = ola_sampler.params_from_json(text)
     assert names == ["a", "b", "c"] and replace
-    for name, probs in ola.probabilities(loaded).items():
-        np.testing.assert_allclose(probs, ola.probabilities(params)[name], rtol=1e-5, atol=1e-7)
-    with pytest.raises(ola.ConfigError, match="op names"):
-        ola.to_json(params, ["a", "b"])
+    for name, probs in ola_sampler.probabilities(loaded).items():
+        np.testing.assert_allclose(probs, ola_sampler.probabilities(params)[name], rtol=1e-5, atol=1e-7)
+    with pytest.raises(ola_sampler.ConfigError, match="op names"):
+        ola_sampler.to_json(params, ["a", "b"])
 
 
 @pytest.mark.parametrize("replace", [True, False])
@@ -157,5 +157,5 @@ def test_op_probability_equals_enumeration(replace):
             for a in set(np.asarray(op_indices)[np.asarray(active)].tolist()):
                 expected[a] += probability / len(members)
     ensemble = jax.tree.map(lambda *x: jnp.stack(x), *members)
-    np.testing.assert_allclose(ola.op_probability(ensemble, replace=replace), expected,
+    np.testing.assert_allclose(ola_sampler.op_probability(ensemble, replace=replace), expected,
                                rtol=1e-6)

@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gar_jax.augment import ola as ola_policy
+from gar_jax.augment import ola_sampler
 from gar_jax.augment import spaces
 from gar_jax.data import sources
 from gar_jax.data.device import DeviceDataset
@@ -129,7 +129,7 @@ def test_killed_run_resumes_exactly_and_writes_what_was_learned(run8, tmp_path):
 
     assert [r["epoch"] for r in history(killed_dir)] == [1, 2]
     assert history(killed_dir) == history(full_dir)
-    for k, v in ola_policy.summary(jax.device_get(b.policy)).items():
+    for k, v in ola_sampler.summary(jax.device_get(b.policy)).items():
         np.testing.assert_allclose(history(killed_dir)[-1][k], v, rtol=1e-6, err_msg=k)
     assert resumed["ola"]["final_policy"]["epoch"] == 2
     # The uniform learned-policy report: P(op applied) from p(k), the uniform op choice and the
@@ -138,16 +138,16 @@ def test_killed_run_resumes_exactly_and_writes_what_was_learned(run8, tmp_path):
     assert learned["destructive_op"] == "sample_pairing"
     assert list(learned["op_probability"]) == list(space.op_names)
     np.testing.assert_allclose(list(learned["op_probability"].values()),
-                               ola_policy.op_probability(jax.device_get(b.policy)), rtol=1e-6)
+                               ola_sampler.op_probability(jax.device_get(b.policy)), rtol=1e-6)
     for name in ("policy.json", "policy_over_training.png", "policy_strengths.png"):
         assert os.path.getsize(os.path.join(killed_dir, name)) > 0
     with open(os.path.join(killed_dir, "policy.json")) as f:
         text = f.read()
-    params, names, _ = ola_policy.params_from_json(text)
+    params, names, _ = ola_sampler.params_from_json(text)
     assert names == list(space.op_names)
-    np.testing.assert_allclose(ola_policy.summary(params)["p_keep"],
-                               ola_policy.summary(jax.device_get(b.policy))["p_keep"], rtol=1e-5)
-    replay = ola_policy.replay(text, space)
+    np.testing.assert_allclose(ola_sampler.summary(params)["p_keep"],
+                               ola_sampler.summary(jax.device_get(b.policy))["p_keep"], rtol=1e-5)
+    replay = ola_sampler.replay(text, space)
     images = setup.train_data.batch(0)["image"]
     out = jax.jit(replay)(jax.random.key(0), images)
     assert out.shape == images.shape and out.dtype == jnp.uint8
@@ -159,7 +159,7 @@ def test_replay_applies_the_stored_probabilities():
     params = {"k_logits": jnp.array([[30.0, -30, -30, -30]] * 2),
               "level_logits": jnp.zeros((2, 1, 31)),
               "keep_logits": jnp.array([[-40.0], [40.0]])}
-    replay = ola_policy.replay(ola_policy.to_json(params, ["invert"]), space)
+    replay = ola_sampler.replay(ola_sampler.to_json(params, ["invert"]), space)
     images = jnp.asarray(np.random.default_rng(0).integers(0, 256, (64, 4, 4, 1)), jnp.uint8)
     out = np.asarray(jax.jit(replay)(jax.random.key(1), images))
     inverted = np.all(out == 255 - np.asarray(images), axis=(1, 2, 3))

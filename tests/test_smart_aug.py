@@ -10,7 +10,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from gar_jax.augment import ops, smart, spaces
+from gar_jax.augment import ops, smart_augment, spaces
 from gar_jax.data import sources
 from gar_jax.errors import ConfigError
 from gar_jax.methods import smart_aug
@@ -79,7 +79,7 @@ def test_meta_gradient_equals_finite_differences(digits, k):
         inner = []
         for s in range(k):
             key = jax.random.PRNGKey(10 + s)
-            drawn = smart.sample(aug, key, 16, 3, 8, 8)
+            drawn = smart_augment.sample(aug, key, 16, 3, 8, 8)
             sl = slice(16 * s, 16 * s + 16)
             inner.append((jnp.asarray(images[sl]), jnp.asarray(labels[sl]), drawn, key))
         heldout = (jnp.asarray(images[32:48]), jnp.asarray(labels[32:48]), jax.random.PRNGKey(3))
@@ -110,7 +110,7 @@ def _reference_augment(space, params, images, drawn):
     images = np.asarray(images, np.float32)
     op_indices, negate, center = map(np.asarray, drawn)
     mag = np.asarray(params["mag"], np.float64)
-    learn = smart.learnable_magnitude(space)
+    learn = smart_augment.learnable_magnitude(space)
     out = images.copy()
     b, n = op_indices.shape
     for slot in range(n):
@@ -146,11 +146,11 @@ def test_ops_apply_to_the_images_whose_weights_are_used(digits):
     rng = np.random.default_rng(0)
     params = {"prob": jnp.asarray(rng.uniform(0.2, 3.0, len(space)), jnp.float32),
               "mag": jnp.asarray(rng.uniform(0.05, 1.0, len(space)), jnp.float32)}
-    drawn = smart.sample(params, jax.random.PRNGKey(4), 12, 3, 8, 8)
+    drawn = smart_augment.sample(params, jax.random.PRNGKey(4), 12, 3, 8, 8)
     # Every op at least once across the batch: override the draws with a permutation.
     perm = rng.permutation(np.resize(np.arange(len(space)), 36)).reshape(12, 3)
     drawn = drawn._replace(op_indices=jnp.asarray(perm, jnp.int32))
-    out, weights = jax.jit(lambda p, x, d: smart.augment(p, space, x, d))(params, images, drawn)
+    out, weights = jax.jit(lambda p, x, d: smart_augment.augment(p, space, x, d))(params, images, drawn)
     want, want_w = _reference_augment(space, params, images, drawn)
     np.testing.assert_allclose(np.asarray(weights), want_w, rtol=1e-6)
     # Pillow-valued ops round; the bilinear ones differ by float32 rounding only.
@@ -160,7 +160,7 @@ def test_ops_apply_to_the_images_whose_weights_are_used(digits):
 
 def test_weights_are_shifted_non_negative_with_mean_one():
     params = {"prob": jnp.asarray([-2.0, 1.0, 3.0]), "mag": jnp.full(3, 0.5)}
-    w = smart.loss_weights(params, jnp.asarray([[0, 0], [1, 2], [0, 2]]))
+    w = smart_augment.loss_weights(params, jnp.asarray([[0, 0], [1, 2], [0, 2]]))
     raw = np.array([-2.0, 2.0, 0.5])
     np.testing.assert_allclose(w, (raw + 2) / np.mean(raw + 2), rtol=1e-6)
 
@@ -210,7 +210,7 @@ def meta_run(digits):
             nu = 0.999 * np.asarray(adam.nu[k], np.float64) + 0.001 * g[k] ** 2
             update = -1e-2 * (mu / (1 - 0.9 ** t)) / (np.sqrt(nu / (1 - 0.999 ** t)) + 1e-8)
             new[k] = (np.asarray(s.aug_params[k], np.float64) + update).astype(np.float32)
-        return jax.device_get(smart.clamp(new, space)), jax.device_get(model_state), norm
+        return jax.device_get(smart_augment.clamp(new, space)), jax.device_get(model_state), norm
 
     return step, state, batch, space, reference
 
@@ -254,7 +254,7 @@ def test_memory_is_constant_over_training(meta_run):
     assert live[100] == live[10], live
     # The policy moved (the meta step does something) and stays in range.
     mag = np.asarray(state.aug_params["mag"])
-    assert np.all((mag >= smart.MAG_MIN) & (mag <= smart.MAG_MAX))
+    assert np.all((mag >= smart_augment.MAG_MIN) & (mag <= smart_augment.MAG_MAX))
     assert np.abs(mag - 0.5).max() > 0.05 and np.isfinite(float(metrics["loss"]))
 
 
@@ -262,7 +262,7 @@ def test_same_key_same_batch(meta_run):
     _, state, batch, space, _ = meta_run
     opts = smart_aug.options(_config(ops="identity,rotate,contrast,solarize"))
     draw = jax.jit(lambda s, b: smart_aug.draw_inputs(s, b, space, opts, None))
-    apply = jax.jit(lambda p, x, d: smart.augment(p, space, x, d))
+    apply = jax.jit(lambda p, x, d: smart_augment.augment(p, space, x, d))
     state = jax.tree.map(jnp.copy, state)
     outs = []
     for step in (5, 5, 6):
@@ -276,7 +276,7 @@ def test_policy_json_replays_as_a_fixed_policy(tmp_path):
     space = spaces.with_destructive_op(spaces.RANDAUG)
     params = {"prob": jnp.asarray(np.linspace(-1, 3, len(space)), jnp.float32),
               "mag": jnp.asarray(np.linspace(0.01, 1, len(space)), jnp.float32)}
-    policy = smart.to_json(params, space, "randaug", 3)
+    policy = smart_augment.to_json(params, space, "randaug", 3)
     p = np.exp(0.5 * np.linspace(-1, 3, len(space)))
     p /= p.sum()
     np.testing.assert_allclose(policy["distribution"], p, rtol=1e-5)

@@ -24,7 +24,7 @@ def _wall(run_dir):
 
 
 def main(root):
-    from gar_jax.augment import faa
+    from gar_jax.augment import faa_policy
     groups = {}
     for d in sorted(glob.glob(os.path.join(root, "*_s*"))):
         if not any(os.path.exists(os.path.join(d, *f)) for f in (("results.json",),
@@ -52,8 +52,8 @@ def main(root):
             if not os.path.exists(report):
                 continue
             f = _load(report)
-            policy = faa.load(os.path.join(d, "policy.json"))
-            p = faa.op_probability(policy).get("sample_pairing")
+            policy = faa_policy.load(os.path.join(d, "policy.json"))
+            p = faa_policy.op_probability(policy).get("sample_pairing")
             print(f"| {os.path.basename(d)} | {f['folds']['seconds']:.0f} | "
                   f"{f['search_seconds']:.0f} | {f['trials_this_run']} | "
                   f"{f['trials_per_s'] or 0:.3f} | {f['timing']['ask_s']:.0f} | "
@@ -76,7 +76,7 @@ def destructive_analysis(run_dir):
     """P(image gets sample_pairing) over every scored candidate vs the final policy, and the
     mean D_A score of candidates with and without it."""
     import optuna
-    from gar_jax.augment import faa
+    from gar_jax.augment import faa_policy
     from gar_jax.methods import faa as method
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     storage = method.storage_url(os.path.join(run_dir, "search"))
@@ -85,7 +85,7 @@ def destructive_analysis(run_dir):
         study = optuna.load_study(study_name=summary.study_name, storage=storage)
         for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
             pol = method.decode(t.params, 5, 2)
-            probs.append(faa.op_probability(pol).get("sample_pairing", 0.0))
+            probs.append(faa_policy.op_probability(pol).get("sample_pairing", 0.0))
             values.append(t.value)
     probs, values = np.array(probs), np.array(values)
     final = _load(os.path.join(run_dir, "results.json"))["learned_policy"]["op_probability"]

@@ -1,8 +1,8 @@
 """What learning the mixture costs per SGD step: each method's call vs a plain (uniform) call.
 
 Every entry is the benchmark's own jitted call (`gar_jax.methods.mixture.Runner.call`: the
-config's ``reward_every`` SGD steps of the same net on the same batch size, drawing from the
-same sources) for one method; ``uniform`` is the plain step (a fixed mixture: sampling, the SGD
+config's ``mixture.reward_every`` SGD steps of the same net on the same batch size, drawing from
+the same sources) for one method; ``uniform`` is the plain step (a fixed mixture: sampling, the SGD
 steps, nothing learned), with as many SGD steps per call as the first method (``gar``: 4 by
 default; ``--plain_every`` to choose). Reported relative to ``uniform``:
 
@@ -18,7 +18,8 @@ default; ``--plain_every`` to choose). Reported relative to ``uniform``:
           bytes accessed and number of kernels per SGD step, relative to uniform's;
           deterministic, so it may run on a loaded machine.
 
-Usage: python experiments/mixture/bench_cost.py [--set reward_every=4 --set gar_method=layerwise]
+Usage: python experiments/mixture/bench_cost.py [--set mixture.reward_every=4
+       --set mixture.gar_method=layerwise]
        [--methods gar,gar_target,nslr,odm,dga] [--rounds 7] [--calls 50] [--json out.json]
        [--static]
 The JSON (``{"ratios": {method: {"time", "time_fastest", "memory"}}, ...}``) is what
@@ -77,7 +78,7 @@ class Entry:
         for _ in range(calls):
             self.state, metrics = self.compiled(self.state)
         jax.block_until_ready((self.state, metrics))
-        return (time.perf_counter() - t0) / (calls * self.runner.config.reward_every)
+        return (time.perf_counter() - t0) / (calls * self.runner.config.mixture.reward_every)
 
 
 def main():
@@ -102,11 +103,11 @@ def main():
     names = ["uniform"] + [m for m in args.methods.split(",") if m and m != "uniform"]
     entries = []
     first = bench_run.cell_config(args.scenario, names[min(1, len(names) - 1)], 0, overrides)
-    plain_every = args.plain_every or first.reward_every
+    plain_every = args.plain_every or first.mixture.reward_every
     for name in names:
         config = bench_run.cell_config(args.scenario, name, 0, overrides)
         if name == "uniform":
-            config.reward_every = plain_every
+            config.mixture.reward_every = plain_every
         mixture.validate(config)
         entries.append(Entry(name, mixture.Runner(config, data)))
         e = entries[-1]
@@ -115,12 +116,12 @@ def main():
     if args.static:
         base = entries[0]
         c = base.runner.config
-        print(f"\nrelative to uniform (plain, {c.reward_every} SGD steps per call): memory per "
-              f"call, flops / bytes accessed / kernels per SGD step; overrides "
+        print(f"\nrelative to uniform (plain, {c.mixture.reward_every} SGD steps per call): "
+              f"memory per call, flops / bytes accessed / kernels per SGD step; overrides "
               f"{overrides or 'none'}")
         out = {"settings": {"scenario": args.scenario, "overrides": overrides}, "static": {}}
         def per_step(e, value):
-            return value / e.runner.config.reward_every
+            return value / e.runner.config.mixture.reward_every
 
         for e in entries:
             r = {"memory": e.bytes / base.bytes,
@@ -129,7 +130,8 @@ def main():
                                     / per_step(base, base.bytes_accessed)),
                  "kernels": per_step(e, e.kernels) / per_step(base, base.kernels),
                  "bytes_per_call": int(e.bytes), "flops_per_call": e.flops,
-                 "kernels_per_call": e.kernels, "steps_per_call": e.runner.config.reward_every}
+                 "kernels_per_call": e.kernels,
+                 "steps_per_call": e.runner.config.mixture.reward_every}
             out["static"][e.name] = r
             print(f"  {e.name:11s} memory x{r['memory']:.3f} ({e.bytes / 2**10:.1f} KiB)  "
                   f"flops x{r['flops']:.3f}  bytes accessed x{r['bytes_accessed']:.3f}  "
@@ -154,10 +156,11 @@ def main():
                                       "rounds": args.rounds, "calls": args.calls},
            "per_step_us": {}, "bytes_per_call": {}}
     shown = entries[min(1, len(entries) - 1)].runner.config
-    print(f"\nper SGD step, relative to uniform (plain, {base.runner.config.reward_every} steps "
-          f"per call); {shown.method}: reward_every={shown.reward_every}, gar_method="
-          f"{shown.gar_method}, reward_examples={shown.reward_examples}, net={shown.net}, "
-          f"batch={shown.batch_size}")
+    m = shown.mixture
+    print(f"\nper SGD step, relative to uniform (plain, "
+          f"{base.runner.config.mixture.reward_every} steps per call); {shown.method}: "
+          f"reward_every={m.reward_every}, gar_method={m.gar_method}, reward_examples="
+          f"{m.reward_examples}, net={shown.net}, batch={shown.batch_size}")
     for e in entries:
         fastest = min(e.seconds) / min(base.seconds)
         ratio = {"time": float(np.median(ratios[e.name])), "time_fastest": float(fastest),

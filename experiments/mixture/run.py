@@ -28,8 +28,10 @@ ROOT = os.path.join(HERE, "..", "..")
 sys.path.insert(0, ROOT)
 
 import numpy as np  # noqa: E402
+from ml_collections import ConfigDict  # noqa: E402
 
 from configs import digits_mixture  # noqa: E402
+from gar_jax import plots  # noqa: E402
 from gar_jax.errors import ConfigError  # noqa: E402
 from gar_jax.methods import mixture  # noqa: E402
 from gar_jax.train import engine  # noqa: E402
@@ -61,9 +63,17 @@ def cell_config(scenario: str, method: str, seed: int, overrides: dict):
     c.seed = seed
     c.progress_bar = False
     for k, v in overrides.items():
-        if k not in c:
+        *groups, field = k.split(".")  # a group's field: "mixture.learning_rate"
+        node = c
+        for g in groups:
+            node = node[g] if g in node and isinstance(node[g], ConfigDict) else None
+            if node is None:
+                break
+        if node is None or field not in node or isinstance(node[field], ConfigDict):
             raise ConfigError(f"--set {k}: not a field of configs/digits_mixture.py")
-        c[k] = type(c[k])(v) if not isinstance(c[k], str) else str(v)
+        old = node[field]
+        node[field] = str(v) if isinstance(old, str) else (
+            v.lower() in ("1", "true") if isinstance(old, bool) else type(old)(v))
     return c
 
 
@@ -115,7 +125,8 @@ def main():
     parser.add_argument("--scenarios", default=",".join(digits_mixture.SCENARIOS))
     parser.add_argument("--methods", default=",".join(digits_mixture.METHODS))
     parser.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                        help="override a config field in every cell (e.g. meta_lr=0.05)")
+                        help="override a config field in every cell (e.g. "
+                        "mixture.learning_rate=0.05)")
     parser.add_argument("--out", default=None, help="where results.json/.md and figures go "
                         "(default: the workdir)")
     parser.add_argument("--summarize", action="store_true",
@@ -171,10 +182,10 @@ def main():
     with open(os.path.join(out_dir, "results.md"), "w") as f:
         f.write(f"seeds {args.seeds}; overrides {overrides or 'none'}\n" + text)
     print(text)
-    steps_per_point = {m: cell_config(scenarios[0], m, seeds[0], overrides).reward_every
+    steps_per_point = {m: cell_config(scenarios[0], m, seeds[0], overrides).mixture.reward_every
                        for m in methods}
     for scenario in scenarios:
-        mixture.mixture_figure(
+        plots.mixture_figure(
             histories[scenario], names,
             os.path.join(out_dir, f"mixture_over_training_{scenario}.png"),
             steps_per_point=steps_per_point, highlight=results[scenario][methods[0]][

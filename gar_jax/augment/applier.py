@@ -119,7 +119,7 @@ def apply_slot(x, p, names: frozenset):
     """One table-driven op slot (the four passes of the module docstring) on a planar batch.
 
     The building block of `apply_sequence`, public for policies that gather their per-image
-    parameters from their own tables (augment/faa.py).
+    parameters from their own tables (augment/faa_policy.py).
 
     Args:
       x: int32 [B, C, H, W] (`to_planar`), pixel values 0..255.

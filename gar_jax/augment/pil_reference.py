@@ -80,7 +80,7 @@ def apply_array(name: str, array: np.ndarray, magnitude=None, **kwargs) -> np.nd
     return out[..., None] if gray else out
 
 
-# ---- Fast AutoAugment (augment/faa.py): FAA's own op functions, literally, on Pillow. ----------
+# ---- Fast AutoAugment (augment/faa_policy.py): FAA's own op functions, literally, on Pillow. ---
 _FAA_RANGES = {
     "ShearX": (-0.3, 0.3), "ShearY": (-0.3, 0.3), "TranslateX": (-0.45, 0.45),
     "TranslateY": (-0.45, 0.45), "Rotate": (-30, 30), "AutoContrast": (0, 1), "Invert": (0, 1),

@@ -21,10 +21,10 @@ import jax.numpy as jnp
 
 from gar_jax.augment import autoaugment
 from gar_jax.augment import color
-from gar_jax.augment import dra
-from gar_jax.augment import faa
+from gar_jax.augment import dra_policy
+from gar_jax.augment import faa_policy
 from gar_jax.augment import ops
-from gar_jax.augment import smart
+from gar_jax.augment import smart_augment
 from gar_jax.augment.applier import SlotPolicy
 from gar_jax.augment.spaces import SPACES
 from gar_jax.augment.spaces import get_space
@@ -147,7 +147,7 @@ _KWARGS = {
     "none": (), "standard": ("pad", "cutout", "fill", "flip"), "ua": ("space",),
     "ra": ("space", "n", "m"), "ta": ("space",), "aa": ("dataset",),
     "smart_aug": ("path",),  # a learned smart_augmentation policy.json, replayed (smart.py)
-    "dra": ("policy", "name", "p_min", "p_max", "grid"),  # gar_jax.augment.dra.replay_policy
+    "dra": ("policy", "name", "p_min", "p_max", "grid"),  # gar_jax.augment.dra_policy.replay_policy
     "faa": ("policy",),  # Fast AutoAugment: published name or "policy.json[:name]" (faa.py)
 }
 
@@ -171,9 +171,9 @@ def get_policy(name: str, *, with_standard: bool = False, **kwargs):
             "ra": lambda: rand_augment(**kwargs),
             "ta": lambda: trivial_augment(**kwargs),
             "aa": lambda: auto_augment(**kwargs),
-            "smart_aug": lambda: smart.replay(**kwargs),
-            "dra": lambda: dra.replay_policy(**kwargs),
-            "faa": lambda: faa.fast_autoaugment(**kwargs),
+            "smart_aug": lambda: smart_augment.replay(**kwargs),
+            "dra": lambda: dra_policy.replay_policy(**kwargs),
+            "faa": lambda: faa_policy.fast_autoaugment(**kwargs),
         }[name]
     elif name in SPACES:
         allowed, make = (), lambda: uniform_augment(name)

@@ -7,8 +7,8 @@ engine run (checkpoints, resume, SIGTERM, results.json):
    docs/algorithms.md §8; ainieli/DRA ``search_CIFAR.py``) on a random ``search.fraction`` of the
    training set, cut in two halves (model weights / policy). Every step does, with no unrolling:
    a. a policy update on a batch of the policy half, which gets no crop or flip (the authors'
-      ``datasets/split.py``): the relaxed DRA layers (`gar_jax.augment.dra.search_augment`: per
-      image a hard Gumbel-softmax op, apply probability, firing, magnitude noise and sign, the
+      ``datasets/split.py``): the relaxed DRA layers
+      (`gar_jax.augment.dra_policy.search_augment`: per image a hard Gumbel-softmax op, apply probability, firing, magnitude noise and sign, the
       straight-through term at the op's input, only the chosen op computed), Cutout; loss
       CE(aug) + kl_weight * KL(softmax(clean) || softmax(aug)) with the model in train mode
       (its batch statistics updates dropped), AdamW (lr 5e-3, b1 0.5, weight decay 0) on
@@ -30,7 +30,7 @@ not redone). ``DIR/results.json`` is the training's, with ``learned_policy`` (op
 probability that an image gets each op under the policy used for training) and ``dra`` (the
 search's summary).
 
-The search estimator is the authors' only (augment/dra.py): earlier versions drew one op per
+The search estimator is the authors' only (augment/dra_policy.py): earlier versions drew one op per
 batch by default (not theirs: their layer runs image by image) or ran every op on every image.
 """
 from __future__ import annotations
@@ -49,7 +49,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from gar_jax import report
-from gar_jax.augment import color, dra, policies
+from gar_jax.augment import color, dra_policy, policies
 from gar_jax.data import sources, stats
 from gar_jax.data.device import DeviceDataset
 from gar_jax.errors import ConfigError
@@ -71,7 +71,7 @@ class DRAState(TrainState):
 
 
 def op_names(config) -> tuple:
-    return dra.DRA_OPS + ((dra.DESTRUCTIVE,) if config.dra.destructive_op else ())
+    return dra_policy.DRA_OPS + ((dra_policy.DESTRUCTIVE,) if config.dra.destructive_op else ())
 
 
 def searches(config) -> bool:
@@ -87,14 +87,14 @@ def validate(config) -> None:
     if config.augment not in ("standard", "none"):
         raise ConfigError(f"config.augment={config.augment!r}: DRA supplies the policy itself; "
                           "use 'standard' (the standard pipeline after it) or 'none'")
-    dra.check_probability_range(c.p_min, c.p_max)
+    dra_policy.check_probability_range(c.p_min, c.p_max)
     if c.grid < 1:
         raise ConfigError(f"config.dra.grid={c.grid} must be >= 1")
     if not searches(config):
         if c.destructive_op:
             raise ConfigError("config.dra.destructive_op needs config.dra.policy='search' (a "
                               "published policy has no weight for the destructive op)")
-        dra.load_policy(c.policy, c.policy_name or None)
+        dra_policy.load_policy(c.policy, c.policy_name or None)
         return
     if s.layers < 1 or s.epochs < 1:
         raise ConfigError("config.dra.search.layers and .epochs must be >= 1")
@@ -157,7 +157,7 @@ def policy_optimizer(config) -> optax.GradientTransformation:
 
 def init_state(state: TrainState, config) -> DRAState:
     """`DRAState` from a fresh `TrainState`: the paper's initial policy (replicated)."""
-    policy = dra.init_params(len(op_names(config)), config.dra.search.layers)
+    policy = dra_policy.init_params(len(op_names(config)), config.dra.search.layers)
     extra = dict(policy=policy, policy_opt_state=policy_optimizer(config).init(policy))
     sharding = jax.tree.leaves(state.params)[0].sharding
     extra = jax.tree.map(lambda x: jax.device_put(np.array(x), sharding), extra)
@@ -185,7 +185,7 @@ def make_search_pipeline(config, names: tuple, *, crop_flip: bool):
         clean = images
         if crop_flip:
             clean = policies.standard(k_crop, images, pad=pad, cutout=0, flip=flip)
-        aug, aux = dra.search_augment(policy, k_dra, clean, **kwargs)
+        aug, aux = dra_policy.search_augment(policy, k_dra, clean, **kwargs)
         if cutout:
             b, h, w, _ = aug.shape
             k_cy, k_cx = jax.random.split(k_cut)
@@ -204,7 +204,7 @@ def make_replay_augment(config, policy: str, name: Optional[str]):
     pad-crop + flip, the DRA policy replayed (`dra.replay_policy`), then Cutout."""
     mean, _ = stats.mean_std(config.dataset)
     fill = tuple(int(round(255 * m)) for m in mean) if config.standard.fill_mean else 0
-    replay = dra.replay_policy(policy, name=name, p_min=config.dra.p_min,
+    replay = dra_policy.replay_policy(policy, name=name, p_min=config.dra.p_min,
                                p_max=config.dra.p_max, grid=config.dra.grid)
     pad, cutout = config.standard.pad, config.standard.cutout
     flip = config.standard.get("flip", True)
@@ -269,7 +269,7 @@ def make_search_step(config, model, tx, mesh, *, schedule=None, jit: bool = True
         (p_loss, ((ce, kl), aux)), grads = jax.value_and_grad(policy_loss, has_aux=True)(
             state.policy)
         updates, policy_opt_state = policy_tx.update(grads, state.policy_opt_state, state.policy)
-        policy = dra.clip_params(optax.apply_updates(state.policy, updates))
+        policy = dra_policy.clip_params(optax.apply_updates(state.policy, updates))
         _, images, _ = weight_pipeline(jax.lax.stop_gradient(policy), k_weights,
                                        batch_weights["image"])
         g, batch_stats, metrics = grad_fn(state.params, state.batch_stats,
@@ -281,7 +281,7 @@ def make_search_step(config, model, tx, mesh, *, schedule=None, jit: bool = True
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         p_op = jnp.mean(jax.nn.softmax(policy["W"], axis=-1), axis=0)
-        metrics.update({f"p_op/{dra.OUR_NAME[n]}": p_op[j] for j, n in enumerate(names)})
+        metrics.update({f"p_op/{dra_policy.OUR_NAME[n]}": p_op[j] for j, n in enumerate(names)})
         return new, metrics
 
     return steps.jit_step(step, mesh) if jit else step
@@ -331,13 +331,13 @@ def train_config(config, policy: str, name: Optional[str]) -> ml_collections.Con
 def learned_policy_report(params: dict, names: tuple, p_min: float, p_max: float,
                           source: str) -> dict:
     """The uniform ``learned_policy`` entry of results.json for a DRA policy."""
-    probability = dra.op_probability(params, p_min, p_max)
+    probability = dra_policy.op_probability(params, p_min, p_max)
     w = np.asarray(params["W"], np.float64)
     soft = np.exp(w - w.max(1, keepdims=True))
     soft /= soft.sum(1, keepdims=True)
     return {
-        "op_probability": {dra.OUR_NAME[n]: float(p) for n, p in zip(names, probability)},
-        "destructive_op": "sample_pairing" if dra.DESTRUCTIVE in names else None,
+        "op_probability": {dra_policy.OUR_NAME[n]: float(p) for n, p in zip(names, probability)},
+        "destructive_op": "sample_pairing" if dra_policy.DESTRUCTIVE in names else None,
         "policy": source,
         "op_softmax_per_layer": soft.round(6).tolist(),
         "magnitude_mean": np.asarray(params["M_MEAN"]).round(6).tolist(),
@@ -361,12 +361,13 @@ def run(config, workdir: str) -> dict:
         policy, name = os.path.abspath(os.path.join(search_dir, "policy.json")), None
     else:
         policy, name = c.policy, c.policy_name or None
-    params, names = dra.load_policy(policy, name)
+    params, names = dra_policy.load_policy(policy, name)
     tconfig = train_config(config, policy, name)
     if jax.process_index() == 0:
         os.makedirs(workdir, exist_ok=True)
         engine.write_text(os.path.join(workdir, report.POLICY_FILE),
-                          dra.to_json(params, names, name=name or "policy", source=str(policy)))
+                          dra_policy.to_json(params, names, name=name or "policy",
+                                             source=str(policy)))
     engine.validate(tconfig)
     setup = engine.build(tconfig)
     # The authors' order, crop/flip -> DRA -> Cutout, in place of the engine's policy-then-
@@ -395,9 +396,9 @@ def recorder(config, extra: dict) -> report.PolicyRecorder:
         plots.dra_policy_figures(history, names, workdir)
 
     return report.PolicyRecorder(
-        policy_of=lambda state: dra.clip_params(state.policy),
+        policy_of=lambda state: dra_policy.clip_params(state.policy),
         record=lambda params: {k: np.asarray(v).tolist() for k, v in params.items()},
-        policy_json=lambda params, epoch: dra.to_json(
+        policy_json=lambda params, epoch: dra_policy.to_json(
             params, names, source=f"gar_jax DRA search, epoch {epoch}"),
         plot=plot,
         results=lambda params, record: {

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
-from gar_jax.augment import faa as faa_policy  # FAA's ops, policy files and on-device replay
+from gar_jax.augment import faa_policy  # FAA's ops, policy files and on-device replay
 from gar_jax.augment import spaces
 from gar_jax.data import sources
 from gar_jax.errors import ConfigError

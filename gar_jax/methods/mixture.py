@@ -15,15 +15,17 @@ method adapts that mixture during the run (`gar_jax.mixture` has the update rule
                 set, with an EMA (Fan et al. 2024; `mixture.dga_update`);
   uniform, proportional (to source size), oracle (uniform over the sources known to be good).
 
-GAR's alignments (``gar_method``): "jvp" (forward mode, `gar.alignment`), "vmap" (explicit
+GAR's alignments (``mixture.gar_method``): "jvp" (forward mode, `gar.alignment`), "vmap" (explicit
 per-example gradients, the reference) or "layerwise" (`gar_jax.gar_layerwise`: step t keeps each
 layer's input and output-gradient, the reward is one forward with G as the kernels); BatchNorm
-nets use frozen batch statistics. Settings: ``configs/digits_mixture.py`` (meta_lr 0.03 for gar,
-0.1 for gar_target, dga_lr 0.3: chosen on seeds 100-101, experiments/mixture/README.md).
+nets use frozen batch statistics. Settings: ``configs/digits_mixture.py`` (the learner's fields in
+``mixture``, with OLA's names; ``mixture.learning_rate`` 0.06 for gar (seeds 100-104), 0.1 for
+gar_target, ``dga.learning_rate`` 0.3 (seeds 100-101): experiments/mixture/README.md).
 
-One call of the jitted step runs ``reward_every`` = k SGD steps (k >= 2): steps t and t+1 form
-the reward pair (batch t is rewarded once step t+1's gradient exists; θ_t lives only inside the
-call), then the mixture is updated, then k − 2 plain steps follow with the new mixture. k trades
+One call of the jitted step runs ``mixture.reward_every`` = k SGD steps (k >= 2): steps t and
+t+1 form the reward pair (batch t is rewarded once step t+1's gradient exists; θ_t lives only
+inside the call), then the mixture is updated, then k − 2 plain steps follow with the new
+mixture. k trades
 the learner's signal (B rewards per k steps) for cost (one alignment per k steps); ODM updates
 after every step (its signal, the training loss, is free). Nothing crosses a call boundary but the
 state, so a killed run resumes to the same weights bit for bit (the engine's checkpoints).
@@ -52,11 +54,17 @@ from gar_jax.models import toy, variables
 from gar_jax.train import engine, optim
 
 METHODS = ("gar", "gar_target", "uniform", "proportional", "odm", "dga", "nslr", "oracle")
-_FIELDS = ("experiment", "scenario", "method", "net", "seed", "data_seed", "batch_size", "steps",
-           "steps_per_eval", "lr", "momentum", "weight_decay", "reward_every", "meta_lr",
-           "meta_b1", "meta_clip", "meta_every", "running_decay", "gar_method", "reward_examples",
-           "odm_reward_scale",
-           "odm_decay", "dga_lr", "dga_ema", "dga_probe", "xla_opt_level")
+_FIELDS = ("experiment", "scenario", "method", "net", "seed", "data_seed", "batch_size",
+           "num_steps", "steps_per_eval", "learning_rate", "momentum", "weight_decay", "mixture",
+           "odm", "dga", "xla_opt_level")
+# The fields of each group: the mixture learner's have OLA's names (configs/cifar10_ola.py's
+# ``ola`` section, as the toy split's); ODM's and DGA's are their baselines' knobs.
+_GROUPS = {
+    "mixture": ("reward_every", "gar_method", "reward_examples", "learning_rate", "b1", "clip",
+                "meta_every", "nslr_decay"),
+    "odm": ("reward_scale", "decay"),
+    "dga": ("learning_rate", "ema", "probe"),
+}
 HISTORY_DIGITS = 5
 
 
@@ -72,42 +80,55 @@ def validate(config) -> None:
     """ConfigError (one line) for a config `run` cannot run, before any data or compilation."""
     missing = [f for f in _FIELDS if f not in config]
     extra = [f for f in config if f not in _FIELDS and f not in engine.LOOP_DEFAULTS]
+    for group, fields in _GROUPS.items():
+        if group in config:
+            missing += [f"{group}.{f}" for f in fields if f not in config[group]]
+            extra += [f"{group}.{f}" for f in config[group] if f not in fields]
     _check(not missing, f"mixture config lacks fields {missing}; start from "
                         "configs/digits_mixture.py")
+    known = "; ".join(f"{g}: {', '.join(fs)}" for g, fs in _GROUPS.items())
     _check(not extra, f"mixture config has unknown fields {extra}; known: {', '.join(_FIELDS)} "
-                      f"and the engine's {', '.join(engine.LOOP_DEFAULTS)}")
+                      f"({known}) and the engine's {', '.join(engine.LOOP_DEFAULTS)}")
+    m, odm, dga = config.mixture, config.odm, config.dga
     _check(config.scenario in mixture_digits.SCENARIOS,
            f"config.scenario={config.scenario!r}; choose from "
            f"{', '.join(mixture_digits.SCENARIOS)}")
     _check(config.method in METHODS,
            f"config.method={config.method!r}; choose from {', '.join(METHODS)}")
     _check(config.net in toy.NETS, f"config.net={config.net!r}; choose from {', '.join(toy.NETS)}")
-    _check(config.gar_method in gar.METHODS,
-           f"config.gar_method={config.gar_method!r}; choose from {', '.join(gar.METHODS)}")
-    for field in ("batch_size", "steps", "steps_per_eval", "dga_probe", "meta_every"):
-        _check(isinstance(config[field], int) and config[field] >= 1,
-               f"config.{field}={config[field]!r} must be a positive integer")
-    _check(isinstance(config.reward_every, int) and config.reward_every >= 2,
-           f"config.reward_every={config.reward_every!r} must be an integer >= 2 (steps t and "
-           "t+1 form the reward pair)")
-    _check(config.steps % config.reward_every == 0 and config.steps_per_eval %
-           config.reward_every == 0,
-           f"config.steps={config.steps} and steps_per_eval={config.steps_per_eval} must be "
-           f"multiples of reward_every={config.reward_every}")
-    _check(config.steps % config.steps_per_eval == 0,
-           f"config.steps={config.steps} must be a multiple of steps_per_eval="
+    _check(m.gar_method in gar.METHODS,
+           f"config.mixture.gar_method={m.gar_method!r}; choose from {', '.join(gar.METHODS)}")
+    for name, value in (("batch_size", config.batch_size), ("num_steps", config.num_steps),
+                        ("steps_per_eval", config.steps_per_eval), ("dga.probe", dga.probe),
+                        ("mixture.meta_every", m.meta_every)):
+        _check(isinstance(value, int) and value >= 1,
+               f"config.{name}={value!r} must be a positive integer")
+    every = m.reward_every
+    _check(isinstance(every, int) and every >= 2,
+           f"config.mixture.reward_every={every!r} must be an integer >= 2 (steps t and t+1 "
+           "form the reward pair)")
+    _check(config.num_steps % every == 0 and config.steps_per_eval % every == 0,
+           f"config.num_steps={config.num_steps} and steps_per_eval={config.steps_per_eval} "
+           f"must be multiples of mixture.reward_every={every}")
+    _check(config.num_steps % config.steps_per_eval == 0,
+           f"config.num_steps={config.num_steps} must be a multiple of steps_per_eval="
            f"{config.steps_per_eval}")
-    _check(isinstance(config.reward_examples, int) and (
-        config.reward_examples == 0 or 2 <= config.reward_examples <= config.batch_size),
-           f"config.reward_examples={config.reward_examples!r} must be 0 (the whole batch) or "
-           f"an integer in [2, batch_size={config.batch_size}] (rewards are normalized over them)")
-    for field in ("lr", "meta_lr", "dga_lr", "odm_reward_scale"):
-        _check(config[field] > 0, f"config.{field}={config[field]!r} must be > 0")
-    for field in ("momentum", "meta_b1", "running_decay", "dga_ema"):
-        _check(0 <= config[field] < 1, f"config.{field}={config[field]!r} must be in [0, 1)")
-    _check(0 < config.odm_decay <= 1, f"config.odm_decay={config.odm_decay!r} must be in (0, 1]")
+    _check(isinstance(m.reward_examples, int) and (
+        m.reward_examples == 0 or 2 <= m.reward_examples <= config.batch_size),
+           f"config.mixture.reward_examples={m.reward_examples!r} must be 0 (the whole batch) "
+           f"or an integer in [2, batch_size={config.batch_size}] (rewards are normalized over "
+           "them)")
+    for name, value in (("learning_rate", config.learning_rate),
+                        ("mixture.learning_rate", m.learning_rate),
+                        ("dga.learning_rate", dga.learning_rate),
+                        ("odm.reward_scale", odm.reward_scale)):
+        _check(value > 0, f"config.{name}={value!r} must be > 0")
+    for name, value in (("momentum", config.momentum), ("mixture.b1", m.b1),
+                        ("mixture.nslr_decay", m.nslr_decay), ("dga.ema", dga.ema)):
+        _check(0 <= value < 1, f"config.{name}={value!r} must be in [0, 1)")
+    _check(0 < odm.decay <= 1, f"config.odm.decay={odm.decay!r} must be in (0, 1]")
     _check(config.weight_decay >= 0, f"config.weight_decay={config.weight_decay!r} must be >= 0")
-    _check(config.meta_clip >= 0, f"config.meta_clip={config.meta_clip!r} must be >= 0 (0: off)")
+    _check(m.clip >= 0, f"config.mixture.clip={m.clip!r} must be >= 0 (0: off)")
     _check(isinstance(config.xla_opt_level, int) and -1 <= config.xla_opt_level <= 3,
            f"config.xla_opt_level={config.xla_opt_level!r} must be -1 (XLA's default) or 0..3")
     engine.validate_loop(config)
@@ -158,15 +179,15 @@ class Runner:
         self.test = {k: jnp.asarray(v) for k, v in data["test"].items()}
         self.image_shape = tuple(data["test"]["image"].shape[1:])
         self.model = toy.create(config.net, mixture_digits.NUM_CLASSES)
-        self.tx = optim.pytorch_sgd(config.lr, momentum=config.momentum, nesterov=True,
+        self.tx = optim.pytorch_sgd(config.learning_rate, momentum=config.momentum, nesterov=True,
                                     weight_decay=config.weight_decay)
         self.mix = mixture.Mixture(
-            self.k, learning_rate=config.meta_lr, b1=config.meta_b1,
-            clip=config.meta_clip or None, every_k=config.meta_every,
+            self.k, learning_rate=config.mixture.learning_rate, b1=config.mixture.b1,
+            clip=config.mixture.clip or None, every_k=config.mixture.meta_every,
             normalization="running" if self.method == "nslr" else "batch",
-            running_decay=config.running_decay)
-        self.calls = config.steps // config.reward_every
-        self.reward_examples = config.reward_examples or config.batch_size
+            running_decay=config.mixture.nslr_decay)
+        self.calls = config.num_steps // config.mixture.reward_every
+        self.reward_examples = config.mixture.reward_examples or config.batch_size
         options = (None if config.xla_opt_level < 0
                    else {"xla_backend_optimization_level": config.xla_opt_level})
         self.call = jax.jit(self._call, donate_argnums=0, compiler_options=options)
@@ -259,7 +280,7 @@ class Runner:
         """GAR of each example of `batch` at `params`, BatchNorm statistics frozen at those of
         `stats_batch` (default `batch`; the whole batch when `batch` is a subset of it)."""
         v = variables(params, batch_stats)
-        if self.config.gar_method == "layerwise":
+        if self.config.mixture.gar_method == "layerwise":
             assert stats_batch is None
             return gar_layerwise.alignment(self.model, v, batch, direction, _example_loss,
                                            train=True)
@@ -267,7 +288,7 @@ class Runner:
             self.model, v, batch if stats_batch is None else stats_batch, _example_loss,
             train=True)
         return gar.alignment(per_example, params, batch, direction,
-                             method=self.config.gar_method)
+                             method=self.config.mixture.gar_method)
 
     def _target_grad(self, params, batch_stats):
         return jax.grad(lambda p: self._mean_loss(p, batch_stats, self._batch(self.target))[0])(
@@ -278,17 +299,17 @@ class Runner:
         c = self.config
         b = c.batch_size
         key = jax.random.fold_in(state.rng, state.step)
-        keys = jax.random.split(key, c.reward_every + 1)
+        keys = jax.random.split(key, c.mixture.reward_every + 1)
         learner = state.learner
         logp = self.log_probs(learner)
         history = jax.lax.dynamic_update_slice_in_dim(
-            state.history, jnp.exp(logp)[None], state.step // c.reward_every, 0)
+            state.history, jnp.exp(logp)[None], state.step // c.mixture.reward_every, 0)
 
         # Step t: batch t from the current mixture, trained at θ_t.
         ids_t, batch_t = self._draw(keys[0], logp, b)
         params_t, stats_t = state.params, state.batch_stats
         tape = None
-        if self.method in ("gar", "gar_target") and c.gar_method == "layerwise":
+        if self.method in ("gar", "gar_target") and c.mixture.gar_method == "layerwise":
             # The layer-wise GAR keeps each layer's input and output-gradient of this step
             # (gar_layerwise.capture); the reward is then one forward with G as the kernels.
             params, stats_, opt_state, loss_t, losses_t, tape = self._sgd_capture(
@@ -299,7 +320,7 @@ class Runner:
                 params_t, stats_t, state.opt_state, batch_t)
         if self.method == "odm":
             learner = mixture.odm_update(learner, ids_t, losses_t,
-                                         reward_scale=c.odm_reward_scale, decay=c.odm_decay)
+                                         reward_scale=c.odm.reward_scale, decay=c.odm.decay)
             logp = self.log_probs(learner)
         # Step t+1: its gradient G at θ_{t+1} trains the net and rewards batch t.
         ids_n, batch_n = self._draw(keys[1], logp, b)
@@ -331,23 +352,23 @@ class Runner:
             learner = self.mix.update(learner, ids_t, gar.nslr_reward(loss_n, b))
         elif m == "odm":
             learner = mixture.odm_update(learner, ids_n, losses_n,
-                                         reward_scale=c.odm_reward_scale, decay=c.odm_decay)
+                                         reward_scale=c.odm.reward_scale, decay=c.odm.decay)
         elif m == "dga":
             # Per-source alignment with the target gradient, both at θ_{t+1}: a probe batch of
             # dga_probe examples of every source, per-example alignments averaged per source.
-            probe_ids = jnp.repeat(jnp.arange(self.k, dtype=jnp.int32), c.dga_probe)
+            probe_ids = jnp.repeat(jnp.arange(self.k, dtype=jnp.int32), c.dga.probe)
             probe = self._batch(self.sources.draw(keys[-1], probe_ids))
             align = self._alignment(params_n, stats_n, probe,
                                     self._target_grad(params_n, stats_n))
             finite &= jnp.all(jnp.isfinite(align))
             per_source, _ = mixture.per_source_mean(align, probe_ids, self.k)
-            learner = mixture.dga_update(learner, per_source, learning_rate=c.dga_lr,
-                                         ema=c.dga_ema)
+            learner = mixture.dga_update(learner, per_source, learning_rate=c.dga.learning_rate,
+                                         ema=c.dga.ema)
         logp = self.log_probs(learner)
 
         # Steps t+2 .. t+k-1: plain steps with the updated mixture (ODM keeps updating).
         losses_sum = loss_t + loss_n
-        for i in range(2, c.reward_every):
+        for i in range(2, c.mixture.reward_every):
             ids_i, batch_i = self._draw(keys[i], logp, b)
             params, stats_, opt_state, loss_i, losses_i, _ = self._sgd(
                 params, stats_, opt_state, batch_i)
@@ -355,15 +376,15 @@ class Runner:
             losses_sum += loss_i
             if m == "odm":
                 learner = mixture.odm_update(learner, ids_i, losses_i,
-                                             reward_scale=c.odm_reward_scale, decay=c.odm_decay)
+                                             reward_scale=c.odm.reward_scale, decay=c.odm.decay)
                 logp = self.log_probs(learner)
 
         probs = jnp.exp(self.log_probs(learner))
         finite &= jnp.all(jnp.isfinite(probs))
-        new = state.replace(step=state.step + c.reward_every, params=params, batch_stats=stats_,
-                            opt_state=opt_state, learner=learner, history=history,
+        new = state.replace(step=state.step + c.mixture.reward_every, params=params,
+                            batch_stats=stats_, opt_state=opt_state, learner=learner, history=history,
                             finite=state.finite & finite)
-        metrics = {"loss": jnp.where(finite, losses_sum / c.reward_every, jnp.nan),
+        metrics = {"loss": jnp.where(finite, losses_sum / c.mixture.reward_every, jnp.nan),
                    **{f"p/{n}": probs[i] for i, n in enumerate(self.names)}}
         return new, metrics
 
@@ -385,7 +406,8 @@ _RUNNERS: dict = {}
 
 
 def _fingerprint(config) -> str:
-    relevant = {k: config[k] for k in _FIELDS if k != "seed"}
+    relevant = {k: (config[k].to_dict() if k in _GROUPS else config[k])
+                for k in _FIELDS if k != "seed"}
     return hashlib.sha256(json.dumps(relevant, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -416,8 +438,9 @@ def method_for(config) -> engine.Method:
         return report_for(r, workdir, state)
 
     return engine.Method(state=r.initial_state(config.seed), advance=advance,
-                         steps_per_call=config.reward_every, evaluate=evaluate, report=report,
-                         steps_per_epoch=config.steps_per_eval, total_steps=config.steps,
+                         steps_per_call=config.mixture.reward_every, evaluate=evaluate,
+                         report=report,
+                         steps_per_epoch=config.steps_per_eval, total_steps=config.num_steps,
                          images_per_step=config.batch_size,
                          describe={"dataset": "digits (mixture_digits)", "net": config.net,
                                    "scenario": config.scenario, "method": config.method})
@@ -427,7 +450,7 @@ def report_for(r: Runner, workdir: str, state: MixtureTrainState) -> dict:
     if not bool(state.finite):
         raise FloatingPointError(f"mixture {r.method}: a loss, reward or mixture weight became "
                                  f"NaN/inf before step {int(state.step)}")
-    calls_done = int(state.step) // r.config.reward_every
+    calls_done = int(state.step) // r.config.mixture.reward_every
     history = np.asarray(state.history[:calls_done], np.float64)
     weights = r.final_weights(state)
     learned = {
@@ -437,16 +460,18 @@ def report_for(r: Runner, workdir: str, state: MixtureTrainState) -> dict:
         "source_sizes": {n: int(s) for n, s in zip(r.names, r.sizes)},
         "method": r.method,
         "scenario": r.config.scenario,
-        "history_every_steps": r.config.reward_every,
+        "history_every_steps": r.config.mixture.reward_every,
         "weights_over_training": np.round(history, HISTORY_DIGITS).tolist(),
     }
     if r.method in ("gar", "gar_target", "nslr"):
         learned["skipped_updates"] = int(state.learner.skipped)
-    if int(state.step) >= r.config.steps:  # the figure once, at the end (matplotlib is slow)
-        mixture_figure({r.method: history[None]}, r.names,
-                       os.path.join(workdir, "mixture_over_training.png"),
-                       steps_per_point=r.config.reward_every, highlight=r.harmful,
-                       title=f"{r.config.scenario}: mixture over training ({r.method})")
+    if int(state.step) >= r.config.num_steps:  # the figure once, at the end (matplotlib is slow)
+        from gar_jax import plots  # matplotlib takes a second to import: only when plotting
+
+        plots.mixture_figure({r.method: history[None]}, r.names,
+                             os.path.join(workdir, "mixture_over_training.png"),
+                             steps_per_point=r.config.mixture.reward_every, highlight=r.harmful,
+                             title=f"{r.config.scenario}: mixture over training ({r.method})")
     return {"learned_mixture": learned}
 
 
@@ -454,49 +479,3 @@ def run(config, workdir: str) -> dict:
     """Trains and evaluates the config's run in `workdir` (resuming if possible)."""
     validate(config)
     return engine.train(config, workdir, None, method_for(config))
-
-
-def mixture_figure(histories: dict, names, path: str, *, steps_per_point: int = 1,
-                   highlight=(), title: str = "") -> None:
-    """Each source's sampling probability over training, one panel per method.
-
-    Args:
-      histories: ``{method: float [runs, points, K]}``; the mean over runs is drawn with a
-        +-1 std band. Sources in `highlight` (the harmful ones) are drawn thick and dashed.
-      names: the K source names; steps_per_point: SGD steps between points (an int, or
-        ``{method: int}`` when the methods record at different intervals).
-    """
-    from gar_jax import plots  # matplotlib takes a second to import: only when plotting
-
-    plt = plots.plt
-    methods = list(histories)
-    cols = min(4, len(methods))
-    rows = -(-len(methods) // cols)
-    fig, axes = plt.subplots(rows, cols, squeeze=False, sharey=True,
-                             figsize=(4.2 * cols, 3.0 * rows))
-    colors = plt.get_cmap("tab10")
-    for i, method in enumerate(methods):
-        ax = axes[i // cols, i % cols]
-        h = np.asarray(histories[method], np.float64)
-        every = (steps_per_point[method] if isinstance(steps_per_point, dict)
-                 else steps_per_point)
-        x = np.arange(h.shape[1]) * every
-        for j, name in enumerate(names):
-            bad = name in highlight
-            plots.mean_band(ax, x, h[:, :, j], color=colors(j % 10), label=name,
-                            linewidth=2.5 if bad else 1.2)
-            if bad:
-                ax.lines[-1].set_linestyle("--")
-        ax.set_title(method)
-        ax.set_xlabel("SGD step")
-        ax.set_ylim(0, 1)
-        ax.grid(alpha=0.3)
-    for i in range(len(methods), rows * cols):
-        axes[i // cols, i % cols].set_visible(False)
-    axes[0, 0].set_ylabel("sampling probability")
-    axes[0, 0].legend(fontsize=7, loc="upper left")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)

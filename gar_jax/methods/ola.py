@@ -5,7 +5,7 @@
 as one function (`make_pair_step`):
 
 1. augmented step t (even state.step): every image draws a configuration from the learned policy
-   (`gar_jax.augment.ola`, an ensemble of E samplers), gets it applied and then the standard
+   (`gar_jax.augment.ola_sampler`, an ensemble of E samplers), gets it applied and then the standard
    pipeline; the model takes an ordinary SGD step on this batch;
 2. plain step t+1: the next batch with the standard pipeline only; its batch gradient
    G = ∇L_{t+1}(θ_{t+1}) (raw, all-reduced over devices) is what the model's update uses;
@@ -25,7 +25,7 @@ numbers on 1 or 8 devices. The policy and its Adam state live in the checkpointe
 killed run resumes the same trajectory.
 
 What was learned is written to the workdir at every evaluation: ``policy.json`` (replay it with
-`gar_jax.augment.ola.replay`), ``policy_history.jsonl`` (the policy after each epoch),
+`gar_jax.augment.ola_sampler.replay`), ``policy_history.jsonl`` (the policy after each epoch),
 ``policy_over_training.png`` (p(k) and each op's keep probability over training) and
 ``policy_strengths.png`` (each op's strength distribution over training, the paper-style figure).
 """
@@ -42,7 +42,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from gar_jax import batchnorm, gar, gar_layerwise, reinforce, report
-from gar_jax.augment import ola, spaces
+from gar_jax.augment import ola_sampler, spaces
 from gar_jax.errors import ConfigError
 from gar_jax.models import variables
 from gar_jax.train import engine, steps
@@ -55,7 +55,7 @@ REWARD_NORMALIZATIONS = ("batch", "sampler")
 
 @flax.struct.dataclass
 class OLAState(TrainState):
-    """`TrainState` plus the policy (`gar_jax.augment.ola` params), its Adam state and the
+    """`TrainState` plus the policy (`gar_jax.augment.ola_sampler` params), its Adam state and the
     running reward statistics (used by NSLR)."""
     policy: Any
     policy_opt_state: Any
@@ -128,17 +128,15 @@ def validate(config) -> None:
                           f"ensemble_size={c.ensemble_size})")
     if c.reward not in REWARDS:
         raise ConfigError(f"config.ola.reward={c.reward!r} must be one of {REWARDS}")
-    if c.max_ops < 1 or c.ensemble_size < 1:
-        raise ConfigError("config.ola.max_ops and config.ola.ensemble_size must be >= 1")
+    for field, low in (("max_ops", 1), ("ensemble_size", 1), ("num_chunks", 1),
+                       ("chunk_size", 0)):
+        value = c[field]
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise ConfigError(f"config.ola.{field}={value!r} must be an integer >= {low}"
+                              + (" (0 = use num_chunks)" if field == "chunk_size" else ""))
     if config.batch_size % c.ensemble_size:
         raise ConfigError(f"config.batch_size={config.batch_size} must be a multiple of "
                           f"config.ola.ensemble_size={c.ensemble_size} (B/E images per sampler)")
-    if c.chunk_size < 0:
-        raise ConfigError(f"config.ola.chunk_size={c.chunk_size} must be >= 0 (0 = no chunks)")
-    num_chunks = c.num_chunks
-    if not isinstance(num_chunks, int) or num_chunks < 1:
-        raise ConfigError(f"config.ola.num_chunks={num_chunks!r} must be an int >= 1 (1 = the "
-                          "whole per-device batch at once)")
     if not c.learning_rate > 0 or not 0 <= c.b1 < 1 or c.clip < 0:
         raise ConfigError("config.ola needs learning_rate > 0, 0 <= b1 < 1 and clip >= 0")
     if not 0 <= c.nslr_decay < 1:
@@ -151,7 +149,7 @@ def validate(config) -> None:
 
 def init_state(state: TrainState, config, space: spaces.SearchSpace) -> OLAState:
     """`OLAState` from a fresh `TrainState`: zero policy logits (replicated like the rest)."""
-    policy = ola.init_params(len(space), num_levels=space.num_levels,
+    policy = ola_sampler.init_params(len(space), num_levels=space.num_levels,
                              max_ops=config.ola.max_ops, ensemble_size=config.ola.ensemble_size)
     extra = dict(policy=policy, policy_opt_state=meta_optimizer(config).init(policy),
                  reward_stats=reinforce.RunningNormalizer().init())
@@ -288,7 +286,8 @@ def make_policy_augment(space: spaces.SearchSpace, opts: Options,
     """``fn(policy, key, images) -> (augmented images, PolicySample)``: the policy's ops, then
     `standard` (the first half of the augmented step)."""
     def augment(policy, key, images):
-        return ola.augment(policy, space, key, images, standard=standard, replace=opts.replace)
+        return ola_sampler.augment(policy, space, key, images, standard=standard,
+                                   replace=opts.replace)
 
     return augment
 
@@ -316,11 +315,11 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                                           batch_plain["label"], k_drop_plain)
         # 3. Rewards of the augmented examples; 4. REINFORCE update of the policy.
         rewards = reward_fn(state, kept, images, labels, g, m_plain["loss"])
-        groups = (ola.ensemble_size(state.policy)  # each sampler its own B/E rewards
+        groups = (ola_sampler.ensemble_size(state.policy)  # each sampler its own B/E rewards
                   if opts.reward == "gar" and opts.reward_normalization == "sampler" else None)
         policy, policy_opt_state, reward_stats, weights = reinforce.reward_update(
             meta_tx, state.policy, state.policy_opt_state, state.reward_stats,
-            lambda p: ola.log_prob(p, sample, replace=opts.replace), rewards,
+            lambda p: ola_sampler.log_prob(p, sample, replace=opts.replace), rewards,
             normalizer=normalizer if opts.reward == "nslr" else None, groups=groups)
         new = steps.apply_gradients(mid, g, batch_stats, tx).replace(
             policy=policy, policy_opt_state=policy_opt_state, reward_stats=reward_stats)
@@ -353,7 +352,7 @@ def rank_weights(rewards: jax.Array, groups: int = 1) -> jax.Array:
     return ((ranks - (n - 1) / 2) / scale).reshape(-1)
 
 
-def op_reward_metrics(sample: ola.PolicySample, weights: jax.Array, space, *,
+def op_reward_metrics(sample: ola_sampler.PolicySample, weights: jax.Array, space, *,
                       rank_weights: Optional[jax.Array] = None) -> dict:
     """Per op a, batch means of 1[a applied to image n], w_n 1[...] and w_n^2 1[...] (w: the
     normalized REINFORCE weights): ``op_applied/<a>``, ``op_weight/<a>``, ``op_weight_sq/<a>``;
@@ -415,9 +414,9 @@ def run(config, workdir: str) -> dict:
 
 def recorder(space: spaces.SearchSpace, config) -> report.PolicyRecorder:
     """The run's ``report`` (`gar_jax.report.PolicyRecorder`): per epoch the policy's summary
-    (`ola.summary`: p_k, p_level, p_keep) in policy_history.jsonl, ``policy.json``
-    (`gar_jax.augment.ola.to_json`), the two figures, and results.json's ``learned_policy`` and
-    ``ola`` sections."""
+    (`ola_sampler.summary`: p_k, p_level, p_keep) in policy_history.jsonl, ``policy.json``
+    (`gar_jax.augment.ola_sampler.to_json`), the two figures, and results.json's
+    ``learned_policy`` and ``ola`` sections."""
     c = config.ola
 
     def plot(history, workdir):
@@ -425,7 +424,7 @@ def recorder(space: spaces.SearchSpace, config) -> report.PolicyRecorder:
         plots.ola_policy_figures(history, space.op_names, workdir)
 
     def results(policy, record):
-        op_probability = ola.op_probability(policy, replace=c.replace)
+        op_probability = ola_sampler.op_probability(policy, replace=c.replace)
         return {
             "learned_policy": {
                 "op_probability": dict(zip(space.op_names, op_probability.tolist())),
@@ -438,7 +437,7 @@ def recorder(space: spaces.SearchSpace, config) -> report.PolicyRecorder:
 
     return report.PolicyRecorder(
         policy_of=lambda state: state.policy,
-        record=lambda policy: {k: v.tolist() for k, v in ola.summary(policy).items()},
-        policy_json=lambda policy, epoch: ola.to_json(policy, list(space.op_names),
+        record=lambda policy: {k: v.tolist() for k, v in ola_sampler.summary(policy).items()},
+        policy_json=lambda policy, epoch: ola_sampler.to_json(policy, list(space.op_names),
                                                       replace=c.replace),
         plot=plot, results=results)

@@ -3,8 +3,8 @@
 docs/algorithms.md §7).
 
 ``python -m gar_jax.main --config=configs/digits_smart_aug.py --workdir=DIR``. The augmentation
-parameters (`gar_jax.augment.smart`: a logit and a magnitude per op) are learned jointly with the
-model. One call of the jitted `make_meta_step` does K (``smart_aug.inner_steps``) SGD steps and
+parameters (`gar_jax.augment.smart_augment`: a logit and a magnitude per op) are learned
+jointly with the model. One call of the jitted `make_meta_step` does K (``smart_aug.inner_steps``) SGD steps and
 one meta step:
 
 1. for k = 0..K-1, batch t+k: the standard pipeline (uint8, as configured), then each image's
@@ -32,8 +32,8 @@ Choices where the paper's code is silent or differs (README of experiments/smart
 - Draws (ops, signs, cutout centres) are constants of the meta-gradient, as in the authors' code.
 
 What was learned is written at every evaluation: ``policy.json`` (replay with
-`gar_jax.augment.smart.replay` or ``get_policy("smart_aug", path=...)``), ``policy_history.jsonl``
-and ``policy_over_training.png`` (op probabilities and magnitudes over training).
+`gar_jax.augment.smart_augment.replay` or ``get_policy("smart_aug", path=...)``),
+``policy_history.jsonl`` and ``policy_over_training.png`` (op probabilities and magnitudes over training).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from gar_jax import report
-from gar_jax.augment import smart, spaces
+from gar_jax.augment import smart_augment, spaces
 from gar_jax.errors import ConfigError
 from gar_jax.train import steps
 from gar_jax.mesh import DATA_AXIS, check_batch_size, replicated
@@ -59,8 +59,8 @@ from gar_jax.models import variables
 
 @flax.struct.dataclass
 class SmartAugState(TrainState):
-    """`TrainState` plus the augmentation parameters (`gar_jax.augment.smart`) and their Adam
-    state; checkpointed whole."""
+    """`TrainState` plus the augmentation parameters (`gar_jax.augment.smart_augment`) and their
+    Adam state; checkpointed whole."""
     aug_params: Any
     aug_opt_state: Any
 
@@ -70,7 +70,7 @@ class Options:
     """The static choices of a meta step (from ``config.smart_aug``)."""
     inner_steps: int = 1
     num_ops: int = 3
-    temperature: float = smart.TEMPERATURE
+    temperature: float = smart_augment.TEMPERATURE
     unsup_factor: float = 1.0
     mag_reg: float = 1e-3
 
@@ -80,7 +80,7 @@ def make_space(config) -> spaces.SearchSpace:
     c = config.smart_aug
     space = spaces.get_space(c.space)
     if c.ops:
-        space = smart.subspace(space, [n.strip() for n in c.ops.split(",") if n.strip()])
+        space = smart_augment.subspace(space, [n.strip() for n in c.ops.split(",") if n.strip()])
     if c.destructive_op:
         space = spaces.with_destructive_op(space)
     return space
@@ -119,7 +119,7 @@ def validate(config) -> None:
         raise ConfigError(f"config.smart_aug.inner_steps={c.inner_steps!r} (K) must be an "
                           "integer >= 1")
     space = make_space(config)
-    smart.check_num_ops(space, c.num_ops)
+    smart_augment.check_num_ops(space, c.num_ops)
     if not 0 < c.heldout_fraction < 1:
         raise ConfigError(f"config.smart_aug.heldout_fraction={c.heldout_fraction} must be in "
                           "(0, 1)")
@@ -133,7 +133,7 @@ def validate(config) -> None:
 
 def init_state(state: TrainState, config, space: spaces.SearchSpace) -> SmartAugState:
     """`SmartAugState` from a fresh `TrainState` (replicated like the rest)."""
-    aug = smart.init_params(space)
+    aug = smart_augment.init_params(space)
     extra = dict(aug_params=aug, aug_opt_state=meta_optimizer(config).init(aug))
     sharding = jax.tree.leaves(state.params)[0].sharding
     extra = jax.tree.map(lambda x: jax.device_put(np.array(x), sharding), extra)
@@ -207,7 +207,7 @@ def make_unrolled_loss(model, tx, mesh, space: spaces.SearchSpace, opts: Options
     """``loss(aug_params, model_state, inner, heldout) -> (meta_loss, (model_state, metrics))``.
 
     model_state: ``(params, batch_stats, opt_state)``. inner: a tuple of K
-    ``(clean uint8/float [B,H,W,C], labels [B], smart.Sample, key)``, the inputs of the K
+    ``(clean uint8/float [B,H,W,C], labels [B], smart_augment.Sample, key)``, the inputs of the K
     unrolled steps (standard pipeline applied, ops drawn). heldout: ``(images, labels, key)``.
     The returned model state is that after the K real updates; differentiate w.r.t. aug_params.
     """
@@ -218,7 +218,7 @@ def make_unrolled_loss(model, tx, mesh, space: spaces.SearchSpace, opts: Options
         params, batch_stats, opt_state = model_state
         metrics = []
         for clean, labels, drawn, key in inner:
-            aug, weights = smart.augment(aug_params, space, clean, drawn)
+            aug, weights = smart_augment.augment(aug_params, space, clean, drawn)
             dtype = aug.dtype
             grads, batch_stats, m = grad_fn(params, batch_stats, clean.astype(dtype), aug,
                                             weights, labels, key)
@@ -227,7 +227,7 @@ def make_unrolled_loss(model, tx, mesh, space: spaces.SearchSpace, opts: Options
             params = optax.apply_updates(params, updates)
             metrics.append(m)
         held = heldout_loss(params, batch_stats, *heldout)
-        reg = smart.magnitude_regularizer(aug_params, space)
+        reg = smart_augment.magnitude_regularizer(aug_params, space)
         metrics = jax.tree.map(lambda *v: jnp.mean(jnp.stack(v)), *metrics)
         metrics["heldout_loss"] = held
         return held + opts.mag_reg * reg, ((params, batch_stats, opt_state), metrics)
@@ -248,7 +248,8 @@ def draw_inputs(state, batches, space: spaces.SearchSpace, opts: Options,
         if standard is not None:
             images = standard(k_standard, images)
         b, h, w, _ = images.shape
-        drawn = smart.sample(state.aug_params, k_draw, b, opts.num_ops, h, w, opts.temperature)
+        drawn = smart_augment.sample(state.aug_params, k_draw, b, opts.num_ops, h, w,
+                                     opts.temperature)
         inner.append((images, batch["label"], drawn, k_model))
     return tuple(inner)
 
@@ -276,10 +277,10 @@ def make_meta_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
             state.aug_params, model_state, inner, (heldout["image"], heldout["label"], held_key))
         metrics["meta_grad_norm"] = optax.tree.norm(meta_grads)
         updates, aug_opt_state = meta_tx.update(meta_grads, state.aug_opt_state, state.aug_params)
-        aug_params = smart.clamp(optax.apply_updates(state.aug_params, updates), space)
+        aug_params = smart_augment.clamp(optax.apply_updates(state.aug_params, updates), space)
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step + opts.inner_steps - 1)
-        p = smart.distribution(aug_params, opts.temperature)
+        p = smart_augment.distribution(aug_params, opts.temperature)
         metrics.update({f"p/{n}": p[i] for i, n in enumerate(names)})
         metrics.update({f"mag/{n}": aug_params["mag"][i] for i, n in enumerate(names)})
         new = state.replace(step=state.step + opts.inner_steps, params=params,
@@ -355,8 +356,8 @@ def recorder(space: spaces.SearchSpace, config) -> report.PolicyRecorder:
                                                "heldout_fraction", "meta_learning_rate")}}}
 
     return report.PolicyRecorder(
-        policy_of=lambda state: smart.to_json(jax.device_get(state.aug_params), space, c.space,
-                                              c.num_ops, c.temperature),
+        policy_of=lambda state: smart_augment.to_json(jax.device_get(state.aug_params), space,
+                                                      c.space, c.num_ops, c.temperature),
         record=lambda policy: {k: policy[k] for k in ("distribution", "magnitude",
                                                        "op_probability")},
         policy_json=lambda policy, epoch: policy, plot=plot, results=results)
