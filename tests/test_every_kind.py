@@ -1,6 +1,8 @@
 """A tiny run of every experiment kind through the real entry point (``gar_jax.main``'s own flag
 parser and ``main``, in this process), on digits (offline): supervised, the toy split, OLA,
-smart_aug, DRA, Fast AutoAugment and the data mixture. Each run's results.json is checked
+smart_aug, DRA and the data mixture; Fast AutoAugment's is tests/test_faa_engine.py (a tiny FAA
+run through the same entry point, uninterrupted and killed in fold training, with its search,
+policy and final training checked). Each run's results.json is checked
 against what its settings imply: step counts by hand, accuracies in range and consistent with
 the per-seed values, learned distributions of the right shape that sum to 1, the policy a
 training used equal to the one its search wrote; the toy split, stopped by SIGTERM and resumed,
@@ -167,36 +169,6 @@ def test_dra(tmp_path, monkeypatch, capsys):
     assert [r["epoch"] for r in history] == [1, 2]
     for k in ("W", "M_MEAN", "M_STD"):
         np.testing.assert_allclose(history[-1][k], searched[k], atol=1e-6)
-
-
-def test_faa(tmp_path, monkeypatch, capsys):
-    from gar_jax.augment import faa_policy
-
-    results = _run("digits_faa.py", tmp_path, *TINY_WRN, "--config.faa.folds=2",
-                   "--config.faa.trials=4", "--config.faa.asks_per_batch=2",
-                   "--config.faa.n_startup_trials=2", "--config.faa.top_n=2",
-                   "--config.faa.fold_epochs=1", "--config.faa.copies=2",
-                   monkeypatch=monkeypatch, capsys=capsys)
-    _check_wrn_run(results, DIGITS_TRAIN // 64)
-    with open(tmp_path / "search" / "top_candidates.json", encoding="utf-8") as f:
-        top = json.load(f)
-    assert sorted(top) == ["fold0_repeat0", "fold1_repeat0"]
-    for candidates in top.values():  # the best 2 of 4 trials, best first
-        assert len(candidates) == 2 and candidates[0]["accuracy"] >= candidates[1]["accuracy"]
-    # The final policy: the top candidates' sub-policies pooled in study order, duplicates
-    # dropped within each candidate.
-    expected = []
-    for name in sorted(top):
-        for candidate in top[name]:
-            expected += faa_policy.remove_duplicates([tuple(tuple(s) for s in sub)
-                                               for sub in candidate["policy"]])
-    with open(tmp_path / "policy.json", encoding="utf-8") as f:
-        (policy,) = json.load(f)["policies"].values()
-    assert [tuple(tuple(s) for s in sub) for sub in policy] == [
-        tuple((op, p, lv) for op, p, lv in sub) for sub in expected]
-    assert results["faa"]["num_sub_policies_final"] == len(expected)
-    probability = results["learned_policy"]["op_probability"]
-    assert probability and all(0.0 <= p <= 1.0 for p in probability.values())
 
 
 def test_mixture(tmp_path, monkeypatch, capsys):

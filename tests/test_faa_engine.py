@@ -119,7 +119,11 @@ def test_a_run_killed_in_fold_training_resumes_to_the_uninterrupted_policy(
         run, "search", "folds", "results.json")
     assert folds_a["steps"] == folds_b["steps"] == FOLD_STEPS
     assert folds_a["da_accuracy_per_fold"] == folds_b["da_accuracy_per_fold"]
-    assert folds_a["curves"]["train_loss"] == folds_b["curves"]["train_loss"]
+    # The train-loss curve is the step-weighted mean of the logged means; B's preemption at step
+    # 7 logs steps 1-7 and 8-10 apart where A logs 1-10 at once: the same mean up to float32
+    # rounding of the partial means (the models themselves are compared through D_A above).
+    np.testing.assert_allclose(folds_a["curves"]["train_loss"], folds_b["curves"]["train_loss"],
+                               rtol=1e-6)
     assert folds_a["test_accuracy"] == pytest.approx(np.mean(folds_a["da_accuracy_per_fold"]))
     top = read(a, "search", "top_candidates.json")
     assert top == read(run, "search", "top_candidates.json")
