@@ -4,6 +4,9 @@ Usage:
   python experiments/mixture/run.py --workdir RUNS [--seeds 0-4] [--scenarios noisy,target]
       [--methods gar,...] [--set field=value ...] [--out experiments/mixture]
   python experiments/mixture/run.py --workdir RUNS --summarize [--bench bench_cost.json]
+  python experiments/mixture/run.py --costs bench_cost.json --out experiments/mixture
+      (only the cost columns: results.json's step_cost / step_memory from a newer benchmark
+      run, the rest of results.json and the figures as they are)
 
 Each cell (scenario, method, seed) is an engine run of ``configs/digits_mixture.py`` (the
 `gar_jax.methods.mixture` method) in ``RUNS/<scenario>/<method>/seed_<s>``: a finished cell is read
@@ -118,9 +121,33 @@ def table(results: dict, names: list) -> str:
     return "\n".join(lines) + "\n"
 
 
+def fill_costs(bench_path: str, out_dir: str) -> None:
+    """results.json's step_cost / step_memory of every method from `bench_path` (the others
+    null), results.md rewritten with them; nothing else changes."""
+    with open(bench_path) as f:
+        bench = json.load(f)["ratios"]
+    path = os.path.join(out_dir, "results.json")
+    with open(path) as f:
+        final = json.load(f)
+    results = {k: v for k, v in final.items() if k not in ("seeds", "config")}
+    for by_method in results.values():
+        for method, r in by_method.items():
+            cost = bench.get(method, {})
+            r["step_cost"], r["step_memory"] = cost.get("time"), cost.get("memory")
+    engine.write_json(path, final)
+    names = list(next(iter(next(iter(results.values())).values()))["final_weights"])
+    overrides = final.get("config") or {}
+    seeds = final["seeds"]
+    seeds_text = (f"{seeds[0]}-{seeds[-1]}" if seeds == list(range(seeds[0], seeds[-1] + 1))
+                  else ",".join(map(str, seeds)))
+    with open(os.path.join(out_dir, "results.md"), "w") as f:
+        f.write(f"seeds {seeds_text}; overrides {overrides or 'none'}; cost columns from "
+                f"{os.path.basename(bench_path)}\n" + table(results, names))
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--workdir", required=True)
+    parser.add_argument("--workdir", default=None)
     parser.add_argument("--seeds", default="0-4")
     parser.add_argument("--scenarios", default=",".join(digits_mixture.SCENARIOS))
     parser.add_argument("--methods", default=",".join(digits_mixture.METHODS))
@@ -133,7 +160,14 @@ def main():
                         help="only read finished cells (no training) and write the outputs")
     parser.add_argument("--bench", default=None,
                         help="bench_cost.py --json output: fills step_cost / step_memory")
+    parser.add_argument("--costs", default=None,
+                        help="bench_cost.py --json output: rewrite only the cost columns of "
+                             "--out's results.json / results.md (no cells needed)")
     args = parser.parse_args()
+    if args.costs:
+        return fill_costs(args.costs, args.out or parser.error("--costs needs --out"))
+    if not args.workdir:
+        parser.error("--workdir is required (except with --costs)")
     overrides = dict(kv.split("=", 1) for kv in args.set)
     seeds = parse_seeds(args.seeds)
     scenarios = [s for s in args.scenarios.split(",") if s]
