@@ -20,7 +20,7 @@ def _module(name):
     return module
 
 
-def _run(path, probs, keeps, acc=0.98, finished=True):
+def _run(path, probs, keeps, acc=0.98, finished=True, ola=None):
     """A run dir: results.json (op probabilities), metrics.jsonl with one record per epoch of
     the destructive op's keep probability; `keeps` may repeat an epoch (a resumed run)."""
     os.makedirs(path)
@@ -33,7 +33,8 @@ def _run(path, probs, keeps, acc=0.98, finished=True):
     if finished:
         with open(os.path.join(path, "results.json"), "w") as f:
             json.dump({"test_accuracy": acc, "learned_policy": {
-                "op_probability": probs, "destructive_op": "sample_pairing"}}, f)
+                "op_probability": probs, "destructive_op": "sample_pairing"},
+                "config": {"ola": ola or {"reward": "gar", "gar_method": "jvp"}}}, f)
 
 
 def test_seed_study_table(tmp_path):
@@ -67,6 +68,35 @@ def test_seed_study_table(tmp_path):
     study.main(["--runs", str(runs), "--out", str(out), "--seeds", "101"])
     md = (out / "seed_study.md").read_text()
     assert "| 101 |" in md and "| 100 |" not in md and "gar_contribution" not in md
+
+
+def test_kept_rows_fill_missing_seeds_and_must_match_the_settings(tmp_path):
+    """--keep: an earlier seed_study.json supplies the seeds without a run (marked *), a run
+    wins over a kept row of its seed, and a kept row of other settings is refused in one line."""
+    study = _module("seed_study")
+    low = {"a": 0.04, "b": 0.05, "c": 0.06, "sample_pairing": 0.01}
+    mid = {"a": 0.04, "b": 0.05, "c": 0.06, "sample_pairing": 0.055}
+    earlier = tmp_path / "earlier"
+    _run(str(earlier / "gar_s100"), mid, [(1, 0.5)], acc=0.95)   # redone below
+    _run(str(earlier / "gar_s101"), low, [(1, 0.3)], acc=0.96)   # only here
+    study.main(["--runs", str(earlier), "--out", str(tmp_path / "old")])
+    kept = str(tmp_path / "old" / "seed_study.json")
+    runs = tmp_path / "runs"
+    _run(str(runs / "gar_s100"), low, [(1, 0.2)], acc=0.99)
+    out = tmp_path / "out"
+    study.main(["--runs", str(runs), "--out", str(out), "--keep", kept])
+    rows = json.loads((out / "seed_study.json").read_text())["gar"]
+    assert sorted(rows) == ["100", "101"]
+    assert rows["100"]["test_accuracy"] == 0.99 and not rows["100"].get("carried")
+    assert rows["101"]["test_accuracy"] == 0.96 and rows["101"]["carried"]
+    md = (out / "seed_study.md").read_text()
+    assert "| 101* | 0.300 | 0.0100 | 1 of 4 |" in md and "| 100 | 0.200 |" in md
+    assert "2 seeds: destructive op among the 3 lowest in 2, the lowest in 2" in md
+    other = tmp_path / "other"  # the default changed: the same variant name, other settings
+    _run(str(other / "gar_s102"), low, [(1, 0.2)], ola={"reward": "gar", "gar_method": "vmap"})
+    with pytest.raises(SystemExit) as e:
+        study.main(["--runs", str(other), "--out", str(tmp_path / "x"), "--keep", kept])
+    assert "gar seed 100 ran with settings" in str(e.value) and "\n" not in str(e.value)
 
 
 def test_diagnose_pools_over_steps(tmp_path):

@@ -9,7 +9,15 @@ the ops by that probability (1 = lowest), its ratio to the median op, and the te
 Outputs ``seed_study.md`` (tables + summary lines), ``seed_study.json`` and
 ``seed_study.png`` (the destructive op's keep probability over training, one line a seed).
 
-    python experiments/ola/seed_study.py --runs runs/ola_seeds --out experiments/ola
+    python experiments/ola/seed_study.py --runs runs/ola_seeds --out experiments/ola \
+        [--keep experiments/ola/seed_study.json]
+
+A study may span sessions whose run directories are gone: ``--keep`` takes the rows of an
+earlier ``seed_study.json`` for the seeds that have no finished run in ``--runs`` (a run there
+wins), marked ``*`` in the tables. Each row records its run's OLA settings (``settings``: the
+reward, GAR method and convention, chunks, normalization, policy learning rate, ensemble); a
+kept row whose settings differ from the variant's runs is refused (the default changed: its old
+rows do not belong to the new variant).
 """
 from __future__ import annotations
 
@@ -19,6 +27,11 @@ import json
 import os
 import re
 import statistics
+
+
+# The OLA settings a row records: a variant's rows must agree on them.
+SETTINGS = ("reward", "gar_method", "gar_convention", "num_chunks", "chunk_size",
+            "reward_normalization", "learning_rate", "ensemble_size")
 
 
 def load_run(path: str) -> dict | None:
@@ -44,7 +57,8 @@ def load_run(path: str) -> dict | None:
     return {"op": op, "op_probability": probs[op], "rank": ranked.index(op) + 1,
             "num_ops": len(probs), "ratio_to_median": probs[op] / median,
             "keep_end": keep_curve[-1] if keep_curve else None, "keep_curve": keep_curve,
-            "keep_epochs": epochs, "test_accuracy": results["test_accuracy"]}
+            "keep_epochs": epochs, "test_accuracy": results["test_accuracy"],
+            "settings": {k: results.get("config", {}).get("ola", {}).get(k) for k in SETTINGS}}
 
 
 def collect(runs: str) -> dict:
@@ -58,6 +72,25 @@ def collect(runs: str) -> dict:
         if row is not None:
             table.setdefault(m.group(1), {})[int(m.group(2))] = row
     return table
+
+
+def merge_kept(table: dict, kept: dict, source: str) -> dict:
+    """`table` plus the rows of `kept` (a seed_study.json's content) for seeds `table` lacks,
+    each marked ``carried``; SystemExit (one line) where a kept row's settings differ from those
+    of the variant's runs."""
+    merged = {v: dict(rows) for v, rows in table.items()}
+    for variant, rows in kept.items():
+        ours = next(iter(table.get(variant, {}).values()), None)
+        for seed_text, row in rows.items():
+            seed = int(seed_text)
+            if seed in merged.get(variant, {}):
+                continue
+            if ours is not None and row.get("settings") != ours["settings"]:
+                raise SystemExit(f"seed_study: {source}'s {variant} seed {seed} ran with "
+                                 f"settings {row.get('settings')}, the runs with "
+                                 f"{ours['settings']}; drop it or rename the variant")
+            merged.setdefault(variant, {})[seed] = {**row, "carried": True}
+    return merged
 
 
 def summary(rows: dict) -> dict:
@@ -74,6 +107,9 @@ def write_markdown(table: dict, path: str, header: str = "", seeds_planned: int 
     """One section per variant (each exactly once), after `header`; with `seeds_planned`, a
     variant with fewer finished seeds is labelled partial."""
     lines = [header, ""] if header else []
+    if any(r.get("carried") for rows in table.values() for r in rows.values()):
+        lines += ["`*`: a seed whose run directory is gone, its row taken from an earlier "
+                  "session's seed_study.json (`--keep`).", ""]
     for variant, rows in sorted(table.items()):
         s = summary(rows)
         partial = (f" (partial: {s['seeds']} of {seeds_planned} seeds)"
@@ -87,7 +123,8 @@ def write_markdown(table: dict, path: str, header: str = "", seeds_planned: int 
                   "| test acc. % |", "|---|---|---|---|---|---|"]
         for seed, r in sorted(rows.items()):
             keep = "" if r["keep_end"] is None else f"{r['keep_end']:.3f}"
-            lines.append(f"| {seed} | {keep} | {r['op_probability']:.4f} | {r['rank']} of "
+            mark = "*" if r.get("carried") else ""
+            lines.append(f"| {seed}{mark} | {keep} | {r['op_probability']:.4f} | {r['rank']} of "
                          f"{r['num_ops']} | {r['ratio_to_median']:.2f} | "
                          f"{100 * r['test_accuracy']:.2f} |")
         lines.append("")
@@ -124,8 +161,13 @@ def main(argv=None):
     p.add_argument("--seeds-planned", type=int, default=0,
                    help="seeds the study will have: fewer finished ones are labelled partial")
     p.add_argument("--header", default="", help="markdown put before the tables")
+    p.add_argument("--keep", default="", help="an earlier seed_study.json: its rows for the "
+                   "seeds without a finished run in --runs")
     args = p.parse_args(argv)
     table = collect(args.runs)
+    if args.keep:
+        with open(args.keep, encoding="utf-8") as f:
+            table = merge_kept(table, json.load(f), args.keep)
     if args.seeds:
         first, _, last = args.seeds.partition("-")
         keep = (set(range(int(first), int(last) + 1)) if last
