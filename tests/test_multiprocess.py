@@ -194,8 +194,8 @@ def test_ola_two_processes_equal_one_process(tmp_path):
     to 3e-4 (of values ~0.3), the momentum sums to 7e-3 (not compared), the losses to 1e-5, the
     test accuracy to 3 of 360 (seen on one CPU). The gap is not about processes: one process
     with 8 or 4 devices gives the same draws and parameters 4.7e-4 apart (a supervised run's:
-    1.2e-7), equal to 1.2e-7 through step 8 and 2.3e-4 apart at step 14: a jump in some step,
-    not located (README, "Multi-host")."""
+    1.2e-7), equal to 1.2e-7 through step 10 and apart after the pair of steps 10-11, with NSLR
+    rewards too: a jump on the common path, not located (README, "Multi-host")."""
     multi, single, _ = _run_real_pair(tmp_path, "digits_ola.py",
                                       extra=["--config.ola.learning_rate=1e-9"])
     _assert_same_run(multi, single, steps=22, state_atol=2e-3, moments=False)
