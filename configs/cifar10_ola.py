@@ -47,6 +47,11 @@ def get_config(space: str = "wide"):
     c.ola.gar_method = "jvp"       # "jvp", "vmap" or "layerwise" (all exact)
     c.ola.num_chunks = 2           # jvp/vmap: cut each device's batch into this many chunks
     c.ola.chunk_size = 0           # jvp/vmap: examples per chunk instead (0: use num_chunks)
+    # GAR for half of every sampler's images (the first half of each block of a sampler's images
+    # on one device; batches are shuffled, so a random half), the policy learning from those:
+    # the forward-mode pass is a quarter of the pair's work, and half of it brings the default
+    # to the time goal (experiments/ola/README.md section 7). Here 2 of each sampler's 4 images.
+    c.ola.reward_fraction = 0.5    # share of the batch whose GAR rewards are computed (GAR only)
     c.ola.gar_convention = "frozen"  # layerwise on BatchNorm nets: frozen batch statistics
                                    # (== jvp/vmap; a second backward), or "contribution": each
                                    # example's share of the batch gradient (the authors'; one

@@ -67,6 +67,7 @@ def get_config():
     c.ola.gar_store = "auto"       # layerwise: per layer keep "activations" or per-example
                                    # "gradients"; "auto": whichever is smaller
     c.ola.chunk_size = 0           # jvp/vmap: examples per chunk instead (0: use num_chunks)
+    c.ola.reward_fraction = 0.5    # GAR for half of each sampler's images (configs/cifar10_ola.py)
     c.ola.learning_rate = 0.1      # Adam on the policy logits
     c.ola.b1 = 0.0                 # Adam's beta1
     c.ola.clip = 5.0               # gradient value clipping (0 = none)

@@ -123,6 +123,7 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
         oc.ola.gar_store = store
         oc.ola.chunk_size = chunk
         oc.ola.num_chunks = 1  # "jvp" without ":C" is the whole batch at once
+        oc.ola.reward_fraction = 1.0  # GAR for every image
         fn = ola.make_pair_step(model, tx, mesh, ra_space, ola.meta_optimizer(oc),
                                 ola.options(oc), standard=standard, schedule=schedule)
         carry = ola.init_state(fresh(), oc, ra_space)

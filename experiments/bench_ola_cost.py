@@ -12,8 +12,10 @@ device, and times these step pairs (two SGD steps, t on an augmented batch, t+1 
              output-gradients only); `layerwise` = OLA's default; REINFORCE update of the policy;
   jvp, vmap  the same with `gar.alignment(..., method="jvp" | "vmap")` ("jvp:C": in chunks of C
              examples, bounding the memory of the forward-mode pass);
+  NAME/F     any of these with GAR for a share F of the batch (``ola.reward_fraction``: e.g.
+             "jvp/0.5", "jvp:32/0.5": the first half of every sampler's images, in chunks of 32);
   default    OLA as configs/cifar10_ola.py computes GAR (its gar_method, convention, store,
-             chunks: printed);
+             chunks, reward fraction: printed);
   direct     a direct meta-gradient through the SGD update (the paper's cheaper variant: re-use
              G and apply the chain rule through the update): per-op magnitudes of the
              differentiable (bilinear) ops of `gar_jax.augment.ops`, d L_{t+1}(θ_t - lr g_t(m))/dm
@@ -87,7 +89,7 @@ GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Optio
 # is a single chunk, not chunking, and is skipped with a message.
 # The config.ola fields that choose how GAR is computed (what `--methods default` copies).
 GAR_FIELDS = ("gar_method", "gar_convention", "gar_remat", "gar_store", "chunk_size",
-              "num_chunks")
+              "num_chunks", "reward_fraction")
 EXACT = ("layerwise_frozen", "layerwise_contrib", "layerwise_lean", "jvp", "jvp:64")
 
 # Differentiable ops for the direct meta-gradient: (name, initial magnitude, signed).
@@ -241,8 +243,10 @@ def bench_model(depth, width, batch, norm, reps, methods):
                 config.ola[field] = default[field]
             print("  default      = " + ", ".join(f"{f}={default[f]}" for f in GAR_FIELDS),
                   flush=True)
-        else:  # "layerwise[_frozen|_contrib]", "jvp[:chunk]", "vmap[:chunk]"
-            method, _, chunk = name.partition(":")
+        else:  # "layerwise[_frozen|_contrib]", "jvp[:chunk]", "vmap[:chunk]", each "[/fraction]"
+            name_chunk, _, fraction = name.partition("/")
+            config.ola.reward_fraction = float(fraction or 1)  # GAR for that share of the batch
+            method, _, chunk = name_chunk.partition(":")
             if chunk and int(chunk) >= batch:
                 print(f"  {name:12s} skipped: chunk size {chunk} >= batch {batch} is a single "
                       f"chunk (use '{method}' or a smaller chunk)", flush=True)

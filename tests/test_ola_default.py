@@ -1,6 +1,8 @@
 """OLA's default GAR (frozen-statistics jvp, each device's batch in 2 chunks) gives the rewards,
 policy and parameters of the layer-wise frozen method on a BatchNorm net (float64, 1 and 8
-devices); `chunk_size_for`'s chunk sizes; `op_reward_metrics` against a loop over the images."""
+devices); `chunk_size_for`'s chunk sizes; `op_reward_metrics` against a loop over the images;
+``reward_fraction`` (the default's half of the images rewarded): which examples, the full
+rewards restricted to them, REINFORCE over them alone, and its one-line errors."""
 import jax
 import ml_collections
 import jax.numpy as jnp
@@ -36,7 +38,8 @@ def test_chunk_size_for(local_batch, chunk_size, num_chunks, want):
 def test_default_options_are_the_configs():
     for name in ("cifar10_ola", "cifar100_ola", "digits_ola", "digits_ola_destructive"):
         opts = ola.options(load_config(name))
-        assert (opts.gar_method, opts.num_chunks, opts.chunk_size) == ("jvp", 2, None), name
+        assert (opts.gar_method, opts.num_chunks, opts.chunk_size, opts.reward_fraction) == (
+            "jvp", 2, None, 0.5), name
         assert (opts.gar_method, opts.num_chunks) == (ola.Options.gar_method,
                                                       ola.Options.num_chunks)
 
@@ -144,3 +147,97 @@ def test_integer_fields_are_refused_in_one_line(field, value, low):
     message = str(e.value)
     assert "\n" not in message
     assert message.startswith(f"config.ola.{field}={value!r} must be an integer >= {low}")
+
+
+@pytest.mark.parametrize("batch,samplers,devices,fraction,want", [
+    (128, 32, 1, 0.5, [0, 1, 4, 5, 8, 9]),         # CIFAR: 4 per sampler, 2 rewarded
+    (64, 2, 1, 0.5, list(range(16)) + list(range(32, 48))),  # digits: 16 of each 32
+    (64, 2, 8, 0.5, [0, 1, 2, 3, 8, 9, 10, 11]),   # 8 devices of 8: blocks of gcd(32, 8)
+    (64, 16, 2, 0.25, [0, 4, 8, 12]),              # blocks of 4 (a sampler's 4 images)
+    (128, 32, 1, 1.0, None)])                      # every example
+def test_rewarded_examples(batch, samplers, devices, fraction, want):
+    got = ola.rewarded_examples(batch, samplers, devices, fraction)
+    if want is None:
+        assert got is None
+        return
+    assert len(got) == batch * fraction
+    np.testing.assert_array_equal(got[:len(want)], want)
+    # each sampler and each device gets the same share
+    for groups in (samplers, devices):
+        counts = np.bincount(got // (batch // groups), minlength=groups)
+        assert (counts == len(got) // groups).all()
+
+
+@pytest.mark.parametrize("fraction,at_least", [(0.3, 1), (0.25, 2), (0.1, 1)])
+def test_rewarded_examples_refuses_a_fraction_without_whole_blocks(fraction, at_least):
+    with pytest.raises(ConfigError) as e:  # blocks of 4 (128 images, 32 samplers)
+        ola.rewarded_examples(128, 32, 1, fraction, at_least=at_least)
+    assert "\n" not in str(e.value) and "reward_fraction" in str(e.value)
+
+
+@pytest.mark.parametrize("value", [0, 1.5, -0.5, True, "half"])
+def test_reward_fraction_is_checked_in_one_line(value):
+    fields = load_config("digits_ola").to_dict()
+    fields["ola"]["reward_fraction"] = value
+    with pytest.raises(ConfigError) as e:
+        ola.validate(ml_collections.ConfigDict(fields))
+    assert str(e.value).startswith(f"config.ola.reward_fraction={value!r} must be")
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_subset_rewards_are_the_full_rewards_restricted(devices):
+    """``reward_fraction`` 0.5: the pair computes GAR for the first half of every block only
+    (jvp: each device its own, under the whole batch's frozen statistics); its rewards are the
+    full batch's rewards at `rewarded_examples`, and its policy update is REINFORCE over those
+    examples alone (`reinforce.reward_update` by hand). The layer-wise pair, which replays the
+    whole batch and keeps the subset, gives the same."""
+    from gar_jax.train import steps
+    model, v, images, labels, _ = _case(1)
+    mesh = make_mesh(jax.devices()[:devices])
+    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
+    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
+    base = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
+                      rng=jax.random.PRNGKey(0))
+    state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
+                         reward_stats=reinforce.RunningNormalizer().init())
+    sample = ola_sampler.sample(policy, jax.random.key(1), B)
+    rng = np.random.default_rng(2)
+    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
+             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    key = jax.random.key(3)
+    idx = ola.rewarded_examples(B, 2, devices, 0.5)
+    assert len(idx) == B // 2
+    half = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options(reward_fraction=0.5))
+    half_lw = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options(
+        reward_fraction=0.5, gar_method="layerwise", gar_convention="frozen"))
+
+    # The full batch's rewards, step by step as the pair takes them (key split as in the core).
+    _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)
+    grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
+        state.params, state.batch_stats, images, labels, k_drop_aug)
+    mid = steps.apply_gradients(state, grads, stats, tx)
+    g, _, _ = steps.make_grad_fn(model, mesh)(mid.params, mid.batch_stats, plain["image"],
+                                               plain["label"], k_drop_plain)
+    full = ola._alignment_fn(model, mesh, "jvp", None)(state.params, state.batch_stats, bn_stats,
+                                                       images, labels, g)
+    want_policy, *_ = reinforce.reward_update(
+        meta_tx, policy, state.policy_opt_state, state.reward_stats,
+        lambda p: ola_sampler.log_prob(p, jax.tree.map(lambda x: x[idx], sample)), full[idx])
+
+    args = (images, sample, labels, plain, key)
+    (new, m), (new_lw, m_lw) = half(state, *args), half_lw(state, *args)
+    np.testing.assert_allclose(m["reward_mean"], np.mean(full[idx]), rtol=1e-10)
+    np.testing.assert_allclose(m["reward_std"], np.std(full[idx]), rtol=1e-10)
+    assert abs(float(m["reward_mean"]) - float(np.mean(full))) > 1e-6  # not the whole batch's
+    for got in (new.policy, new_lw.policy):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
+                     got, want_policy)
+    assert np.abs(new.policy["keep_logits"] - policy["keep_logits"]).max() > 1e-3
+    # what the policy was told about each op: the rewarded images only
+    ops, active = np.asarray(sample.op_indices)[idx], np.asarray(sample.active)[idx]
+    for a, name in enumerate(SPACE.op_names):
+        hit = ((ops == a) & active).any(axis=1)
+        np.testing.assert_allclose(m[f"op_applied/{name}"], hit.mean(), rtol=1e-12)
+        np.testing.assert_allclose(m_lw[f"op_applied/{name}"], hit.mean(), rtol=1e-12)

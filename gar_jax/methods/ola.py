@@ -32,6 +32,7 @@ What was learned is written to the workdir at every evaluation: ``policy.json`` 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable, Optional
 
 import flax
@@ -75,6 +76,7 @@ class Options:
     replace: bool = True
     nslr_decay: float = 0.9
     reward_normalization: str = "batch"
+    reward_fraction: float = 1.0
 
 
 def options(config) -> Options:
@@ -84,7 +86,8 @@ def options(config) -> Options:
                    gar_convention=c.gar_convention, gar_remat=c.gar_remat,
                    gar_store=c.gar_store,
                    replace=c.replace, nslr_decay=c.nslr_decay,
-                   reward_normalization=c.reward_normalization)
+                   reward_normalization=c.reward_normalization,
+                   reward_fraction=c.reward_fraction)
 
 
 def make_space(config) -> spaces.SearchSpace:
@@ -141,6 +144,13 @@ def validate(config) -> None:
         raise ConfigError("config.ola needs learning_rate > 0, 0 <= b1 < 1 and clip >= 0")
     if not 0 <= c.nslr_decay < 1:
         raise ConfigError(f"config.ola.nslr_decay={c.nslr_decay} must be in [0, 1)")
+    fraction = c.reward_fraction
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
+            0 < fraction <= 1):
+        raise ConfigError(f"config.ola.reward_fraction={fraction!r} must be a number in (0, 1]")
+    if c.reward == "gar" and fraction < 1:
+        rewarded_examples(config.batch_size, c.ensemble_size, jax.device_count(), fraction,
+                          at_least=2 if c.reward_normalization == "sampler" else 1)
     space = make_space(config)
     if not c.replace and c.max_ops > len(space):
         raise ConfigError(f"config.ola.max_ops={c.max_ops} ops cannot be drawn without "
@@ -200,11 +210,44 @@ def chunk_size_for(local_batch: int, chunk_size: Optional[int], num_chunks: int 
     return None if size >= local_batch else size
 
 
-def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunks: int = 1):
+def rewarded_examples(batch_size: int, ensemble_size: int, num_devices: int, fraction: float,
+                      *, at_least: int = 1) -> Optional[np.ndarray]:
+    """The examples whose GAR rewards are computed (``ola.reward_fraction`` < 1), int [M],
+    ascending; None for all of them.
+
+    The batch is cut into blocks of gcd(B / E, B / D) consecutive examples, each inside one
+    sampler's group and one device's shard, and the first ``fraction`` of every block is
+    rewarded: each sampler and each device gets the same share, so the subset's rewards stay in
+    sampler order (``reward_normalization = "sampler"`` normalizes each sampler's M / E) and each
+    device computes its own. Batches are shuffled and every image draws its configuration
+    independently, so the first examples of a block are a uniformly random subset in
+    distribution. ConfigError (one line) where ``fraction`` x block is not a whole number, or
+    gives fewer than `at_least` rewards per sampler."""
+    if fraction >= 1:
+        return None
+    block = math.gcd(batch_size // ensemble_size, batch_size // num_devices)
+    per_block = fraction * block
+    per_sampler = per_block * (batch_size // ensemble_size) // block
+    if abs(per_block - round(per_block)) > 1e-9 or round(per_block) < 1 or per_sampler < at_least:
+        raise ConfigError(
+            f"config.ola.reward_fraction={fraction} must give a whole number >= 1 of rewarded "
+            f"examples in each block of {block} (batch {batch_size} cut into {ensemble_size} "
+            f"samplers and {num_devices} devices)"
+            + (f" and >= {at_least} per sampler" if at_least > 1 else "")
+            + f": use k / {block} for a whole k")
+    per_block = round(per_block)
+    starts = np.arange(0, batch_size, block)
+    return (starts[:, None] + np.arange(per_block)[None, :]).reshape(-1)
+
+
+def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunks: int = 1,
+                  subset: Optional[tuple[int, int]] = None):
     """Sharded ``fn(params_t, batch_stats_t, bn_stats, images, labels, direction) -> GAR [B]``
     with `gar.alignment` under per-device frozen BatchNorm statistics: `bn_stats` are those of
     step t's own training forward (``steps.make_grad_fn(..., bn_stats=True)``, leading device
-    axis, ``P('data')``), so no forward at θ_t is spent on capturing them again."""
+    axis, ``P('data')``), so no forward at θ_t is spent on capturing them again. `subset`
+    ``(block, per_block)``: only the first `per_block` examples of every `block` consecutive
+    ones (`rewarded_examples`), GAR [M]; the statistics stay those of the whole batch."""
     def local(params, batch_stats, bn_stats, images, labels, direction):
         # Nothing of this may start before G exists: otherwise XLA may run the forward at θ_t
         # early and keep its activations alive through the plain step (memory). It also returns
@@ -214,6 +257,10 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunk
         params, batch_stats, bn_stats, images, labels, direction = jax.lax.optimization_barrier(
             (params, batch_stats, bn_stats, images, labels, direction))
         bn_stats = jax.tree.map(lambda s: s[0], bn_stats)  # this device's statistics
+        if subset is not None:  # blocks never straddle devices: each device takes its own
+            block, per_block = subset
+            images, labels = (x.reshape(-1, block, *x.shape[1:])[:, :per_block].reshape(
+                -1, *x.shape[1:]) for x in (images, labels))
         batch = {"image": images, "label": labels}
         per_example = batchnorm.frozen_bn_loss_fn_from_stats(
             model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
@@ -225,11 +272,14 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunk
                          out_specs=P(DATA_AXIS))
 
 
-def _reward_fns(model, mesh, opts: Options, grad_fn) -> tuple[Callable, Callable]:
+def _reward_fns(model, mesh, opts: Options, grad_fn, subset=None) -> tuple[Callable, Callable]:
     """The one place where ``opts.reward`` / ``opts.gar_method`` choose the computation:
     ``augmented_step(params, batch_stats, images, labels, key) -> (grads, batch_stats, metrics,
     kept)`` (step t, keeping what the rewards need) and ``rewards(state, kept, images, labels, G,
-    plain_loss) -> float[B]`` (after the plain step; `state` is the pair's input, at θ_t)."""
+    plain_loss) -> float[B]`` (after the plain step; `state` is the pair's input, at θ_t).
+    `subset` (GAR only): ``(block, per_block, indices)`` of `rewarded_examples`; the rewards
+    are then those examples' only, float[M] (jvp/vmap compute no others; layer-wise replays the
+    whole batch and keeps them)."""
     if opts.reward == "nslr":
         def augmented_step(params, batch_stats, images, labels, key):
             return (*grad_fn(params, batch_stats, images, labels, key), None)
@@ -244,10 +294,12 @@ def _reward_fns(model, mesh, opts: Options, grad_fn) -> tuple[Callable, Callable
             return capture(params, batch_stats, images, labels)  # no dropout under OLA
 
         def rewards(state, tape, images, labels, g, plain_loss):
-            return replay(state.batch_stats, tape, images, g)
+            out = replay(state.batch_stats, tape, images, g)
+            return out if subset is None else out[subset[2]]
     else:  # step t also returns its BatchNorm statistics, frozen for GAR
         augmented_step = steps.make_grad_fn(model, mesh, bn_stats=True)
-        align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size, opts.num_chunks)
+        align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size, opts.num_chunks,
+                              subset=None if subset is None else subset[:2])
 
         def rewards(state, bn_stats, images, labels, g, plain_loss):
             return align(state.params, state.batch_stats, bn_stats, images, labels, g)
@@ -299,11 +351,26 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     ``core(state, images, sample, labels, batch_plain, key) -> (state, metrics)`` with `images`
     the augmented batch of step t, `sample` its `PolicySample`, `labels` its labels."""
     grad_fn = steps.make_grad_fn(model, mesh)
-    augmented_step, reward_fn = _reward_fns(model, mesh, opts, grad_fn)
     normalizer = reinforce.RunningNormalizer(decay=opts.nslr_decay)
     standard = standard or (lambda key, images: images)
+    fns = {}  # per (batch size, ensemble size), fixed at trace time
+
+    def reward_fns(batch_size, num_samplers):
+        if (batch_size, num_samplers) not in fns:
+            subset = None
+            if opts.reward == "gar":
+                indices = rewarded_examples(batch_size, num_samplers, mesh.shape[DATA_AXIS],
+                                            opts.reward_fraction)
+                if indices is not None:
+                    block = math.gcd(batch_size // num_samplers, batch_size // mesh.shape[DATA_AXIS])
+                    subset = (block, len(indices) * block // batch_size, indices)
+            fns[batch_size, num_samplers] = (*_reward_fns(model, mesh, opts, grad_fn, subset),
+                                              None if subset is None else subset[2])
+        return fns[batch_size, num_samplers]
 
     def core(state, images, sample, labels, batch_plain, key):
+        augmented_step, reward_fn, rewarded = reward_fns(
+            labels.shape[0], ola_sampler.ensemble_size(state.policy))
         k_standard, k_drop_aug, k_drop_plain = jax.random.split(key, 3)
         # 1. The augmented step (and what its rewards need: a tape, BatchNorm statistics).
         grads, batch_stats, m_aug, kept = augmented_step(state.params, state.batch_stats,
@@ -315,11 +382,13 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                                           batch_plain["label"], k_drop_plain)
         # 3. Rewards of the augmented examples; 4. REINFORCE update of the policy.
         rewards = reward_fn(state, kept, images, labels, g, m_plain["loss"])
+        learned = (sample if rewarded is None  # the policy learns from the rewarded ones only
+                   else jax.tree.map(lambda x: x[rewarded], sample))
         groups = (ola_sampler.ensemble_size(state.policy)  # each sampler its own B/E rewards
                   if opts.reward == "gar" and opts.reward_normalization == "sampler" else None)
         policy, policy_opt_state, reward_stats, weights = reinforce.reward_update(
             meta_tx, state.policy, state.policy_opt_state, state.reward_stats,
-            lambda p: ola_sampler.log_prob(p, sample, replace=opts.replace), rewards,
+            lambda p: ola_sampler.log_prob(p, learned, replace=opts.replace), rewards,
             normalizer=normalizer if opts.reward == "nslr" else None, groups=groups)
         new = steps.apply_gradients(mid, g, batch_stats, tx).replace(
             policy=policy, policy_opt_state=policy_opt_state, reward_stats=reward_stats)
@@ -334,7 +403,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
             metrics["learning_rate"] = schedule(state.step)
         metrics.update(_policy_metrics(policy, space))
         metrics.update(op_reward_metrics(
-            sample, weights, space, rank_weights=(rank_weights(rewards, groups or 1)
+            learned, weights, space, rank_weights=(rank_weights(rewards, groups or 1)
                                                   if opts.reward == "gar" else None)))
         return new, metrics
 
@@ -432,7 +501,8 @@ def recorder(space: spaces.SearchSpace, config) -> report.PolicyRecorder:
                 "policy_file": report.POLICY_FILE},
             "ola": {"space": space.name, "ops": list(space.op_names),
                     **{k: c[k] for k in ("reward", "gar_method", "ensemble_size", "max_ops",
-                                         "replace", "reward_normalization")},
+                                         "replace", "reward_normalization",
+                                         "reward_fraction")},
                     "final_policy": record}}
 
     return report.PolicyRecorder(
