@@ -78,7 +78,9 @@ def _check_ola(workdir, space_size):
     logits = np.log(p_keep) - np.log1p(-p_keep)
     moved = np.abs(logits)
     assert np.all((moved < 1e-4) | (np.abs(moved - 0.1) < 1e-4)), logits
-    assert (np.abs(moved - 0.1) < 1e-4).mean() > 0.5  # most ops got a non-zero gradient
+    # many ops got a non-zero gradient (from the rewarded half of the images: an op drawn only
+    # for the others gets none)
+    assert (np.abs(moved - 0.1) < 1e-4).mean() > 0.3
 
 
 @FULL_MATRIX

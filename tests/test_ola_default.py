@@ -150,17 +150,18 @@ def test_integer_fields_are_refused_in_one_line(field, value, low):
 
 
 @pytest.mark.parametrize("batch,samplers,devices,fraction,want", [
-    (128, 32, 1, 0.5, [0, 1, 4, 5, 8, 9]),         # CIFAR: 4 per sampler, 2 rewarded
-    (64, 2, 1, 0.5, list(range(16)) + list(range(32, 48))),  # digits: 16 of each 32
-    (64, 2, 8, 0.5, [0, 1, 2, 3, 8, 9, 10, 11]),   # 8 devices of 8: blocks of gcd(32, 8)
-    (64, 16, 2, 0.25, [0, 4, 8, 12]),              # blocks of 4 (a sampler's 4 images)
-    (128, 32, 1, 1.0, None)])                      # every example
+    (128, 32, 1, 0.5, [0, 2, 4, 6]),       # CIFAR: 2 of each sampler's 4 images
+    (64, 2, 1, 0.5, [0, 2, 4, 6]),         # digits: 16 of each sampler's 32
+    (64, 2, 8, 0.5, [0, 2, 4, 6]),         # the same on 8 devices of 8 images
+    (64, 16, 2, 0.25, [0, 4, 8, 12]),      # 1 of 4
+    (60, 5, 2, 2 / 3, [0, 1, 3, 4, 6, 7]),  # 2 of 3
+    (128, 32, 1, 1.0, None)])              # every example
 def test_rewarded_examples(batch, samplers, devices, fraction, want):
     got = ola.rewarded_examples(batch, samplers, devices, fraction)
     if want is None:
         assert got is None
         return
-    assert len(got) == batch * fraction
+    assert len(got) == round(batch * fraction)
     np.testing.assert_array_equal(got[:len(want)], want)
     # each sampler and each device gets the same share
     for groups in (samplers, devices):
@@ -168,10 +169,15 @@ def test_rewarded_examples(batch, samplers, devices, fraction, want):
         assert (counts == len(got) // groups).all()
 
 
-@pytest.mark.parametrize("fraction,at_least", [(0.3, 1), (0.25, 2), (0.1, 1)])
-def test_rewarded_examples_refuses_a_fraction_without_whole_blocks(fraction, at_least):
-    with pytest.raises(ConfigError) as e:  # blocks of 4 (128 images, 32 samplers)
-        ola.rewarded_examples(128, 32, 1, fraction, at_least=at_least)
+@pytest.mark.parametrize("batch,samplers,devices,fraction,at_least", [
+    (128, 32, 1, 0.3, 1),    # 3 of 10: 10 does not divide a sampler's 4 images
+    (128, 32, 1, 0.25, 2),   # 1 of 4: one reward per sampler, "sampler" normalization needs 2
+    (64, 2, 8, 1 / 16, 1),   # 16 does not divide a device's 8 images
+])
+def test_rewarded_examples_refuses_what_does_not_divide(batch, samplers, devices, fraction,
+                                                        at_least):
+    with pytest.raises(ConfigError) as e:
+        ola.rewarded_examples(batch, samplers, devices, fraction, at_least=at_least)
     assert "\n" not in str(e.value) and "reward_fraction" in str(e.value)
 
 
@@ -187,8 +193,8 @@ def test_reward_fraction_is_checked_in_one_line(value):
 
 @pytest.mark.parametrize("devices", [1, 8])
 def test_subset_rewards_are_the_full_rewards_restricted(devices):
-    """``reward_fraction`` 0.5: the pair computes GAR for the first half of every block only
-    (jvp: each device its own, under the whole batch's frozen statistics); its rewards are the
+    """``reward_fraction`` 0.5: the pair computes GAR for every second example only (jvp: each
+    device its own, under the whole batch's frozen statistics); its rewards are the
     full batch's rewards at `rewarded_examples`, and its policy update is REINFORCE over those
     examples alone (`reinforce.reward_update` by hand). The layer-wise pair, which replays the
     whole batch and keeps the subset, gives the same."""

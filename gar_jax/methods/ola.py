@@ -32,7 +32,7 @@ What was learned is written to the workdir at every evaluation: ``policy.json`` 
 from __future__ import annotations
 
 import dataclasses
-import math
+import fractions
 from typing import Any, Callable, Optional
 
 import flax
@@ -212,32 +212,37 @@ def chunk_size_for(local_batch: int, chunk_size: Optional[int], num_chunks: int 
 
 def rewarded_examples(batch_size: int, ensemble_size: int, num_devices: int, fraction: float,
                       *, at_least: int = 1) -> Optional[np.ndarray]:
-    """The examples whose GAR rewards are computed (``ola.reward_fraction`` < 1), int [M],
-    ascending; None for all of them.
+    """The examples whose GAR rewards are computed (``ola.reward_fraction`` = p / q < 1), int
+    [M], ascending; None for all of them.
 
-    The batch is cut into blocks of gcd(B / E, B / D) consecutive examples, each inside one
-    sampler's group and one device's shard, and the first ``fraction`` of every block is
-    rewarded: each sampler and each device gets the same share, so the subset's rewards stay in
-    sampler order (``reward_normalization = "sampler"`` normalizes each sampler's M / E) and each
-    device computes its own. Batches are shuffled and every image draws its configuration
-    independently, so the first examples of a block are a uniformly random subset in
-    distribution. ConfigError (one line) where ``fraction`` x block is not a whole number, or
-    gives fewer than `at_least` rewards per sampler."""
+    Example i is rewarded where i mod q < p: the first p of every q consecutive examples. q must
+    divide each sampler's B / E images and each device's B / D, so every sampler and every device
+    gets the same share, the subset's rewards stay in sampler order (``reward_normalization =
+    "sampler"`` normalizes each sampler's M / E), each device computes its own, and the subset is
+    the same on any number of devices. Batches are shuffled and every image draws its
+    configuration independently, so these are a uniformly random subset in distribution.
+    ConfigError (one line) where q does not divide both, or a sampler would get fewer than
+    `at_least` rewards."""
     if fraction >= 1:
         return None
-    block = math.gcd(batch_size // ensemble_size, batch_size // num_devices)
-    per_block = fraction * block
-    per_sampler = per_block * (batch_size // ensemble_size) // block
-    if abs(per_block - round(per_block)) > 1e-9 or round(per_block) < 1 or per_sampler < at_least:
+    p, q = _as_ratio(fraction)
+    per_sampler = p * (batch_size // ensemble_size) // q
+    if (batch_size // ensemble_size) % q or (batch_size // num_devices) % q or (
+            per_sampler < at_least):
         raise ConfigError(
-            f"config.ola.reward_fraction={fraction} must give a whole number >= 1 of rewarded "
-            f"examples in each block of {block} (batch {batch_size} cut into {ensemble_size} "
-            f"samplers and {num_devices} devices)"
-            + (f" and >= {at_least} per sampler" if at_least > 1 else "")
-            + f": use k / {block} for a whole k")
-    per_block = round(per_block)
-    starts = np.arange(0, batch_size, block)
-    return (starts[:, None] + np.arange(per_block)[None, :]).reshape(-1)
+            f"config.ola.reward_fraction={fraction} ({p}/{q}) rewards the first {p} of every {q} "
+            f"examples: {q} must divide each sampler's {batch_size // ensemble_size} images "
+            f"(batch {batch_size}, {ensemble_size} samplers) and each device's "
+            f"{batch_size // num_devices} ({num_devices} devices)"
+            + (f", giving >= {at_least} rewards per sampler" if at_least > 1 else ""))
+    starts = np.arange(0, batch_size, q)
+    return (starts[:, None] + np.arange(p)[None, :]).reshape(-1)
+
+
+def _as_ratio(fraction: float) -> tuple[int, int]:
+    """``fraction`` as p / q in lowest terms (q <= 1024)."""
+    ratio = fractions.Fraction(fraction).limit_denominator(1024)
+    return ratio.numerator, ratio.denominator
 
 
 def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunks: int = 1,
@@ -246,8 +251,8 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunk
     with `gar.alignment` under per-device frozen BatchNorm statistics: `bn_stats` are those of
     step t's own training forward (``steps.make_grad_fn(..., bn_stats=True)``, leading device
     axis, ``P('data')``), so no forward at θ_t is spent on capturing them again. `subset`
-    ``(block, per_block)``: only the first `per_block` examples of every `block` consecutive
-    ones (`rewarded_examples`), GAR [M]; the statistics stay those of the whole batch."""
+    ``(q, p)``: only the first p of every q consecutive examples (`rewarded_examples`), GAR [M];
+    the statistics stay those of the whole batch."""
     def local(params, batch_stats, bn_stats, images, labels, direction):
         # Nothing of this may start before G exists: otherwise XLA may run the forward at θ_t
         # early and keep its activations alive through the plain step (memory). It also returns
@@ -257,7 +262,7 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunk
         params, batch_stats, bn_stats, images, labels, direction = jax.lax.optimization_barrier(
             (params, batch_stats, bn_stats, images, labels, direction))
         bn_stats = jax.tree.map(lambda s: s[0], bn_stats)  # this device's statistics
-        if subset is not None:  # blocks never straddle devices: each device takes its own
+        if subset is not None:  # q divides B / D: each device takes its own
             block, per_block = subset
             images, labels = (x.reshape(-1, block, *x.shape[1:])[:, :per_block].reshape(
                 -1, *x.shape[1:]) for x in (images, labels))
@@ -277,7 +282,7 @@ def _reward_fns(model, mesh, opts: Options, grad_fn, subset=None) -> tuple[Calla
     ``augmented_step(params, batch_stats, images, labels, key) -> (grads, batch_stats, metrics,
     kept)`` (step t, keeping what the rewards need) and ``rewards(state, kept, images, labels, G,
     plain_loss) -> float[B]`` (after the plain step; `state` is the pair's input, at θ_t).
-    `subset` (GAR only): ``(block, per_block, indices)`` of `rewarded_examples`; the rewards
+    `subset` (GAR only): ``(q, p, indices)`` of `rewarded_examples`; the rewards
     are then those examples' only, float[M] (jvp/vmap compute no others; layer-wise replays the
     whole batch and keeps them)."""
     if opts.reward == "nslr":
@@ -362,8 +367,8 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                 indices = rewarded_examples(batch_size, num_samplers, mesh.shape[DATA_AXIS],
                                             opts.reward_fraction)
                 if indices is not None:
-                    block = math.gcd(batch_size // num_samplers, batch_size // mesh.shape[DATA_AXIS])
-                    subset = (block, len(indices) * block // batch_size, indices)
+                    p, q = _as_ratio(opts.reward_fraction)
+                    subset = (q, p, indices)
             fns[batch_size, num_samplers] = (*_reward_fns(model, mesh, opts, grad_fn, subset),
                                               None if subset is None else subset[2])
         return fns[batch_size, num_samplers]
