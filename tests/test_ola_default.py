@@ -219,21 +219,28 @@ def test_subset_rewards_are_the_full_rewards_restricted(devices):
     half_lw = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options(
         reward_fraction=0.5, gar_method="layerwise", gar_convention="frozen"))
 
-    # The full batch's rewards, step by step as the pair takes them (key split as in the core).
-    _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)
-    grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
-        state.params, state.batch_stats, images, labels, k_drop_aug)
-    mid = steps.apply_gradients(state, grads, stats, tx)
-    g, _, _ = steps.make_grad_fn(model, mesh)(mid.params, mid.batch_stats, plain["image"],
-                                               plain["label"], k_drop_plain)
-    full = ola._alignment_fn(model, mesh, "jvp", None)(state.params, state.batch_stats, bn_stats,
-                                                       images, labels, g)
+    @jax.jit
+    def full_rewards(state):  # the whole batch's, step by step as the pair takes them
+        _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)  # the core's split
+        grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
+            state.params, state.batch_stats, images, labels, k_drop_aug)
+        mid = steps.apply_gradients(state, grads, stats, tx)
+        g, _, _ = steps.make_grad_fn(model, mesh)(mid.params, mid.batch_stats, plain["image"],
+                                                   plain["label"], k_drop_plain)
+        return ola._alignment_fn(model, mesh, "jvp", None)(
+            state.params, state.batch_stats, bn_stats, images, labels, g)
+
+    full = full_rewards(state)
     want_policy, *_ = reinforce.reward_update(
         meta_tx, policy, state.policy_opt_state, state.reward_stats,
         lambda p: ola_sampler.log_prob(p, jax.tree.map(lambda x: x[idx], sample)), full[idx])
 
-    args = (images, sample, labels, plain, key)
-    (new, m), (new_lw, m_lw) = half(state, *args), half_lw(state, *args)
+    @jax.jit
+    def both(state):
+        args = (images, sample, labels, plain, key)
+        return half(state, *args), half_lw(state, *args)
+
+    (new, m), (new_lw, m_lw) = both(state)
     np.testing.assert_allclose(m["reward_mean"], np.mean(full[idx]), rtol=1e-10)
     np.testing.assert_allclose(m["reward_std"], np.std(full[idx]), rtol=1e-10)
     assert abs(float(m["reward_mean"]) - float(np.mean(full))) > 1e-6  # not the whole batch's
