@@ -61,9 +61,10 @@ def _case(seed=0):
     return model, v, images, labels, direction
 
 
-def _old_alignment_fn(model, mesh, method, chunk_size, num_chunks=1):
+def _old_alignment_fn(model, mesh, method, chunk_size, num_chunks=1, subset=None):
     """The old path (an explicit extra forward at θ_t per device to capture the statistics),
-    with the new signature; the statistics handed in are ignored."""
+    with the new signature; the statistics handed in are ignored (every example rewarded)."""
+    assert subset is None
     def local(params, batch_stats, _bn_stats, images, labels, direction):
         params, batch_stats, images, labels, direction = jax.lax.optimization_barrier(
             (params, batch_stats, images, labels, direction))

@@ -8,8 +8,9 @@
 #   setsid experiments/ola/seed_sweep.sh RUNS [SEEDS] [VARIANTS] [CORE] > RUNS.log 2>&1 &
 #
 # SEEDS: "first-last" or a comma list (default 100-119, the report seeds); VARIANTS: comma list
-# of gar (the default config), gar_layerwise (layer-wise, frozen statistics), gar_contribution
-# (layer-wise, contribution convention), nslr (default "gar,nslr,gar_contribution"); CORE: the
+# of gar (the default config), gar_full (GAR for every image: reward_fraction 1, the default
+# before it was 0.5), gar_layerwise (layer-wise, frozen statistics), gar_contribution (layer-wise,
+# contribution convention), nslr (default "gar,nslr,gar_contribution"); CORE: the
 # CPU core (default 1). It must be a session leader (setsid): it lowers its own autogroup's
 # priority to nice 19 (/proc/self/autogroup), which plain `nice` does not do across sessions;
 # SWEEP_NICE=n sets another value.
@@ -37,6 +38,7 @@ flags_of() {
     gar_layerwise) echo "--config.ola.gar_method=layerwise --config.ola.gar_convention=frozen" ;;
     gar_contribution)
       echo "--config.ola.gar_method=layerwise --config.ola.gar_convention=contribution" ;;
+    gar_full) echo "--config.ola.reward_fraction=1.0" ;;
     nslr) echo "--config.ola.reward=nslr" ;;
     *) echo "seed_sweep.sh: unknown variant $1" >&2; return 2 ;;
   esac
