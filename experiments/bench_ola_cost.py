@@ -107,7 +107,8 @@ def build(depth, width, batch, norm, seed=0):
     mesh = make_mesh(jax.devices()[:1])
     config = defaults.load_config(CIFAR10_OLA)
     config.model.norm = norm
-    config.ola.ensemble_size = 8 if batch % 8 == 0 else 1
+    # samplers of 16 images (batch 128: 8; 32: 2; 8: one of 8): room for a reward fraction
+    config.ola.ensemble_size = batch // 16 if batch % 16 == 0 else 1
     mean, std = stats.mean_std("cifar10")
     model = WideResNet(depth=depth, width=width, num_classes=10, mean=mean, std=std, norm=norm)
     tx, _ = optim.make_optimizer(config, steps_per_epoch=50000 // batch)
