@@ -60,6 +60,7 @@ def get_config():
                                    # name in gar_jax.augment.dra_policy.PUBLISHED) or a JSON path
     c.dra.policy_name = ""         # which policy of a JSON holding several ("" = its only one)
     c.dra.destructive_op = False   # search over the 16 DRA ops + sample_pairing (alpha 1)
+    c.dra.extra_ops = ""           # more ops: sample_pairing, flip_lr, flip_ud, rotate_180
     c.dra.p_min = 0.2              # apply probability p ~ U(p_min, p_max) per layer
     c.dra.p_max = 0.8
     c.dra.grid = 1000              # replay: magnitudes quantized to 1 / (2 grid)

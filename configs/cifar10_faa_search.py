@@ -44,6 +44,7 @@ def get_config():
     f.top_n = 10
     f.repeats = 2
     f.destructive_op = False
+    f.extra_ops = ""               # e.g. "flip_lr,flip_ud" (faa_policy.EXTRA_OPS)
     f.score_chunk = 1              # 5 folds x 5 copies x 1600 D_A images = 40k per call
     f.train_final = True
     return c

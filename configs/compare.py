@@ -33,7 +33,25 @@ CELLS = {
     "ola_ra": "OLA, RA space, GAR rewards",
     "ola_wl": "OLA, wide space, GAR rewards",
     "ola_nslr": "OLA, RA space, NSLR rewards",
+    # The hostile-space comparison (experiments/compare/hostile): the RA space plus ops that hurt
+    # on this benchmark (gar_jax.augment.spaces.HOSTILE), the same for every method.
+    "ua_hostile": "UniformAugment over the hostile space",
+    "ra_hostile": "RandAugment N=3, M=5 over the hostile space",
+    "ola_hostile": "OLA, hostile space, GAR rewards",
+    "ola_nslr_hostile": "OLA, hostile space, NSLR rewards",
+    "faa_hostile": "Fast AutoAugment search over its ops + the hostile ops, + training",
+    "dra_hostile": "DRA search over its ops + the hostile ops, + training",
+    "smart_aug_hostile": "smart augmentation over the hostile space",
 }
+# The hostile-space comparison's cells (experiments/compare/run.py --suite=hostile), and those
+# that only it runs.
+HOSTILE = ("none", "ua_ra", "ua_hostile", "ra_hostile", "ola_hostile", "ola_nslr_hostile",
+           "faa_hostile", "dra_hostile", "smart_aug_hostile")
+HOSTILE_ONLY = tuple(c for c in HOSTILE if c.endswith("_hostile"))
+# The hostile ops (gar_jax.augment.spaces.HOSTILE_OPS) that FAA's and DRA's own op lists lack
+# (both hold Invert): added to their searches with the same semantics.
+HOSTILE_EXTRA_OPS = ("flip_lr", "flip_ud", "rotate_90", "rotate_180", "rotate_270",
+                     "sample_pairing")
 
 
 def _config(name: str, *args):
@@ -64,6 +82,8 @@ def protocol(c):
 def get_config(cell: str = "standard"):
     if cell not in CELLS:
         raise ValueError(f"unknown comparison cell {cell!r}; choose one of {', '.join(CELLS)}")
+    if cell in HOSTILE_ONLY:
+        return hostile(cell)
     if cell in ("none", "standard", "ua_ra", "ua_wl", "ra", "ta", "aa"):
         return _config("digits32_supervised", "baseline" if cell == "standard" else cell)
     if cell == "faa_published":
@@ -101,4 +121,29 @@ def get_config(cell: str = "standard"):
     c = _config("digits32_ola")
     c.ola.space = "wide" if cell == "ola_wl" else "randaug"
     c.ola.reward = "nslr" if cell == "ola_nslr" else "gar"
+    return c
+
+
+def hostile(cell: str):
+    """A hostile-space cell: its RA-space (or own-ops) counterpart over the hostile space.
+
+    UA, RA, OLA and smart_aug draw from gar_jax.augment.spaces.HOSTILE (the RA space's 14 ops
+    plus spaces.HOSTILE_OPS). FAA and DRA search over their own op lists (FAA's 15, DRA's 16,
+    which already hold Invert) plus the hostile ops they lack (``faa.extra_ops`` /
+    ``dra.extra_ops``), with the same semantics (SamplePairing at alpha 1, the flips).
+    """
+    base = {"ua_hostile": "ua_ra", "ra_hostile": "ra", "ola_hostile": "ola_ra",
+            "ola_nslr_hostile": "ola_nslr", "faa_hostile": "faa_search",
+            "dra_hostile": "dra_search", "smart_aug_hostile": "smart_aug"}[cell]
+    c = get_config(base)
+    if cell in ("ua_hostile", "ra_hostile"):
+        c.augment_kwargs.space = "hostile"
+    elif cell.startswith("ola"):
+        c.ola.space = "hostile"
+    elif cell == "smart_aug_hostile":
+        c.smart_aug.space = "hostile"
+    elif cell == "faa_hostile":
+        c.faa.extra_ops = ",".join(HOSTILE_EXTRA_OPS)
+    elif cell == "dra_hostile":
+        c.dra.extra_ops = ",".join(HOSTILE_EXTRA_OPS)
     return c

@@ -54,6 +54,8 @@ def get_config(variant: str = "search"):
     f.top_n = 5                    # best candidates kept per fold and repeat (10 in the paper)
     f.repeats = 1                  # T: independent TPE searches per fold (2 in the paper)
     f.destructive_op = False       # add the planted SamplePairing (alpha 1) to the 15 ops
+    f.extra_ops = ""               # more ops for the space: sample_pairing, flip_lr, flip_ud,
+                                   # rotate_180 (comma-separated; experiments/compare hostile)
     f.score_chunk = 2              # candidates per scoring call: 3 folds x 2 x 5 copies x 575 =
                                    # 17k images (8 took 6 GB on a CPU)
     f.train_final = True           # train with the searched policy after the search

@@ -17,7 +17,8 @@ from gar_jax.errors import ConfigError
 # where Pillow's pixel boundaries tie (rotations by 45 degrees, shear 0.2 / 0.04).
 CASES = {
     "identity": [None], "auto_contrast": [None], "equalize": [None], "invert": [None],
-    "blur": [None], "flip_lr": [None], "flip_ud": [None],
+    "blur": [None], "flip_lr": [None], "flip_ud": [None], "rotate_90": [None], "rotate_180": [None],
+    "rotate_270": [None],
     "solarize": [0, 77, 128, 200, 256],
     "posterize": [1, 2, 4, 6, 8],
     "color": [0.01, 0.1, 0.55, 1.0, 1.37, 1.9, 2.0],

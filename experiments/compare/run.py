@@ -34,6 +34,8 @@ import shlex
 import subprocess
 import sys
 import runpy
+import shutil
+import threading
 import time
 
 import numpy as np
@@ -41,9 +43,16 @@ import numpy as np
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
 sys.path.insert(0, ROOT)
 COMPARE = "configs/compare.py"  # one config per cell: configs/compare.py:<method>
-# method -> what it is (configs/compare.py's CELLS).
-METHODS = runpy.run_path(os.path.join(ROOT, COMPARE))["CELLS"]
+_CELLS = runpy.run_path(os.path.join(ROOT, COMPARE))
+# method -> what it is (configs/compare.py's CELLS): the main comparison, and the hostile-space
+# one (`--suite=hostile`, configs/compare.py's HOSTILE, experiments/compare/hostile).
+METHODS = {m: d for m, d in _CELLS["CELLS"].items() if m not in _CELLS["HOSTILE_ONLY"]}
+HOSTILE = {m: _CELLS["CELLS"][m] for m in _CELLS["HOSTILE"]}
 COST_REFERENCE = "standard"
+# The cost column's timing protocol (bench_cells.py): per-step seconds of every cell's programs,
+# measured side by side on an idle machine, times the steps each cell runs.
+BENCH = os.path.join(ROOT, "experiments", "compare", "bench_cells.json")
+SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 # Table 2 on CIFAR: method -> config file per dataset ({d} = cifar10 / cifar100) and overrides.
 # Configs of methods still being written carry the names their issues prescribe.
@@ -67,8 +76,12 @@ CIFAR_METHODS = {
 CIFAR_ONLY_CIFAR10 = ("faa_search", "dra_search")  # the searches are run on CIFAR-10 (papers)
 
 
-def method_table(benchmark: str) -> dict:
+def method_table(benchmark: str, suite: str = "main") -> dict:
     """``{method: (config spec, overrides)}``."""
+    if suite == "hostile":
+        if benchmark != "digits32_small":
+            raise SystemExit("--suite=hostile runs on digits32_small only")
+        return {name: (f"{COMPARE}:{name}", []) for name in HOSTILE}
     if benchmark == "digits32_small":
         return {name: (f"{COMPARE}:{name}", []) for name in METHODS}
     table = {}
@@ -143,13 +156,35 @@ def _method_search_s(results: dict):
     return None
 
 
-def run_cell(argv: list, workdir: str):
-    """Runs (or resumes) one cell; returns None on success, else a one-line reason."""
+def read_policy(workdir: str):
+    """A finished cell's learned op probabilities (results.json's ``learned_policy.
+    op_probability``: {op: P(an image gets the op)}), or None (fixed policies)."""
+    path = os.path.join(workdir, "results.json")
+    if not os.path.exists(path):
+        return None
+    with open(path, encoding="utf-8") as f:
+        policy = json.load(f).get("learned_policy") or {}
+    probability = policy.get("op_probability")
+    return {k: float(v) for k, v in probability.items()} if probability else None
+
+
+def run_cell(argv: list, workdir: str, core=None):
+    """Runs (or resumes) one cell; returns None on success, else a one-line reason.
+
+    core: None runs it as is; an int runs it single-threaded (`SINGLE_THREAD`) pinned to that
+    core with taskset (the protocol of ``--jobs``)."""
     os.makedirs(workdir, exist_ok=True)
+    shown, env = display_command(argv), None
+    if core is not None:
+        env = dict(os.environ, XLA_FLAGS=SINGLE_THREAD)
+        if shutil.which("taskset"):
+            argv = ["taskset", "-c", str(core), *argv]
     with open(os.path.join(workdir, "compare_log.txt"), "a", encoding="utf-8") as log:
-        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {display_command(argv)}\n")
+        pinned = "" if core is None else f" (single-threaded, core {core})"
+        log.write(f"\n# {time.strftime('%Y-%m-%d %H:%M:%S')} {shown}{pinned}\n")
         log.flush()
-        proc = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True)
+        proc = subprocess.run(argv, cwd=ROOT, stdout=log, stderr=subprocess.PIPE, text=True,
+                              env=env)
         log.write(proc.stderr)
     if proc.returncode == 0:
         return None
@@ -182,46 +217,104 @@ def mean_ci(values, confidence: float = 0.95):
     return float(values.mean()), float(stdtrit(n - 1, 0.5 + confidence / 2) * sem)
 
 
-def cost(entry: dict):
-    """Mean over seeds of train_s + search_s (None: no times)."""
-    totals = [t + (s or 0.0) for t, s in zip(entry["train_s"], entry["search_s"])
-              if t is not None]
-    return float(np.mean(totals)) if totals else None
+def welch_p(a, b) -> float:
+    """Two-sided Welch t-test p-value of two samples (nan if either has < 2 values)."""
+    from scipy import stats as sps
+
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.size < 2 or b.size < 2:
+        return math.nan
+    return float(sps.ttest_ind(a, b, equal_var=False).pvalue)
 
 
-def markdown(results: dict, missing: dict, benchmark: str) -> str:
-    ref = results.get(COST_REFERENCE)
-    ref_cost = cost(ref) if ref else None
+def relative_costs(bench_path: str, methods: list) -> dict:
+    """{method: cost relative to `standard`} from bench_cells.py's JSON (per-step seconds of
+    every cell's programs measured side by side on an idle machine, times the steps each cell
+    runs); {} if there is none."""
+    if not bench_path or not os.path.exists(bench_path):
+        return {}
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import bench_cells
+
+    with open(bench_path, encoding="utf-8") as f:
+        bench = json.load(f)
+    out = {}
+    for m in methods:
+        c = bench_cells.relative_cost(m, bench)
+        if c is not None:
+            out[m] = c
+    return out
+
+
+def markdown(results: dict, missing: dict, benchmark: str, costs: dict = None) -> str:
+    costs = costs or {}
     order = sorted(results, key=lambda m: -np.mean(results[m]["test_acc"]))
     lines = [f"Benchmark: {benchmark}. Test accuracy in %: mean ± half-width of the 95 % "
-             "confidence interval (Student t over seeds). Cost: mean wall time (search + "
-             f"training) relative to `{COST_REFERENCE}`'s training.", "",
-             "| method | seeds | test accuracy % | per seed | train s | search s | cost |",
-             "|---|---|---|---|---|---|---|"]
+             "confidence interval (Student t over seeds). Cost: the cell's compute relative to "
+             f"`{COST_REFERENCE}`'s training, from one timing protocol (bench_cells.py: every "
+             "program a cell runs, timed side by side on an idle machine, times the steps the "
+             "cell runs; '-' where not measured).", "",
+             "| method | seeds | test accuracy % | per seed | cost |",
+             "|---|---|---|---|---|"]
     for m in order:
         e = results[m]
         mean, half = mean_ci(np.array(e["test_acc"]) * 100)
         per_seed = ", ".join(f"{100 * a:.2f}" for a in e["test_acc"])
-        train = np.mean([t for t in e["train_s"] if t is not None]) if any(
-            t is not None for t in e["train_s"]) else math.nan
-        searches = [s for s in e["search_s"] if s is not None]
-        search = f"{np.mean(searches):.0f}" if searches else "-"
-        c = cost(e)
-        rel = f"{c / ref_cost:.2f}x" if c is not None and ref_cost else "-"
+        rel = f"{costs[m]:.2f}x" if m in costs else "-"
         acc = f"{mean:.2f}" + ("" if math.isnan(half) else f" ± {half:.2f}")
-        lines.append(f"| {m} | {len(e['test_acc'])} | {acc} | {per_seed} | "
-                     f"{train:.0f} | {search} | {rel} |")
+        lines.append(f"| {m} | {len(e['test_acc'])} | {acc} | {per_seed} | {rel} |")
     for m, reason in missing.items():
-        lines.append(f"| {m} | 0 | {reason} | | | | |")
+        lines.append(f"| {m} | 0 | {reason} | | |")
     return "\n".join(lines) + "\n"
 
 
-def figure(results: dict, path: str, benchmark: str) -> None:
+HOSTILE_REFERENCE = ("ua_ra", "ua_hostile")  # the gap the learners should recover
+
+
+def hostile_markdown(results: dict) -> str:
+    """The gap UA-RA - UA-hostile, how much of it each method recovers (Welch p-values), and the
+    learned probabilities of the hostile ops."""
+    from gar_jax.augment import spaces
+
+    good, bad = HOSTILE_REFERENCE
+    if good not in results or bad not in results:
+        return ""
+    acc = {m: 100 * np.asarray(e["test_acc"]) for m, e in results.items()}
+    gap = acc[good].mean() - acc[bad].mean()
+    hostile_ops = spaces.HOSTILE_OPS
+    lines = [f"Gap {good} - {bad}: **{gap:.2f} points** (Welch p = {welch_p(acc[good], acc[bad]):.2g}). "
+             f"Recovered: (method - {bad}) / gap. The hostile ops: {', '.join(hostile_ops)}; "
+             "their learned probability as a multiple of the median op's (mean over seeds; "
+             "rank among the space's ops, 1 = least likely, mean over seeds).", "",
+             f"| method | test accuracy % | vs {bad} (p) | vs {good} (p) | recovered | "
+             + " | ".join(f"{o}: x median (rank)" for o in hostile_ops) + " |",
+             "|---|---|---|---|---|" + "---|" * len(hostile_ops)]
+    order = sorted(results, key=lambda m: -acc[m].mean())
+    for m in order:
+        a = acc[m]
+        mean, half = mean_ci(a)
+        cells = [f"{mean:.2f} ± {half:.2f}" if not math.isnan(half) else f"{mean:.2f}",
+                 f"{a.mean() - acc[bad].mean():+.2f} ({welch_p(a, acc[bad]):.2g})",
+                 f"{a.mean() - acc[good].mean():+.2f} ({welch_p(a, acc[good]):.2g})",
+                 f"{(a.mean() - acc[bad].mean()) / gap:+.0%}" if gap else "-"]
+        policy = [p for p in results[m].get("op_probability") or [] if p]
+        for o in hostile_ops:
+            ratios, ranks = [], []
+            for p in policy:
+                if o in p:
+                    values = np.array(list(p.values()))
+                    ratios.append(p[o] / np.median(values))
+                    ranks.append(1 + int(np.sum(values < p[o])))
+            cells.append(f"{np.mean(ratios):.2f} ({np.mean(ranks):.1f})" if ratios else "-")
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def figure(results: dict, path: str, benchmark: str, costs: dict = None) -> None:
     from gar_jax.plots import plt
 
+    costs = costs or {}
     order = sorted(results, key=lambda m: np.mean(results[m]["test_acc"]))
-    ref = results.get(COST_REFERENCE)
-    ref_cost = cost(ref) if ref else None
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(10, 0.45 * len(order) + 1.5), sharey=True,
                                  gridspec_kw={"width_ratios": [3, 1]})
     for y, m in enumerate(order):
@@ -230,13 +323,12 @@ def figure(results: dict, path: str, benchmark: str) -> None:
         ax.errorbar(mean, y, xerr=0 if math.isnan(half) else half, fmt="o", color="C0",
                     capsize=3)
         ax.scatter(acc, np.full(acc.shape, y + 0.2), s=8, color="0.5", zorder=3)
-        c = cost(results[m])
-        if c is not None and ref_cost:
-            bx.barh(y, c / ref_cost, color="C1")
+        if m in costs:
+            bx.barh(y, costs[m], color="C1")
     ax.set_yticks(range(len(order)), order)
     ax.set_xlabel("test accuracy % (mean, 95% CI; grey: seeds)")
     ax.grid(axis="x", alpha=0.3)
-    bx.set_xlabel(f"cost relative to {COST_REFERENCE}")
+    bx.set_xlabel(f"cost relative to {COST_REFERENCE} (bench_cells)")
     bx.axvline(1.0, color="0.3", lw=0.8)
     fig.suptitle(f"Augmentation methods on {benchmark}")
     fig.tight_layout()
@@ -247,30 +339,81 @@ def figure(results: dict, path: str, benchmark: str) -> None:
 # ------------------------------------------------------------------------------------- main
 
 
+def run_cells(todo: list, jobs: int, missing: dict) -> None:
+    """Runs the (method, seed, argv, workdir) cells in order; ``jobs`` > 1: that many at a
+    time, each single-threaded and pinned to its own core (cell slots 0..jobs-1)."""
+    lock = threading.Lock()
+    queue = list(todo)
+
+    def one(core):
+        while True:
+            with lock:
+                pending = [c for c in queue if c[0] not in missing]
+                if not pending:
+                    return
+                m, seed, argv_cell, workdir = pending[0]
+                queue.remove(pending[0])
+                print(f"[{time.strftime('%H:%M:%S')}] {m} seed {seed}: {workdir}"
+                      + ("" if core is None else f" (core {core})"), flush=True)
+            start = time.time()
+            problem = run_cell(argv_cell, workdir, core)
+            with lock:
+                if problem:
+                    print(f"  {m} seed {seed}: {problem}", flush=True)
+                    if problem.startswith("not available"):
+                        missing[m] = problem
+                else:
+                    print(f"  {m} seed {seed}: done in {time.time() - start:.0f} s: test "
+                          f"accuracy {100 * read_cell(workdir)[0]:.2f} %", flush=True)
+
+    if jobs <= 1:
+        one(None)
+        return
+    threads = [threading.Thread(target=one, args=(core,)) for core in range(jobs)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--benchmark", default="digits32_small",
                         choices=("digits32_small", "cifar10", "cifar100"))
+    parser.add_argument("--suite", default="main", choices=("main", "hostile"),
+                        help="hostile: the hostile-space cells (configs/compare.py HOSTILE)")
     parser.add_argument("--methods", default="all", help="comma-separated, or 'all'")
     parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated run seeds")
-    parser.add_argument("--root", default=None, help="workdir root (default runs/compare_<b>)")
+    parser.add_argument("--root", default=None,
+                        help="workdir root (default runs/compare_<b>, runs/compare_hostile)")
     parser.add_argument("--out", default=None,
                         help="results.json/.md/.png folder (default experiments/compare, "
-                             "experiments/compare/<benchmark> for CIFAR)")
+                             "experiments/compare/<benchmark> for CIFAR, "
+                             "experiments/compare/hostile)")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="cells at a time; > 1: each single-threaded, pinned to a core")
+    parser.add_argument("--bench", default=BENCH,
+                        help="bench_cells.py's JSON for the cost column ('' = none)")
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     parser.add_argument("--summarize_only", action="store_true",
                         help="run nothing; tables and figure from the finished cells")
     args = parser.parse_args(argv)
 
-    table = method_table(args.benchmark)
+    table = method_table(args.benchmark, args.suite)
     methods = list(table) if args.methods == "all" else args.methods.split(",")
     unknown = [m for m in methods if m not in table]
     if unknown:
-        parser.error(f"unknown methods {unknown} for {args.benchmark}; known: {list(table)}")
+        parser.error(f"unknown methods {unknown} for {args.benchmark} ({args.suite}); "
+                     f"known: {list(table)}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, got {args.jobs}")
     seeds = [int(s) for s in args.seeds.split(",")]
-    root = args.root or os.path.join("runs", f"compare_{args.benchmark}")
+    hostile = args.suite == "hostile"
+    root = args.root or os.path.join(
+        "runs", "compare_hostile" if hostile else f"compare_{args.benchmark}")
     out = args.out or os.path.join(ROOT, "experiments", "compare",
-                                   *([] if args.benchmark == "digits32_small" else
+                                   *(["hostile"] if hostile else
+                                     [] if args.benchmark == "digits32_small" else
                                      [args.benchmark]))
 
     missing = {}
@@ -278,6 +421,7 @@ def main(argv=None):
         reason = availability(table[m][0])
         if reason:
             missing[m] = f"not available: {reason}"
+    todo = []
     for seed in seeds:
         for m in methods:
             workdir = os.path.join(root, f"{m}_s{seed}")
@@ -286,22 +430,12 @@ def main(argv=None):
                 note = f"  # {missing[m]}" if m in missing else ""
                 print(display_command(argv_cell) + note)
                 continue
-            if m in missing:
+            if m in missing or args.summarize_only or read_cell(workdir) is not None:
                 continue
-            if args.summarize_only or read_cell(workdir) is not None:
-                continue
-            print(f"[{time.strftime('%H:%M:%S')}] {m} seed {seed}: {workdir}", flush=True)
-            start = time.time()
-            problem = run_cell(argv_cell, workdir)
-            if problem:
-                print(f"  {problem}", flush=True)
-                if problem.startswith("not available"):
-                    missing[m] = problem
-            else:
-                print(f"  done in {time.time() - start:.0f} s: test accuracy "
-                      f"{100 * read_cell(workdir)[0]:.2f} %", flush=True)
+            todo.append((m, seed, argv_cell, workdir))
     if args.dry_run:
         return
+    run_cells(todo, args.jobs, missing)
 
     results = {}
     for m in methods:
@@ -315,13 +449,23 @@ def main(argv=None):
                       "search_s": [c[2] for _, c in cells], "seeds": [s for s, _ in cells],
                       "command": display_command(cell_command(
                           *table[m], os.path.join(root, f"{m}_s<seed>"), "<seed>"))}
+        policies_ = [read_policy(os.path.join(root, f"{m}_s{s}")) for s, _ in cells]
+        if any(p is not None for p in policies_):
+            results[m]["op_probability"] = policies_
+    costs = relative_costs(args.bench, list(results)) if args.benchmark == "digits32_small" \
+        else {}
+    for m, c in costs.items():
+        results[m]["cost"] = c
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "results.json"), results)
-    text = markdown(results, missing, args.benchmark)
+    text = markdown(results, missing, args.benchmark, costs)
+    if hostile:
+        text += "\n" + hostile_markdown(results)
     with open(os.path.join(out, "results.md"), "w", encoding="utf-8") as f:
         f.write(text)
     if results:
-        figure(results, os.path.join(out, "results.png"), args.benchmark)
+        figure(results, os.path.join(out, "results.png"),
+               args.benchmark + (" (hostile space)" if hostile else ""), costs)
     print(text)
 
 

@@ -27,7 +27,7 @@ import numpy as np
 
 # Ops that are pure coordinate maps (nearest neighbour, black fill).
 GEOMETRIC_OPS = ("rotate", "shear_x", "shear_y", "translate_x", "translate_y",
-                 "flip_lr", "flip_ud")
+                 "flip_lr", "flip_ud", "rotate_90", "rotate_180", "rotate_270")
 
 IDENTITY_MATRIX = (1.0, 0.0, 0.0, 0.0, 1.0, 0.0)
 
@@ -72,6 +72,8 @@ def op_matrix(name: str, magnitude, height: int, width: int) -> tuple:
         return (-1.0, 0.0, float(width), 0.0, 1.0, 0.0)
     if name == "flip_ud":
         return (1.0, 0.0, 0.0, 0.0, -1.0, float(height))
+    if name in ("rotate_90", "rotate_180", "rotate_270"):
+        return rotate_matrix(float(name[len("rotate_"):]), height, width)
     if name == "identity":
         return IDENTITY_MATRIX
     raise ValueError(f"{name!r} is not a geometric op")

@@ -21,6 +21,9 @@ Posterize      posterize                   bits ceil(8 - 4 m)
 Equalize, AutoContrast, Invert             no magnitude
 SolarizeAdd    solarize_add                addition int(110 m) below 128 (search: 110 m, float)
 SamplePairing  sample_pairing              alpha 1 (the planted destructive op, not DRA's)
+FlipLR, FlipUD flip_lr, flip_ud,           no magnitude (not DRA's: `EXTRA_OPS`, added by
+Rotate90/180/  rotate_90/180/270           ``config.dra.extra_ops``; search: x_m permuted the
+270                                        same way)
 =============  ==========================  ==================================================
 
 Solarize's ``ceil``: the authors' op keeps pixels ``< 256 - 256 m`` (a float), i.e. integer pixels
@@ -77,15 +80,18 @@ DRA_OPS = ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness
            "Sharpness", "Contrast", "Cutout", "Solarize", "Posterize", "Equalize", "AutoContrast",
            "Invert", "SolarizeAdd")
 DESTRUCTIVE = "SamplePairing"  # the shared planted op (spaces.DESTRUCTIVE_OP), alpha 1
+# Ops a search may add after the 16 (none is DRA's): the planted op and three without magnitude.
+EXTRA_OPS = (DESTRUCTIVE, "FlipLR", "FlipUD", "Rotate90", "Rotate180", "Rotate270")
 OUR_NAME = {"ShearX": "shear_x", "ShearY": "shear_y", "TranslateX": "translate_x",
             "TranslateY": "translate_y", "Rotate": "rotate", "Brightness": "brightness",
             "Color": "color", "Sharpness": "sharpness", "Contrast": "contrast", "Cutout": "cutout",
             "Solarize": "solarize", "Posterize": "posterize", "Equalize": "equalize",
             "AutoContrast": "auto_contrast", "Invert": "invert", "SolarizeAdd": "solarize_add",
-            DESTRUCTIVE: "sample_pairing"}
+            DESTRUCTIVE: "sample_pairing", "FlipLR": "flip_lr", "FlipUD": "flip_ud",
+            "Rotate90": "rotate_90", "Rotate180": "rotate_180", "Rotate270": "rotate_270"}
 SIGNED = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate", "Brightness",
                     "Color", "Sharpness", "Contrast"})
-NO_MAGNITUDE = frozenset({"Equalize", "AutoContrast", "Invert", DESTRUCTIVE})
+NO_MAGNITUDE = frozenset({"Equalize", "AutoContrast", "Invert", *EXTRA_OPS})
 GRID = 1000
 LAYERS = 2
 INIT = {"W": 1e-3, "M_MEAN": 0.5, "M_STD": 0.1}
@@ -100,11 +106,15 @@ ALIASES = {"cifar10": "WRN-28-10 on CIFAR-10", "cifar100": "WRN-28-10 on CIFAR-1
 
 
 def check_ops(names) -> tuple:
-    """The op names as a tuple; ConfigError unless they are DRA's 16 (optionally + SamplePairing)."""
+    """The op names as a tuple; ConfigError unless they are DRA's 16 in order, then optionally
+    some of `EXTRA_OPS` (each once)."""
     names = tuple(names)
-    if names not in (DRA_OPS, DRA_OPS + (DESTRUCTIVE,)):
+    extra = names[len(DRA_OPS):]
+    if (names[:len(DRA_OPS)] != DRA_OPS or any(n not in EXTRA_OPS for n in extra)
+            or len(set(extra)) != len(extra)):
         raise ConfigError(f"DRA policy ops must be the 16 DRA ops in order {list(DRA_OPS)} "
-                          f"(optionally + {DESTRUCTIVE!r}), got {list(names)}")
+                          f"(optionally + some of {list(EXTRA_OPS)}, each once), got "
+                          f"{list(names)}")
     return names
 
 
@@ -475,6 +485,14 @@ def apply_ops(names: tuple, key, x, op, m, sign, grid: int = GRID):
         elif nm == DESTRUCTIVE:
             # alpha 1: the output is the neighbour's input (no gradient to this image's m)
             f = jnp.where(select(j), jnp.roll(x, 1, axis=0), f)
+        elif nm in ("FlipLR", "FlipUD", "Rotate180"):
+            # pixel permutations: the input gradient of x_m permuted back (m learns its sum)
+            axes = {"FlipLR": (2,), "FlipUD": (1,), "Rotate180": (1, 2)}[nm]
+            f = jnp.where(select(j), jnp.flip(x_m, axes), f)
+        elif nm in ("Rotate90", "Rotate270") and h == w:
+            # Pillow's rotate(90) is counter-clockwise: out[i, j] = in[j, W - 1 - i]
+            f = jnp.where(select(j), jnp.rot90(x_m, 1 if nm == "Rotate90" else 3, axes=(1, 2)),
+                          f)
     y = y + (f - jax.lax.stop_gradient(f))
     if any(nm in SIGNED for nm in names):
         signed = jnp.asarray([nm in SIGNED for nm in names])[op]

@@ -18,6 +18,9 @@ FAA's semantics, which differ from our other spaces (data/fast_autoaugment_polic
   get that colour's Pillow luma, 123.
 - SamplePairing is our planted destructive op (spaces.DESTRUCTIVE_OP): alpha 1, the level is
   ignored; it replaces the image by its batch neighbour. It is not one of FAA's 15 ops.
+- FlipLR, FlipUD, Rotate90/180/270 (`EXTRA_OPS`, not FAA's either) are the library's flip_lr,
+  flip_ud, rotate_90/180/270 (Pillow's mirror, flip, rotate(90/180/270)); the level is ignored. A search space adds them
+  (and SamplePairing) with ``config.faa.extra_ops`` (the hostile space of experiments/compare).
 
 Replay (`FaaPolicy`) runs on the shared batched slot applier (applier.py): each step is one slot
 whose per-image parameters (warp coefficients, lookup-table code, blend factor) are gathered from
@@ -53,14 +56,17 @@ RANGES = {
 }
 FAA_OPS = tuple(RANGES)
 DESTRUCTIVE = "SamplePairing"  # the planted op (alpha 1), only where a search space adds it
-ALL_OPS = FAA_OPS + (DESTRUCTIVE,)
+# Ops outside FAA's 15 that a search space may add, without magnitude: FAA name -> ops name.
+EXTRA_OPS = {DESTRUCTIVE: "sample_pairing", "FlipLR": "flip_lr", "FlipUD": "flip_ud",
+             "Rotate90": "rotate_90", "Rotate180": "rotate_180", "Rotate270": "rotate_270"}
+ALL_OPS = FAA_OPS + tuple(EXTRA_OPS)
 # FAA name -> gar_jax.augment.ops name (the names of results.json's op_probability).
 OP_NAME = {
     "ShearX": "shear_x", "ShearY": "shear_y", "TranslateX": "translate_x",
     "TranslateY": "translate_y", "Rotate": "rotate", "AutoContrast": "auto_contrast",
     "Invert": "invert", "Equalize": "equalize", "Solarize": "solarize", "Posterize": "posterize",
     "Contrast": "contrast", "Color": "color", "Brightness": "brightness",
-    "Sharpness": "sharpness", "Cutout": "cutout", "SamplePairing": "sample_pairing",
+    "Sharpness": "sharpness", "Cutout": "cutout", **EXTRA_OPS,
 }
 SIGNED = frozenset({"ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate"})
 CUTOUT_FILL = (125, 123, 114)
@@ -78,8 +84,8 @@ def magnitude(op: str, level: float, height: int, width: int) -> float:
     Translations and Cutout come out in pixels (FAA's fractions times the width/height; Cutout
     uses the width for both sides, as FAA); SamplePairing is alpha 1.
     """
-    if op == DESTRUCTIVE:
-        return 1.0
+    if op in EXTRA_OPS:
+        return 1.0 if op == DESTRUCTIVE else 0.0
     low, high = RANGES[op]
     v = float(level) * (high - low) + low
     if op in ("TranslateX", "Cutout"):
@@ -124,7 +130,8 @@ def to_json(policies: dict, source: str) -> dict:
     checked = {name: check_policy(p, what=f"policy {name!r}") for name, p in policies.items()}
     return {
         "source": source, "format": FORMAT,
-        "op_ranges": {**{k: list(v) for k, v in RANGES.items()}, DESTRUCTIVE: [1.0, 1.0]},
+        "op_ranges": {**{k: list(v) for k, v in RANGES.items()}, DESTRUCTIVE: [1.0, 1.0],
+                      **{k: [0.0, 0.0] for k in EXTRA_OPS if k != DESTRUCTIVE}},
         "sizes": {name: len(p) for name, p in checked.items()},
         "policies": {name: [[list(step) for step in sub] for sub in p]
                      for name, p in checked.items()},
@@ -178,11 +185,12 @@ def resolve(policy) -> tuple:
     return load(path, name or None)
 
 
-def op_probability(policy) -> dict:
+def op_probability(policy, search_ops=None) -> dict:
     """{ops name: probability that an image gets that op} under the policy (exact).
 
     An image draws one of the S sub-policies uniformly; it gets op o from sub-policy s unless
-    every step of s using o skips: 1 - prod(1 - p).
+    every step of s using o skips: 1 - prod(1 - p). Reported: FAA's 15 ops and the extra ops the
+    policy uses, or exactly ``search_ops`` (FAA names, unused ones at 0) when given.
     """
     policy = check_policy(policy)
     total = {}
@@ -190,8 +198,9 @@ def op_probability(policy) -> dict:
         for op in dict.fromkeys(o for o, _, _ in sub):
             skip = math.prod(1.0 - p for o, p, _ in sub if o == op)
             total[OP_NAME[op]] = total.get(OP_NAME[op], 0.0) + (1.0 - skip) / len(policy)
-    return {OP_NAME[o]: total.get(OP_NAME[o], 0.0) for o in ALL_OPS
-            if o != DESTRUCTIVE or OP_NAME[o] in total}
+    listed = search_ops if search_ops is not None else [
+        o for o in ALL_OPS if o in FAA_OPS or OP_NAME[o] in total]
+    return {OP_NAME[o]: total.get(OP_NAME[o], 0.0) for o in listed}
 
 
 def remove_duplicates(sub_policies) -> list:

@@ -28,6 +28,9 @@ flip_ud        ImageOps.flip(img)                                          none
 cutout         black square, side ``magnitude`` px, centred at ``center``  side in px
 sample_pairing Image.blend(img, other, alpha)                              alpha
 solarize_add   img.point(i + a if i < 128 else i, clipped to 255) (DRA)    addition a 0..255
+rotate_90      img.rotate(90) (a quarter turn counter-clockwise)           none
+rotate_180     img.rotate(180) (= ImageOps.flip(ImageOps.mirror(img)))     none
+rotate_270     img.rotate(270)                                             none
 =============  ==========================================================  ====================
 
 Geometric ops use nearest neighbour and black fill, like Pillow's defaults. Results equal
@@ -61,6 +64,12 @@ MODES = ("nearest", "bilinear")
 # --- solarize_add (DRA's SolarizeAdd, AutoAugment's TF op): a LUT op, added as one block.
 OP_NAMES = OP_NAMES + ("solarize_add",)
 LUT_OPS = LUT_OPS | {"solarize_add"}
+# --- rotate_90 / rotate_180 / rotate_270 (quarter turns: on digits they change or destroy the
+# label, 6 <-> 9; the hostile space of experiments/compare): geometric ops without magnitude,
+# Pillow's rotate matrix at 90 / 180 / 270 degrees, added as one block.
+TURNS = {"rotate_90": 90, "rotate_180": 180, "rotate_270": 270}
+OP_NAMES = OP_NAMES + tuple(TURNS)
+NO_MAGNITUDE = NO_MAGNITUDE | set(TURNS)
 
 
 def is_traced(value) -> bool:
@@ -117,7 +126,7 @@ def to_int(image):
 
 def fixed_point_for(name, magnitude, height, width):
     """Fixed-point warp coefficients: exact (host float64) unless the magnitude is traced."""
-    if name in ("flip_lr", "flip_ud"):
+    if name in ("flip_lr", "flip_ud") or name in TURNS:
         magnitude = 0.0
     if is_traced(magnitude):
         return affine.traced_fixed_point(name, magnitude, height, width)

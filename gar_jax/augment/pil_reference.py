@@ -43,6 +43,9 @@ def apply(name: str, image: Image.Image, magnitude=None, *, center=None, other=N
         "translate_y": lambda: _affine(image, (1, 0, 0, 0, 1, m)),
         "flip_lr": lambda: ImageOps.mirror(image),
         "flip_ud": lambda: ImageOps.flip(image),
+        "rotate_90": lambda: image.rotate(90),
+        "rotate_180": lambda: image.rotate(180),
+        "rotate_270": lambda: image.rotate(270),
         "sample_pairing": lambda: Image.blend(image, other, m),
         # SolarizeAdd has no Pillow function; AutoAugment's reference code uses this point().
         "solarize_add": lambda: image.point(

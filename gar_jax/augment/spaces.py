@@ -160,14 +160,70 @@ def with_destructive_op(space: "SearchSpace") -> "SearchSpace":
                        space.num_levels)
 
 
+def _named_op(part: str) -> Op:
+    """One op for a composed space: ``"<space>.<op>"`` (that space's rule, e.g. "wide.rotate"),
+    or ``"<op>"``: the RA space's rule, else the wide space's, else `DESTRUCTIVE_OP` for
+    "sample_pairing" (alpha 1)."""
+    if "." in part:
+        space_name, op_name = part.split(".", 1)
+        ops_ = SPACES[space_name].ops if space_name in SPACES else ()
+        found = [op for op in ops_ if op.name == op_name]
+        if not found:
+            raise ConfigError(f"unknown op {part!r} in a composed space: {space_name!r} is not a "
+                              f"space or has no op {op_name!r}")
+        return found[0]
+    for op in RANDAUG.ops + WIDE.ops + (DESTRUCTIVE_OP,):
+        if op.name == part:
+            return op
+    if part in ops.NO_MAGNITUDE:  # e.g. rotate_180: no level rule needed
+        return Op(part)
+    raise ConfigError(f"unknown space or op {part!r} in a composed space; spaces: "
+                      f"{', '.join(SPACES)}; ops: "
+                      f"{', '.join(dict.fromkeys(RANDAUG.op_names + WIDE.op_names))}, "
+                      f"sample_pairing, rotate_180")
+
+
+def compose_space(name: str) -> SearchSpace:
+    """The space ``"part+part+..."``, its ops in order: a part is a space name (all its ops) or
+    an op (`_named_op`). E.g. ``"ra+invert+sample_pairing"`` (RA's 14 ops, Invert, SamplePairing
+    at alpha 1) or ``"identity+flip_lr"`` (a 2-op space: under UniformAugment, flip_lr alone on
+    half of the images). An op may appear once."""
+    parts = [p.strip() for p in name.split("+")]
+    if not all(parts):
+        raise ConfigError(f"composed space {name!r} has an empty part")
+    space_ops = []
+    for part in parts:
+        space_ops += list(SPACES[part].ops) if part in SPACES else [_named_op(part)]
+    names = [op.name for op in space_ops]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ConfigError(f"composed space {name!r} holds op(s) {', '.join(repeated)} twice")
+    return SearchSpace(name, tuple(space_ops))
+
+
+# The hostile space of experiments/compare (README section 6): the RA space plus ops that hurt
+# on digits (each alone, on half of the training images, cost 1.5-5 points against the standard
+# pipeline: experiments/compare/hostile/screen.md): a user's space whose ops were not vetted.
+HOSTILE_OPS = ("invert", "flip_lr", "flip_ud", "rotate_90", "rotate_180", "rotate_270",
+               "sample_pairing")
+HOSTILE = compose_space("+".join(("randaug",) + HOSTILE_OPS))
+HOSTILE = SearchSpace("hostile", HOSTILE.ops)
+SPACES["hostile"] = HOSTILE
+
+
 def get_space(name) -> SearchSpace:
-    """The named space: "ra"/"randaug"/"uniaug" (14 ops), "wide"/"wl"/"long_wide" (19 ops), or
-    "ta_wide" (TrivialAugment's: the 14 RA ops with the wide ranges).
+    """The named space: "ra"/"randaug"/"uniaug" (14 ops), "wide"/"wl"/"long_wide" (19 ops),
+    "ta_wide" (TrivialAugment's: the 14 RA ops with the wide ranges), "hostile" (RA's 14 plus
+    the ops that hurt on digits, `HOSTILE`), or a composition ``"ra+invert+sample_pairing"``
+    (`compose_space`).
 
     A SearchSpace passes through unchanged.
     """
     if isinstance(name, SearchSpace):
         return name
+    if isinstance(name, str) and ("+" in name or "." in name):
+        return compose_space(name)
     if name not in SPACES:
-        raise ConfigError(f"unknown search space {name!r}; known: {', '.join(SPACES)}")
+        raise ConfigError(f"unknown search space {name!r}; known: {', '.join(SPACES)}, or "
+                          f"a composition such as 'ra+invert+sample_pairing'")
     return SPACES[name]

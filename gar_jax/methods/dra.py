@@ -71,7 +71,19 @@ class DRAState(TrainState):
 
 
 def op_names(config) -> tuple:
-    return dra_policy.DRA_OPS + ((dra_policy.DESTRUCTIVE,) if config.dra.destructive_op else ())
+    """The search's ops: DRA's 16, SamplePairing if ``destructive_op``, then ``extra_ops``
+    (comma-separated library names of `dra_policy.EXTRA_OPS`: sample_pairing, flip_lr, flip_ud,
+    rotate_90/180/270); ConfigError for an unknown or repeated one."""
+    names = dra_policy.DRA_OPS + ((dra_policy.DESTRUCTIVE,) if config.dra.destructive_op else ())
+    by_name = {dra_policy.OUR_NAME[n]: n for n in dra_policy.EXTRA_OPS}
+    for name in [n.strip() for n in str(config.dra.get("extra_ops", "")).split(",") if n.strip()]:
+        if name not in by_name:
+            raise ConfigError(f"config.dra.extra_ops: unknown op {name!r}; DRA's ops can be "
+                              f"extended by {', '.join(by_name)}")
+        if by_name[name] in names:
+            raise ConfigError(f"config.dra.extra_ops: {name!r} is in the search space twice")
+        names += (by_name[name],)
+    return names
 
 
 def searches(config) -> bool:
@@ -91,13 +103,14 @@ def validate(config) -> None:
     if c.grid < 1:
         raise ConfigError(f"config.dra.grid={c.grid} must be >= 1")
     if not searches(config):
-        if c.destructive_op:
-            raise ConfigError("config.dra.destructive_op needs config.dra.policy='search' (a "
-                              "published policy has no weight for the destructive op)")
+        if c.destructive_op or c.get("extra_ops", ""):
+            raise ConfigError("config.dra.destructive_op / extra_ops need config.dra.policy="
+                              "'search' (a published policy has no weight for those ops)")
         dra_policy.load_policy(c.policy, c.policy_name or None)
         return
     if s.layers < 1 or s.epochs < 1:
         raise ConfigError("config.dra.search.layers and .epochs must be >= 1")
+    op_names(config)
     if not 0 < s.fraction <= 1:
         raise ConfigError(f"config.dra.search.fraction={s.fraction} must be in (0, 1]")
     half = int(round(s.fraction * sources.num_examples(config.dataset, "train"))) // 2

@@ -64,8 +64,19 @@ FOLD_BATCHING = ("vmap", "unroll")
 # (configs/digits_faa.py documents every field).
 
 def search_ops(config) -> tuple:
-    """FAA op names of the search space (15, plus SamplePairing if destructive_op)."""
-    return faa_policy.FAA_OPS + ((faa_policy.DESTRUCTIVE,) if config.faa.destructive_op else ())
+    """FAA op names of the search space: the 15, plus SamplePairing if ``destructive_op``, plus
+    ``extra_ops`` (comma-separated library names of `faa_policy.EXTRA_OPS`: sample_pairing,
+    flip_lr, flip_ud, rotate_90/180/270); ConfigError for an unknown or repeated one."""
+    out = faa_policy.FAA_OPS + ((faa_policy.DESTRUCTIVE,) if config.faa.destructive_op else ())
+    by_name = {v: k for k, v in faa_policy.EXTRA_OPS.items()}
+    for name in [n.strip() for n in str(config.faa.get("extra_ops", "")).split(",") if n.strip()]:
+        if name not in by_name:
+            raise ConfigError(f"config.faa.extra_ops: unknown op {name!r}; FAA's ops can be "
+                              f"extended by {', '.join(by_name)}")
+        if by_name[name] in out:
+            raise ConfigError(f"config.faa.extra_ops: {name!r} is in the search space twice")
+        out += (by_name[name],)
+    return out
 
 
 def fold_config(config) -> ml_collections.ConfigDict:
@@ -108,6 +119,7 @@ def validate(config) -> None:
         raise ConfigError("config.faa.n_startup_trials and reduced_size must be >= 0")
     if f.top_n > f.trials:
         raise ConfigError(f"config.faa.top_n={f.top_n} > trials={f.trials}")
+    search_ops(config)
     engine.validate(fold_config(config))
     n_train = sources.num_examples(config.dataset, "train")
     if f.reduced_size > n_train:
@@ -696,6 +708,8 @@ def final_policy(config, studies: dict) -> tuple:
 
 def learned_policy_report(config, policy) -> dict:
     """results.json's ``learned_policy``: P(an image gets op) under the final policy."""
-    return {"op_probability": faa_policy.op_probability(policy),
-            "destructive_op": (spaces.DESTRUCTIVE_OP.name if config.faa.destructive_op else None),
+    ops_ = search_ops(config)
+    return {"op_probability": faa_policy.op_probability(policy, ops_),
+            "destructive_op": (spaces.DESTRUCTIVE_OP.name if faa_policy.DESTRUCTIVE in ops_
+                               else None),
             "num_sub_policies": len(policy), "policy_file": POLICY_FILE}
