@@ -108,3 +108,40 @@ def test_bad_spaces_and_levels_raise_config_error():
             space.magnitude(3, level)
     with pytest.raises(ConfigError, match="AutoAugment policy"):
         autoaugment.tables("cifar100", 32, 32)
+
+
+# ------------------------------------------------------------------ composed and hostile spaces
+
+def test_composed_space_is_its_parts_in_order_with_their_rules():
+    from gar_jax.augment import spaces
+
+    s = get_space("ra+invert+sample_pairing+rotate_180")
+    assert s.op_names == RA_OPS + ("invert", "sample_pairing", "rotate_180")
+    assert s.ops[:14] == spaces.RANDAUG.ops                      # RA's own level rules
+    assert s.magnitude(s.op_names.index("sample_pairing"), 0) == 1.0   # alpha 1 at any level
+    assert s.magnitude(s.op_names.index("sample_pairing"), 30) == 1.0
+    assert s.magnitude(s.op_names.index("invert"), 30) is None
+    assert s.magnitude(s.op_names.index("rotate_180"), 12) is None
+    # "space.op" takes that space's rule: the wide rotate reaches 135 degrees at level 30
+    w = get_space("identity+wide.rotate")
+    assert w.op_names == ("identity", "rotate") and w.magnitude(1, 30) == 135
+    assert get_space("identity+rotate").magnitude(1, 30) == 30   # plain name: RA's rule
+
+
+@pytest.mark.parametrize("name, message", [
+    ("ra+rotate", "twice"), ("ra+nope", "unknown space or op 'nope'"),
+    ("identity+wide.nope", "has no op 'nope'"), ("ra+", "empty part"),
+    ("nope.rotate", "is not a space")])
+def test_composed_space_refuses_bad_names(name, message):
+    with pytest.raises(ConfigError, match=message):
+        get_space(name)
+
+
+def test_hostile_space_is_ra_plus_the_hostile_ops():
+    from gar_jax.augment import spaces
+
+    h = get_space("hostile")
+    assert h.op_names == RA_OPS + ("invert", "flip_lr", "flip_ud", "rotate_90", "rotate_180",
+                                   "rotate_270", "sample_pairing")
+    assert h.op_names[14:] == spaces.HOSTILE_OPS
+    assert h.ops[:14] == spaces.RANDAUG.ops

@@ -66,13 +66,23 @@ def test_the_protocol_of_configs_compare_is_that_of_digits32_supervised(compare)
     config = module["protocol"](config_files.load("digits_supervised:baseline"))
     assert config.to_dict() == config_files.load("digits32_supervised:baseline").to_dict()
     assert compare.method_table("digits32_small") == {
-        m: (f"configs/compare.py:{m}", []) for m in module["CELLS"]}
+        m: (f"configs/compare.py:{m}", []) for m in module["CELLS"]
+        if m not in module["HOSTILE_ONLY"]}
+    assert list(compare.method_table("digits32_small", "hostile")) == list(module["HOSTILE"])
     for cell in module["CELLS"]:
         c = config_files.load(f"compare:{cell}")
         assert (c.dataset, c.model.width, c.num_epochs, c.batch_size, c.standard.flip) == (
             "digits32_small", 1, 200, 20, False), cell
     assert config_files.load("compare:dra_search").dra.search.epochs == 50
     assert config_files.load("compare:ola_nslr").ola.reward == "nslr"
+    # The hostile cells: their counterparts over the hostile space (FAA / DRA: + the ops they lack)
+    assert config_files.load("compare:ua_hostile").augment_kwargs.to_dict() == {"space": "hostile"}
+    assert config_files.load("compare:ola_nslr_hostile").ola.to_dict() == dict(
+        config_files.load("compare:ola_nslr").ola.to_dict(), space="hostile")
+    assert config_files.load("compare:smart_aug_hostile").smart_aug.space == "hostile"
+    extra = "flip_lr,flip_ud,rotate_90,rotate_180,rotate_270,sample_pairing"
+    assert config_files.load("compare:faa_hostile").faa.extra_ops == extra
+    assert config_files.load("compare:dra_hostile").dra.extra_ops == extra
 
 
 def test_main_skips_finished_cells_reruns_others_and_reports_missing(compare, tmp_path,
@@ -81,11 +91,11 @@ def test_main_skips_finished_cells_reruns_others_and_reports_missing(compare, tm
     table = {"standard": ("configs/digits32_supervised.py:baseline", []),
              "ra": ("configs/digits32_supervised.py:ra", []),
              "later": ("configs/not_yet_written.py", [])}
-    monkeypatch.setattr(compare, "method_table", lambda benchmark: table)
+    monkeypatch.setattr(compare, "method_table", lambda benchmark, suite="main": table)
     accuracy = {"standard": [0.90, 0.92], "ra": [0.95, 0.97]}
     calls = []
 
-    def fake_run(argv, workdir):  # a "run" that writes what the engine writes
+    def fake_run(argv, workdir, core=None):  # a "run" that writes what the engine writes
         name, seed = os.path.basename(workdir).rsplit("_s", 1)
         calls.append((name, int(seed)))
         _write(os.path.join(workdir, "results.json"),
@@ -96,7 +106,11 @@ def test_main_skips_finished_cells_reruns_others_and_reports_missing(compare, tm
     # Seed 0 of "standard" finished before the comparison was killed: it is not rerun.
     _write(str(root / "standard_s0" / "results.json"),
            {"test_accuracy": 0.90, "wall_time_s": 10.0})
-    compare.main(["--methods=all", "--seeds=0,1", f"--root={root}", f"--out={out}"])
+    bench = tmp_path / "bench.json"  # bench_cells.py's figures: ra's step costs 1.5 standard's
+    _write(str(bench), {"seconds_per_call": {"standard": 0.02, "fixed:ra": 0.03},
+                        "plans": {"standard": [["standard", 1000]], "ra": [["fixed:ra", 1000]]}})
+    compare.main(["--methods=all", "--seeds=0,1", f"--root={root}", f"--out={out}",
+                  f"--bench={bench}"])
     assert calls == [("ra", 0), ("standard", 1), ("ra", 1)]
     with open(out / "results.json", encoding="utf-8") as f:
         results = json.load(f)
@@ -105,13 +119,17 @@ def test_main_skips_finished_cells_reruns_others_and_reports_missing(compare, tm
     assert results["ra"]["train_s"] == [10.0, 11.0] and results["ra"]["search_s"] == [None] * 2
     text = (out / "results.md").read_text()
     assert "| later | 0 | not available: configs/not_yet_written.py is not in the tree" in text
-    # ra: 96.00 ± t(0.975, 1 dof) * std / sqrt(2) = 12.706 * 1.4142 / 1.4142 points; cost 1.00x.
-    assert "| ra | 2 | 96.00 ± 12.71 | 95.00, 97.00 | 10 | - | 1.00x |" in text
+    # ra: 96.00 ± t(0.975, 1 dof) * std / sqrt(2) = 12.706 * 1.4142 / 1.4142 points; cost
+    # 1000 x 0.03 / (1000 x 0.02).
+    assert "| ra | 2 | 96.00 ± 12.71 | 95.00, 97.00 | 1.50x |" in text
+    assert results["ra"]["cost"] == pytest.approx(1.5)
     assert (out / "results.png").stat().st_size > 1000
     # Run again: nothing left to do.
     calls.clear()
-    compare.main(["--methods=standard,ra", "--seeds=0,1", f"--root={root}", f"--out={out}"])
+    compare.main(["--methods=standard,ra", "--seeds=0,1", f"--root={root}", f"--out={out}",
+                  "--bench="])
     assert calls == []
+    assert "| ra | 2 | 96.00 ± 12.71 | 95.00, 97.00 | - |" in (out / "results.md").read_text()
     np.testing.assert_allclose(json.load(open(out / "results.json"))["standard"]["test_acc"],
                                [0.90, 0.92])
 
@@ -133,3 +151,56 @@ def test_benchmark_standard_pipeline_does_not_flip():
     assert 16 <= mirrored.sum() <= 48
     assert config_files.load("digits32_supervised:ra").standard.flip is False
     assert config_files.load("cifar10_ra").standard.flip is True
+
+
+def test_hostile_summary_gap_recovery_welch_and_learned_probabilities_by_hand(compare):
+    from scipy.special import stdtr
+
+    policy = {"identity": 0.1, "rotate": 0.2, "invert": 0.05, "flip_lr": 0.3, "flip_ud": 0.1,
+              "rotate_90": 0.1, "rotate_180": 0.1, "rotate_270": 0.1, "sample_pairing": 0.01}
+    results = {"ua_ra": {"test_acc": [0.96, 0.97, 0.95]},
+               "ua_hostile": {"test_acc": [0.93, 0.94, 0.92]},
+               "ola_hostile": {"test_acc": [0.95, 0.955, 0.94], "op_probability": [policy] * 3}}
+    text = compare.hostile_markdown(results)
+    # gap 96.00 - 93.00 = 3.00; OLA 94.83: recovers 1.83 / 3.00 = 61 %
+    assert "**3.00 points**" in text
+    row = next(line for line in text.splitlines() if line.startswith("| ola_hostile |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[4] == "+61%"
+    # Welch by hand: t = (mean_a - mean_b) / sqrt(var_a / 3 + var_b / 3), Satterthwaite dof.
+    a, b = np.array([95.0, 95.5, 94.0]), np.array([93.0, 94.0, 92.0])
+    va, vb = a.var(ddof=1) / 3, b.var(ddof=1) / 3
+    t = (a.mean() - b.mean()) / math.sqrt(va + vb)
+    dof = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
+    assert compare.welch_p(a, b) == pytest.approx(2 * stdtr(dof, -abs(t)), rel=1e-9)
+    assert cells[2] == f"+1.83 ({2 * stdtr(dof, -abs(t)):.2g})"
+    # invert 0.05 / median 0.1 = 0.50, rank 2 (only sample_pairing lower); sample_pairing 0.10x,
+    # rank 1; flip_lr 3.00x, rank 9.
+    assert cells[5] == "0.50 (2.0)" and cells[-1] == "0.10 (1.0)" and cells[6] == "3.00 (9.0)"
+    assert compare.hostile_markdown({"ua_ra": results["ua_ra"]}) == ""
+
+
+def test_cost_plans_count_every_program_by_hand():
+    spec = importlib.util.spec_from_file_location(
+        "bench_cells", os.path.join(os.path.dirname(_PATH), "bench_cells.py"))
+    bench_cells = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench_cells)
+    plan = bench_cells.plan
+    assert plan("standard") == [("standard", 1000)]          # 200 epochs x 100 / 20
+    assert plan("none") == [("none", 1000)]
+    assert plan("ua_hostile") == [("fixed:ua_hostile", 1000)]
+    assert plan("ola_hostile") == [("ola:ola_hostile", 500)]  # step pairs
+    assert plan("smart_aug_hostile") == [("smart_aug:smart_aug_hostile", 800)]  # 90 images: 4/epoch
+    # DRA: 50 epochs over halves of 50 at batch 20 (2 steps) + the training
+    assert plan("dra_hostile") == [("dra_search:dra_hostile", 100), ("dra_replay:dra_hostile", 1000)]
+    assert plan("dra_published") == [("dra_replay:dra_published", 1000)]
+    # FAA: 3 folds x 200 epochs x 3 steps of D_M (60 images), 3 x 48 candidates / 16 per call,
+    # the training
+    assert plan("faa_hostile") == [("standard", 1800), ("faa_score:faa_hostile", 9.0),
+                                   ("fixed:faa_published", 1000)]
+    bench = {"seconds_per_call": {"standard": 0.02, "dra_search:dra_hostile": 0.05,
+                                  "dra_replay:dra_hostile": 0.022},
+             "plans": {"dra_hostile": plan("dra_hostile")}}
+    # (100 x 0.05 + 1000 x 0.022) / (1000 x 0.02) = 27 / 20
+    assert bench_cells.relative_cost("dra_hostile", bench) == pytest.approx(1.35)
+    assert bench_cells.relative_cost("faa_hostile", bench) is None  # not timed

@@ -492,3 +492,50 @@ def test_bad_input_one_line_errors(tmp_path):
         with pytest.raises(ConfigError) as e:
             case()
         assert "\n" not in str(e.value)
+
+
+def test_extra_ops_forward_pillow_gradient_permuted_and_refusals():
+    """The ops a search may add (dra.extra_ops): forward = Pillow's mirror / flip / rotate(90,
+    180, 270) and SamplePairing's neighbour; the magnitude's gradient through x_m = x + m - sg(m)
+    is the op's input Jacobian applied to a uniform shift: for a pixel permutation, sum(R);
+    SamplePairing passes no gradient to the image's own m."""
+    import ml_collections
+    from PIL import Image, ImageOps
+
+    from gar_jax.methods import dra as dra_method
+
+    extra = ("SamplePairing", "FlipLR", "FlipUD", "Rotate90", "Rotate180", "Rotate270")
+    names = dra_policy.DRA_OPS + extra
+    rng = np.random.default_rng(7)
+    n, size = len(extra), 8
+    xi = rng.integers(0, 256, (n, size, size, 3)).astype(np.float32)
+    r = rng.normal(size=(n, size, size, 3))
+    op = jnp.arange(len(dra_policy.DRA_OPS), len(names), dtype=jnp.int32)
+    m = jnp.asarray(rng.uniform(0.2, 0.9, n).astype(np.float32))
+    sign = jnp.ones(n)
+    key = jax.random.PRNGKey(0)
+    out = np.asarray(dra_policy.apply_ops(names, key, jnp.asarray(xi), op, m, sign))
+    g = np.asarray(jax.grad(lambda mm: jnp.sum(
+        dra_policy.apply_ops(names, key, jnp.asarray(xi), op, mm, sign) * r))(m))
+    pil = {"FlipLR": ImageOps.mirror, "FlipUD": ImageOps.flip,
+           "Rotate90": lambda im: im.rotate(90), "Rotate180": lambda im: im.rotate(180),
+           "Rotate270": lambda im: im.rotate(270)}
+    for i, name in enumerate(extra):
+        if name == "SamplePairing":
+            np.testing.assert_array_equal(out[i], xi[i - 1])
+            assert g[i] == 0.0
+            continue
+        ref = np.asarray(pil[name](Image.fromarray(xi[i].astype(np.uint8))), np.float32)
+        np.testing.assert_array_equal(out[i], ref, err_msg=name)
+        assert g[i] == pytest.approx(float(np.sum(r[i])), rel=1e-4), name
+    # Config: extra ops after the 16 (and SamplePairing), once each; published policies refuse.
+    cfg = ml_collections.ConfigDict({"dra": {"destructive_op": True, "extra_ops": "flip_ud"}})
+    assert dra_method.op_names(cfg) == dra_policy.DRA_OPS + ("SamplePairing", "FlipUD")
+    for bad, message in (("invert", "unknown op 'invert'"), ("sample_pairing", "twice")):
+        cfg.dra.extra_ops = bad
+        with pytest.raises(ConfigError, match=message):
+            dra_method.op_names(cfg)
+    with pytest.raises(ConfigError, match="each once"):
+        dra_policy.check_ops(dra_policy.DRA_OPS + ("FlipLR", "FlipLR"))
+    with pytest.raises(ConfigError, match="each once"):
+        dra_policy.check_ops(("FlipLR",) + dra_policy.DRA_OPS)

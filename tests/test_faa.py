@@ -428,3 +428,30 @@ def test_fold_models_vmapped_equal_fold_models_trained_separately():
                     assert worst < 1e-12, (batching, f, diff)
                 else:  # the comparison can fail: another fold's model is far away
                     assert worst > 0.1, (batching, f, g, worst)
+
+
+def test_extra_ops_extend_the_search_space_with_one_line_refusals():
+    """faa.extra_ops adds the library's ops FAA lacks (in the order given, after SamplePairing
+    if destructive_op); the report lists every op of the space, unused ones at 0."""
+    from gar_jax.methods import faa as faa_method
+    import ml_collections
+
+    def cfg(extra, destructive=False):
+        return ml_collections.ConfigDict({"faa": {"extra_ops": extra,
+                                                  "destructive_op": destructive}})
+
+    assert faa_method.search_ops(cfg("")) == faa_policy.FAA_OPS
+    assert faa_method.search_ops(cfg("flip_lr, rotate_180", True)) == faa_policy.FAA_OPS + (
+        "SamplePairing", "FlipLR", "Rotate180")
+    for bad, message in (("invert", "unknown op 'invert'"), ("flip_lr,flip_lr", "twice"),
+                         ("sample_pairing", "twice")):
+        with pytest.raises(ConfigError, match=message):
+            faa_method.search_ops(cfg(bad, destructive=bad == "sample_pairing"))
+    policy = ((("FlipLR", 0.5, 0.0), ("Invert", 1.0, 0.0)), (("Rotate90", 1.0, 0.3),))
+    # by hand: FlipLR in half the sub-policies at p 0.5 -> 0.25; Invert 0.5; Rotate90 0.5
+    probability = faa_policy.op_probability(policy, faa_policy.FAA_OPS + ("FlipLR", "FlipUD",
+                                                                          "Rotate90"))
+    assert probability["flip_lr"] == pytest.approx(0.25)
+    assert probability["invert"] == pytest.approx(0.5)
+    assert probability["rotate_90"] == pytest.approx(0.5)
+    assert probability["flip_ud"] == 0.0 and len(probability) == 18

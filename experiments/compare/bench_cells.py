@@ -53,7 +53,10 @@ def training_steps(c, train_images: int = TRAIN_IMAGES) -> int:
 
 def plan(cell: str, c=None) -> list:
     """[(program, calls)] of one cell: the programs `build` makes, and how often the cell runs
-    each (OLA's pair program counts 2 steps a call, so its calls are pairs)."""
+    each. OLA's pair program is 2 SGD steps a call (its calls are pairs); FAA's fold models are
+    trained by one program per step for all folds, counted as folds x `standard` steps (the
+    folds are unrolled on CPUs); its final training replays its searched policy, counted as the
+    published policy's step (the same replay program, 25 sub-policies instead of ~15)."""
     c = c or cell_config(cell)
     kind = experiment(c)
     steps = training_steps(c)
@@ -77,8 +80,10 @@ def plan(cell: str, c=None) -> list:
         f = c.faa
         held = int(round(TRAIN_IMAGES * f.test_fraction))
         fold_steps = int(f.fold_epochs) * ((TRAIN_IMAGES - held) // int(c.batch_size))
-        scored = int(f.folds) * int(f.repeats) * int(f.trials) * int(f.copies) * held
-        return [("standard", int(f.folds) * fold_steps), (f"faa_score:{cell}", scored),
+        # A faa_score call scores score_chunk candidates (x copies x |D_A| images) of one fold;
+        # the search scores trials candidates per fold and repeat.
+        calls = int(f.folds) * int(f.repeats) * int(f.trials) / int(f.score_chunk)
+        return [("standard", int(f.folds) * fold_steps), (f"faa_score:{cell}", calls),
                 ("fixed:faa_published", steps)]
     raise ValueError(f"no cost plan for cell {cell!r} (experiment {kind!r})")
 

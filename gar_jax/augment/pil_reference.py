@@ -100,6 +100,11 @@ def faa_apply(op: str, image: Image.Image, level: float, *, negate: bool = False
     w) u`` (on (1, w]), ``other`` the SamplePairing partner (alpha 1)."""
     if op == "SamplePairing":
         return Image.blend(image, other, 1.0)
+    extra = {"FlipLR": ImageOps.mirror, "FlipUD": ImageOps.flip,
+             "Rotate90": lambda im: im.rotate(90), "Rotate180": lambda im: im.rotate(180),
+             "Rotate270": lambda im: im.rotate(270)}  # the ops a search space may add
+    if op in extra:
+        return extra[op](image)
     low, high = _FAA_RANGES[op]
     v = level * (high - low) + low
     if op in ("ShearX", "ShearY", "TranslateX", "TranslateY", "Rotate") and negate:

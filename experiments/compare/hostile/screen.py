@@ -5,7 +5,8 @@ For every op, UniformAugment over the 2-op space ``identity+<op>`` (configs/comp
 with probability 1/2, at a uniform level, so the op touches half of the training images at
 uniformly drawn strengths, then the standard pipeline. Compared with the standard pipeline alone
 (``configs/compare.py:standard``) on the same seeds. Ops: the RA space's 13 (RA ranges), the wide
-space's five extras, its wider rotate/shear/translate ranges, and SamplePairing at alpha 1.
+space's five extras, its wider rotate/shear/translate ranges, SamplePairing at alpha 1 and the
+quarter turns rotate_90/180/270.
 
     python experiments/compare/hostile/screen.py --seeds=0 --jobs=2
 
@@ -27,7 +28,7 @@ import run as compare  # noqa: E402  (experiments/compare/run.py)
 OPS = ("auto_contrast", "equalize", "rotate", "solarize", "color", "posterize", "contrast",
        "brightness", "sharpness", "shear_x", "shear_y", "translate_x", "translate_y",
        "blur", "invert", "flip_lr", "flip_ud", "cutout", "sample_pairing",
-       "wide.rotate", "wide.shear_x", "wide.translate_x")
+       "wide.rotate", "wide.shear_x", "wide.translate_x", "rotate_90", "rotate_180", "rotate_270")
 SINGLE_THREAD = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
