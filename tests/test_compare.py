@@ -153,7 +153,7 @@ def test_benchmark_standard_pipeline_does_not_flip():
     assert config_files.load("cifar10_ra").standard.flip is True
 
 
-def test_hostile_summary_gap_recovery_welch_and_learned_probabilities_by_hand(compare):
+def test_hostile_summary_gap_recovery_welch_and_learned_probabilities_by_hand(compare, tmp_path):
     from scipy.special import stdtr
 
     policy = {"identity": 0.1, "rotate": 0.2, "invert": 0.05, "flip_lr": 0.3, "flip_ud": 0.1,
@@ -178,6 +178,8 @@ def test_hostile_summary_gap_recovery_welch_and_learned_probabilities_by_hand(co
     # rank 1; flip_lr 3.00x, rank 9.
     assert cells[5] == "0.50 (2.0)" and cells[-1] == "0.10 (1.0)" and cells[6] == "3.00 (9.0)"
     assert compare.hostile_markdown({"ua_ra": results["ua_ra"]}) == ""
+    compare.hostile_figure(results, str(tmp_path / "hostile_ops.png"))
+    assert (tmp_path / "hostile_ops.png").stat().st_size > 1000
 
 
 def test_cost_plans_count_every_program_by_hand():
@@ -204,3 +206,29 @@ def test_cost_plans_count_every_program_by_hand():
     # (100 x 0.05 + 1000 x 0.022) / (1000 x 0.02) = 27 / 20
     assert bench_cells.relative_cost("dra_hostile", bench) == pytest.approx(1.35)
     assert bench_cells.relative_cost("faa_hostile", bench) is None  # not timed
+
+
+def test_parallel_cells_run_once_each_on_their_own_core(compare, monkeypatch):
+    """--jobs 2: every pending cell runs exactly once, cell slots 0 and 1 (one per core); a
+    method the CLI rejects stops being scheduled."""
+    import threading
+    import time
+
+    seen, lock = [], threading.Lock()
+
+    def fake_run(argv, workdir, core=None):
+        with lock:
+            seen.append((os.path.basename(workdir), core))
+        time.sleep(0.05)  # a cell takes time: both slots get work
+        return "not available: no such config" if "bad" in workdir else None
+
+    monkeypatch.setattr(compare, "run_cell", fake_run)
+    monkeypatch.setattr(compare, "read_cell", lambda workdir: (0.5, 1.0, None))
+    todo = [(m, s, [], f"{m}_s{s}") for s in range(3) for m in ("a", "b", "bad")]
+    missing = {}
+    compare.run_cells(todo, 2, missing)
+    names = sorted(w for w, _ in seen)
+    assert [w for w in names if not w.startswith("bad")] == [
+        "a_s0", "a_s1", "a_s2", "b_s0", "b_s1", "b_s2"]
+    assert {c for _, c in seen} <= {0, 1} and len({c for _, c in seen}) == 2
+    assert "bad" in missing and sum(w.startswith("bad") for w in names) <= 2

@@ -310,6 +310,39 @@ def hostile_markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def hostile_figure(results: dict, path: str) -> None:
+    """Each learner's probability of each hostile op as a multiple of its median op's (mean
+    over seeds, every seed as a dot): 1 = not suppressed, 0 = never drawn."""
+    from gar_jax.augment import spaces
+    from gar_jax.plots import plt
+
+    learners = [m for m in results if any(results[m].get("op_probability") or [])]
+    if not learners:
+        return
+    hostile_ops = spaces.HOSTILE_OPS
+    fig, ax = plt.subplots(figsize=(1.2 * len(hostile_ops) + 2, 4))
+    width = 0.8 / len(learners)
+    for k, m in enumerate(learners):
+        per_seed = []
+        for p in results[m]["op_probability"]:
+            if p:
+                median = np.median(list(p.values()))
+                per_seed.append([p.get(o, math.nan) / median for o in hostile_ops])
+        per_seed = np.array(per_seed)
+        x = np.arange(len(hostile_ops)) + (k - (len(learners) - 1) / 2) * width
+        ax.bar(x, np.nanmean(per_seed, axis=0), width, label=m, color=f"C{k}")
+        for row in per_seed:
+            ax.scatter(x, row, s=6, color="0.3", zorder=3)
+    ax.axhline(1.0, color="0.3", lw=0.8)
+    ax.set_xticks(range(len(hostile_ops)), hostile_ops, rotation=20)
+    ax.set_ylabel("P(op) / median op's P (mean; dots: seeds)")
+    ax.set_title("Learned probability of the hostile ops (1 = not suppressed)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def figure(results: dict, path: str, benchmark: str, costs: dict = None) -> None:
     from gar_jax.plots import plt
 
@@ -397,6 +430,9 @@ def main(argv=None):
     parser.add_argument("--dry_run", action="store_true", help="print the commands only")
     parser.add_argument("--summarize_only", action="store_true",
                         help="run nothing; tables and figure from the finished cells")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="run nothing; tables, figure and cost column from the existing "
+                             "results.json in --out (the cells need not be on this machine)")
     args = parser.parse_args(argv)
 
     table = method_table(args.benchmark, args.suite)
@@ -415,6 +451,12 @@ def main(argv=None):
                                    *(["hostile"] if hostile else
                                      [] if args.benchmark == "digits32_small" else
                                      [args.benchmark]))
+
+    if args.rebuild:
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as f:
+            results = {m: e for m, e in json.load(f).items() if m in methods}
+        summarize(results, {}, args, out, hostile)
+        return
 
     missing = {}
     for m in methods:
@@ -452,10 +494,17 @@ def main(argv=None):
         policies_ = [read_policy(os.path.join(root, f"{m}_s{s}")) for s, _ in cells]
         if any(p is not None for p in policies_):
             results[m]["op_probability"] = policies_
+    summarize(results, missing, args, out, hostile)
+
+
+def summarize(results: dict, missing: dict, args, out: str, hostile: bool) -> None:
+    """results.json (with each method's cost), results.md and results.png in `out`."""
     costs = relative_costs(args.bench, list(results)) if args.benchmark == "digits32_small" \
         else {}
-    for m, c in costs.items():
-        results[m]["cost"] = c
+    for m, e in results.items():
+        e.pop("cost", None)
+        if m in costs:
+            e["cost"] = costs[m]
     os.makedirs(out, exist_ok=True)
     write_json(os.path.join(out, "results.json"), results)
     text = markdown(results, missing, args.benchmark, costs)
@@ -466,6 +515,8 @@ def main(argv=None):
     if results:
         figure(results, os.path.join(out, "results.png"),
                args.benchmark + (" (hostile space)" if hostile else ""), costs)
+        if hostile:
+            hostile_figure(results, os.path.join(out, "hostile_ops.png"))
     print(text)
 
 
