@@ -174,9 +174,11 @@ def test_hostile_summary_gap_recovery_welch_and_learned_probabilities_by_hand(co
     dof = (va + vb) ** 2 / (va ** 2 / 2 + vb ** 2 / 2)
     assert compare.welch_p(a, b) == pytest.approx(2 * stdtr(dof, -abs(t)), rel=1e-9)
     assert cells[2] == f"+1.83 ({2 * stdtr(dof, -abs(t)):.2g})"
+    # hostile ops' mass 0.05+0.3+0.1+0.1+0.1+0.1+0.01 = 0.76 of 1.06 = 0.72; uniform 7/9 = 0.78
+    assert cells[5] == "0.72 (0.78)" and cells[6] == "0.760"
     # invert 0.05 / median 0.1 = 0.50, rank 2 (only sample_pairing lower); sample_pairing 0.10x,
     # rank 1; flip_lr 3.00x, rank 9.
-    assert cells[5] == "0.50 (2.0)" and cells[-1] == "0.10 (1.0)" and cells[6] == "3.00 (9.0)"
+    assert cells[7] == "0.50 (2.0)" and cells[-1] == "0.10 (1.0)" and cells[8] == "3.00 (9.0)"
     assert compare.hostile_markdown({"ua_ra": results["ua_ra"]}) == ""
     compare.hostile_figure(results, str(tmp_path / "hostile_ops.png"))
     assert (tmp_path / "hostile_ops.png").stat().st_size > 1000

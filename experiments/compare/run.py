@@ -283,12 +283,17 @@ def hostile_markdown(results: dict) -> str:
     gap = acc[good].mean() - acc[bad].mean()
     hostile_ops = spaces.HOSTILE_OPS
     lines = [f"Gap {good} - {bad}: **{gap:.2f} points** (Welch p = {welch_p(acc[good], acc[bad]):.2g}). "
-             f"Recovered: (method - {bad}) / gap. The hostile ops: {', '.join(hostile_ops)}; "
-             "their learned probability as a multiple of the median op's (mean over seeds; "
-             "rank among the space's ops, 1 = least likely, mean over seeds).", "",
+             f"Recovered: (method - {bad}) / gap. The hostile ops: {', '.join(hostile_ops)}. "
+             "Hostile share: their part of the learned op probabilities' sum (in parentheses "
+             "that of a uniform choice, 7 of the space's ops); hostile P sum: the sum of their "
+             "op_probability (OLA, FAA: P(an image gets the op), so about the hostile ops an "
+             "image gets; DRA, smart_aug: per draw); then each one's probability as a multiple "
+             "of the median op's (rank among the space's ops, 1 = least likely); all means "
+             "over seeds.", "",
              f"| method | test accuracy % | vs {bad} (p) | vs {good} (p) | recovered | "
+             "hostile share (uniform) | hostile P sum | "
              + " | ".join(f"{o}: x median (rank)" for o in hostile_ops) + " |",
-             "|---|---|---|---|---|" + "---|" * len(hostile_ops)]
+             "|---|---|---|---|---|---|---|" + "---|" * len(hostile_ops)]
     order = sorted(results, key=lambda m: -acc[m].mean())
     for m in order:
         a = acc[m]
@@ -298,6 +303,14 @@ def hostile_markdown(results: dict) -> str:
                  f"{a.mean() - acc[good].mean():+.2f} ({welch_p(a, acc[good]):.2g})",
                  f"{(a.mean() - acc[bad].mean()) / gap:+.0%}" if gap else "-"]
         policy = [p for p in results[m].get("op_probability") or [] if p]
+        if policy:
+            share = np.mean([sum(p.get(o, 0.0) for o in hostile_ops) / sum(p.values())
+                             for p in policy])
+            uniform = np.mean([sum(o in p for o in hostile_ops) / len(p) for p in policy])
+            total = np.mean([sum(p.get(o, 0.0) for o in hostile_ops) for p in policy])
+            cells += [f"{share:.2f} ({uniform:.2f})", f"{total:.3f}"]
+        else:
+            cells += ["-", "-"]
         for o in hostile_ops:
             ratios, ranks = [], []
             for p in policy:
