@@ -286,8 +286,9 @@ def hostile_markdown(results: dict) -> str:
              f"Recovered: (method - {bad}) / gap. The hostile ops: {', '.join(hostile_ops)}. "
              "Hostile share: their part of the learned op probabilities' sum (in parentheses "
              "that of a uniform choice, 7 of the space's ops); hostile P sum: the sum of their "
-             "op_probability (OLA, FAA: P(an image gets the op), so about the hostile ops an "
-             "image gets; DRA, smart_aug: per draw); then each one's probability as a multiple "
+             "op_probability, which is P(an image gets the op) for every learner, so the "
+             "expected number of hostile ops an image gets (UA over the hostile space: 7 x 2/21 "
+             "x 1/2 = 0.33); then each one's probability as a multiple "
              "of the median op's (rank among the space's ops, 1 = least likely); all means "
              "over seeds.", "",
              f"| method | test accuracy % | vs {bad} (p) | vs {good} (p) | recovered | "
