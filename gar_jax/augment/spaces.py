@@ -201,6 +201,21 @@ def compose_space(name: str) -> SearchSpace:
     return SearchSpace(name, tuple(space_ops))
 
 
+def add_extra_ops(names: tuple, spec, extra: dict, field: str, method: str) -> tuple:
+    """``names`` (a method's own op names) plus the ops of ``spec`` (comma-separated library
+    names), each mapped to the method's name by ``extra`` ({library name: method's name}); a
+    one-line ConfigError for an unknown op or one already in the space. FAA's and DRA's
+    ``extra_ops``."""
+    for name in [n.strip() for n in str(spec or "").split(",") if n.strip()]:
+        if name not in extra:
+            raise ConfigError(f"{field}: unknown op {name!r}; {method}'s ops can be extended by "
+                              f"{', '.join(extra)}")
+        if extra[name] in names:
+            raise ConfigError(f"{field}: {name!r} is in the search space twice")
+        names += (extra[name],)
+    return names
+
+
 # The hostile space of experiments/compare (README section 6): the RA space plus ops that hurt
 # on digits (each alone, on half of the training images, cost 1.5-5 points against the standard
 # pipeline: experiments/compare/hostile/screen.md): a user's space whose ops were not vetted.

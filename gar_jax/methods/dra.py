@@ -49,7 +49,7 @@ import optax
 from jax.sharding import PartitionSpec as P
 
 from gar_jax import report
-from gar_jax.augment import color, dra_policy, policies
+from gar_jax.augment import color, dra_policy, policies, spaces
 from gar_jax.data import sources, stats
 from gar_jax.data.device import DeviceDataset
 from gar_jax.errors import ConfigError
@@ -75,15 +75,9 @@ def op_names(config) -> tuple:
     (comma-separated library names of `dra_policy.EXTRA_OPS`: sample_pairing, flip_lr, flip_ud,
     rotate_90/180/270); ConfigError for an unknown or repeated one."""
     names = dra_policy.DRA_OPS + ((dra_policy.DESTRUCTIVE,) if config.dra.destructive_op else ())
-    by_name = {dra_policy.OUR_NAME[n]: n for n in dra_policy.EXTRA_OPS}
-    for name in [n.strip() for n in str(config.dra.get("extra_ops", "")).split(",") if n.strip()]:
-        if name not in by_name:
-            raise ConfigError(f"config.dra.extra_ops: unknown op {name!r}; DRA's ops can be "
-                              f"extended by {', '.join(by_name)}")
-        if by_name[name] in names:
-            raise ConfigError(f"config.dra.extra_ops: {name!r} is in the search space twice")
-        names += (by_name[name],)
-    return names
+    return spaces.add_extra_ops(names, config.dra.get("extra_ops", ""),
+                                {dra_policy.OUR_NAME[n]: n for n in dra_policy.EXTRA_OPS},
+                                "config.dra.extra_ops", "DRA")
 
 
 def searches(config) -> bool:

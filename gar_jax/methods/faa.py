@@ -68,15 +68,9 @@ def search_ops(config) -> tuple:
     ``extra_ops`` (comma-separated library names of `faa_policy.EXTRA_OPS`: sample_pairing,
     flip_lr, flip_ud, rotate_90/180/270); ConfigError for an unknown or repeated one."""
     out = faa_policy.FAA_OPS + ((faa_policy.DESTRUCTIVE,) if config.faa.destructive_op else ())
-    by_name = {v: k for k, v in faa_policy.EXTRA_OPS.items()}
-    for name in [n.strip() for n in str(config.faa.get("extra_ops", "")).split(",") if n.strip()]:
-        if name not in by_name:
-            raise ConfigError(f"config.faa.extra_ops: unknown op {name!r}; FAA's ops can be "
-                              f"extended by {', '.join(by_name)}")
-        if by_name[name] in out:
-            raise ConfigError(f"config.faa.extra_ops: {name!r} is in the search space twice")
-        out += (by_name[name],)
-    return out
+    return spaces.add_extra_ops(out, config.faa.get("extra_ops", ""),
+                                {v: k for k, v in faa_policy.EXTRA_OPS.items()},
+                                "config.faa.extra_ops", "FAA")
 
 
 def fold_config(config) -> ml_collections.ConfigDict:
