@@ -70,6 +70,8 @@ def get_config():
     c.ola.reward_fraction = 0.5    # GAR for half of each sampler's images (configs/cifar10_ola.py)
     c.ola.learning_rate = 0.1      # Adam on the policy logits
     c.ola.b1 = 0.0                 # Adam's beta1
+    c.ola.lr_schedule = "constant"  # the policy's lr: "constant" (the paper's) or "model" (the
+                                   # model's warm-up + cosine decay, peak ola.learning_rate)
     c.ola.clip = 5.0               # gradient value clipping (0 = none)
     c.ola.nslr_decay = 0.9         # NSLR: running reward statistics' decay
 

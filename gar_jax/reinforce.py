@@ -215,16 +215,18 @@ def reward_update(meta_tx: optax.GradientTransformation, params, opt_state, rewa
     return params, opt_state, reward_stats, weights
 
 
-def meta_optimizer(learning_rate: float, b1: float = 0.9, clip: float | None = 5.0,
-                   every_k: int = 1) -> optax.GradientTransformation:
+def meta_optimizer(learning_rate: float | optax.Schedule, b1: float = 0.9,
+                   clip: float | None = 5.0, every_k: int = 1) -> optax.GradientTransformation:
     """Adam for the meta-parameters, with gradient *value* clipping and k-step aggregation.
 
     ``optax.MultiSteps(chain(clip_by_value(clip), adam(learning_rate, b1)), every_k)``: the
     meta-gradients of `every_k` consecutive steps are averaged, then clipped elementwise to
     [−clip, clip] and fed to Adam; the updates of the other steps are zero. clip=None: no
-    clipping. (Toy split: lr 0.1, k = 10; OLA: lr 0.1, b1 = 0, k = 1.)
+    clipping. ``learning_rate``: a number, or a schedule of Adam's update count (the
+    aggregated updates; its state then counts them). (Toy split: lr 0.1, k = 10; OLA: lr 0.1,
+    b1 = 0, k = 1.)
     """
-    if not learning_rate > 0:
+    if not callable(learning_rate) and not learning_rate > 0:
         raise ConfigError(f"meta_optimizer: learning_rate must be > 0, got {learning_rate}")
     if not isinstance(every_k, int) or every_k < 1:
         raise ConfigError(f"meta_optimizer: every_k must be a positive int, got {every_k!r}")

@@ -254,3 +254,56 @@ def test_subset_rewards_are_the_full_rewards_restricted(devices):
         hit = ((ops == a) & active).any(axis=1)
         np.testing.assert_allclose(m[f"op_applied/{name}"], hit.mean(), rtol=1e-12)
         np.testing.assert_allclose(m_lw[f"op_applied/{name}"], hit.mean(), rtol=1e-12)
+
+
+def test_policy_lr_follows_the_models_schedule():
+    """``ola.lr_schedule = "model"``: Adam's step on the policy at update c is ola.learning_rate
+    times the model's lr at step 2c over its peak (warm-up, then cosine to 0). With b1 = 0 and a
+    constant gradient, Adam's direction is exactly sign(g) (v_hat = g^2), so each update's size
+    is the learning rate itself: checked against the schedule written out by hand."""
+    from gar_jax.train import optim
+    config = load_config("digits_ola")
+    config.ola.lr_schedule = "model"
+    config.learning_rate, config.warmup_epochs, config.num_epochs = 0.05, 2.0, 5
+    steps_per_epoch = 4                                    # 20 model steps, 10 policy updates
+    schedule = optim.make_schedule(config, steps_per_epoch)
+    tx = ola.meta_optimizer(config, schedule)
+    params = {"w": jnp.zeros(3)}
+    state = tx.init(params)
+    g = {"w": jnp.array([0.3, -2.0, 0.01])}
+    sizes = []
+    for _ in range(10):
+        updates, state = tx.update(g, state, params)
+        size = float(jnp.abs(updates["w"][1]))
+        np.testing.assert_allclose(updates["w"], np.array([-1, 1, -1]) * size, rtol=1e-4,
+                                   atol=1e-8)                # -lr * sign(g), every coordinate
+        sizes.append(size)
+
+    def by_hand(c):                                        # model step t = 2c
+        t, warmup, total = 2 * c, 8, 20
+        if t < warmup:
+            return 0.1 * t / warmup
+        return 0.1 * 0.5 * (1 + np.cos(np.pi * (t - warmup) / (total - warmup)))
+    np.testing.assert_allclose(sizes, [by_hand(c) for c in range(10)], rtol=1e-4, atol=1e-7)
+    assert sizes[0] == 0.0 and np.argmax(sizes) == 4 and sizes[4] == pytest.approx(0.1)  # t = 8
+    # "constant" (the paper's): every update is ola.learning_rate.
+    config.ola.lr_schedule = "constant"
+    tx = ola.meta_optimizer(config)
+    state = tx.init(params)
+    for _ in range(3):
+        updates, state = tx.update(g, state, params)
+        np.testing.assert_allclose(np.abs(updates["w"]), 0.1, rtol=1e-4)
+
+
+def test_policy_lr_schedule_is_checked_in_one_line():
+    fields = load_config("digits_ola").to_dict()
+    fields["ola"]["lr_schedule"] = "cosine"
+    with pytest.raises(ConfigError) as e:
+        ola.validate(ml_collections.ConfigDict(fields))
+    assert str(e.value) == ("config.ola.lr_schedule='cosine' must be one of "
+                            "('constant', 'model')")
+    fields["ola"]["lr_schedule"] = "model"
+    config = ml_collections.ConfigDict(fields)
+    ola.validate(config)
+    with pytest.raises(ConfigError, match="needs the model's learning-rate schedule"):
+        ola.meta_optimizer(config)       # "model" without the model's schedule

@@ -10,7 +10,9 @@
 # SEEDS: "first-last" or a comma list (default 100-119, the report seeds); VARIANTS: comma list
 # of gar (the default config), gar_full (GAR for every image: reward_fraction 1, the default
 # before it was 0.5), gar_layerwise (layer-wise, frozen statistics), gar_contribution (layer-wise,
-# contribution convention), nslr (default "gar,nslr,gar_contribution"); CORE: the
+# contribution convention), nslr, gar_model_lr / gar_constant_lr / nslr_constant_lr (the
+# policy's lr following the model's schedule, or constant: ola.lr_schedule) (default
+# "gar,nslr,gar_contribution"); CORE: the
 # CPU core (default 1). It must be a session leader (setsid): it lowers its own autogroup's
 # priority to nice 19 (/proc/self/autogroup), which plain `nice` does not do across sessions;
 # SWEEP_NICE=n sets another value.
@@ -40,6 +42,9 @@ flags_of() {
       echo "--config.ola.gar_method=layerwise --config.ola.gar_convention=contribution" ;;
     gar_full) echo "--config.ola.reward_fraction=1.0" ;;
     nslr) echo "--config.ola.reward=nslr" ;;
+    gar_model_lr) echo "--config.ola.lr_schedule=model" ;;
+    gar_constant_lr) echo "--config.ola.lr_schedule=constant" ;;
+    nslr_constant_lr) echo "--config.ola.reward=nslr --config.ola.lr_schedule=constant" ;;
     *) echo "seed_sweep.sh: unknown variant $1" >&2; return 2 ;;
   esac
 }

@@ -17,7 +17,8 @@ as one function (`make_pair_step`):
    where smaller: ``ola.gar_store``; BatchNorm nets: ``ola.gar_convention`` frozen, the same
    numbers as jvp, or contribution)),
    normalized over the batch; or NSLR (−L_{t+1} for every example, normalized across steps);
-4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5).
+4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5; the lr
+   constant, or following the model's schedule: ``ola.lr_schedule``).
 
 BatchNorm statistics are per device (as the training stack and PyTorch DDP), and so is the
 frozen-statistics convention of the per-example gradients; a GroupNorm model gives the same
@@ -99,9 +100,33 @@ def make_space(config) -> spaces.SearchSpace:
     return space
 
 
-def meta_optimizer(config) -> optax.GradientTransformation:
+LR_SCHEDULES = ("constant", "model")
+
+
+def policy_learning_rate(config, schedule: Optional[Callable] = None):
+    """The policy's Adam learning rate: ``config.ola.learning_rate`` (``ola.lr_schedule =
+    "constant"``, the paper's), or that times the model's schedule relative to its peak
+    (``"model"``: the same warm-up and cosine decay to 0 as the model's SGD, as a function of the
+    policy update count c, which happens at the model's step 2c). ``schedule``: the model's
+    learning rate per step (`gar_jax.train.optim.make_schedule`), needed by ``"model"``."""
     c = config.ola
-    return reinforce.meta_optimizer(c.learning_rate, b1=c.b1, clip=c.clip or None)
+    kind = c.get("lr_schedule", "constant")
+    if kind == "constant":
+        return c.learning_rate
+    if kind != "model":
+        raise ConfigError(f"config.ola.lr_schedule={kind!r} must be one of {LR_SCHEDULES}")
+    if schedule is None:
+        raise ConfigError("config.ola.lr_schedule='model' needs the model's learning-rate "
+                          "schedule: pass schedule= (engine.build(config).schedule)")
+    peak, lr = float(config.learning_rate), float(c.learning_rate)
+    return lambda count: lr * schedule(2 * count) / peak
+
+
+def meta_optimizer(config, schedule: Optional[Callable] = None) -> optax.GradientTransformation:
+    """The policy's optimizer (`reinforce.meta_optimizer`) at `policy_learning_rate`."""
+    c = config.ola
+    return reinforce.meta_optimizer(policy_learning_rate(config, schedule), b1=c.b1,
+                                    clip=c.clip or None)
 
 
 def validate(config) -> None:
@@ -142,6 +167,9 @@ def validate(config) -> None:
                           f"config.ola.ensemble_size={c.ensemble_size} (B/E images per sampler)")
     if not c.learning_rate > 0 or not 0 <= c.b1 < 1 or c.clip < 0:
         raise ConfigError("config.ola needs learning_rate > 0, 0 <= b1 < 1 and clip >= 0")
+    if c.get("lr_schedule", "constant") not in LR_SCHEDULES:
+        raise ConfigError(f"config.ola.lr_schedule={c.lr_schedule!r} must be one of "
+                          f"{LR_SCHEDULES}")
     if not 0 <= c.nslr_decay < 1:
         raise ConfigError(f"config.ola.nslr_decay={c.nslr_decay} must be in [0, 1)")
     fraction = c.reward_fraction
@@ -157,11 +185,13 @@ def validate(config) -> None:
                           f"replacement from the {len(space)} ops of {space.name!r}")
 
 
-def init_state(state: TrainState, config, space: spaces.SearchSpace) -> OLAState:
-    """`OLAState` from a fresh `TrainState`: zero policy logits (replicated like the rest)."""
+def init_state(state: TrainState, config, space: spaces.SearchSpace,
+               schedule: Optional[Callable] = None) -> OLAState:
+    """`OLAState` from a fresh `TrainState`: zero policy logits (replicated like the rest).
+    ``schedule``: the model's, as for `meta_optimizer` (``ola.lr_schedule = "model"``)."""
     policy = ola_sampler.init_params(len(space), num_levels=space.num_levels,
                              max_ops=config.ola.max_ops, ensemble_size=config.ola.ensemble_size)
-    extra = dict(policy=policy, policy_opt_state=meta_optimizer(config).init(policy),
+    extra = dict(policy=policy, policy_opt_state=meta_optimizer(config, schedule).init(policy),
                  reward_stats=reinforce.RunningNormalizer().init())
     sharding = jax.tree.leaves(state.params)[0].sharding
     # One buffer per leaf (RunningStats starts with one zero twice): the pair step donates them.
@@ -472,14 +502,16 @@ def run(config, workdir: str) -> dict:
     validate(config)
     space = make_space(config)
     setup = engine.build(config)
-    pair = make_pair_step(setup.model, setup.tx, setup.mesh, space, meta_optimizer(config),
-                          options(config), standard=setup.augment, schedule=setup.schedule)
+    pair = make_pair_step(setup.model, setup.tx, setup.mesh, space,
+                          meta_optimizer(config, setup.schedule), options(config),
+                          standard=setup.augment, schedule=setup.schedule)
 
     def advance(state, step):
         return pair(state, setup.train_data.batch(step), setup.train_data.batch(step + 1))
 
     return engine.train(config, workdir, setup, engine.Method(
-        state=init_state(setup.state, config, space), advance=advance, steps_per_call=2,
+        state=init_state(setup.state, config, space, setup.schedule), advance=advance,
+        steps_per_call=2,
         report=recorder(space, config)))
 
 
