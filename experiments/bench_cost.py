@@ -124,9 +124,9 @@ def build_entries(depth, width, batch, names, gar, faa_spec, seed=0):
         oc.ola.chunk_size = chunk
         oc.ola.num_chunks = 1  # "jvp" without ":C" is the whole batch at once
         oc.ola.reward_fraction = 1.0  # GAR for every image
-        fn = ola.make_pair_step(model, tx, mesh, ra_space, ola.meta_optimizer(oc),
+        fn = ola.make_pair_step(model, tx, mesh, ra_space, ola.meta_optimizer(oc, schedule),
                                 ola.options(oc), standard=standard, schedule=schedule)
-        carry = ola.init_state(fresh(), oc, ra_space)
+        carry = ola.init_state(fresh(), oc, ra_space, schedule)
         out.append(Entry(name, fn, carry, lambda c: (batches[0], batches[1]), 2))
 
     for name in names:

@@ -111,14 +111,14 @@ def build(depth, width, batch, norm, seed=0):
     config.ola.ensemble_size = batch // 16 if batch % 16 == 0 else 1
     mean, std = stats.mean_std("cifar10")
     model = WideResNet(depth=depth, width=width, num_classes=10, mean=mean, std=std, norm=norm)
-    tx, _ = optim.make_optimizer(config, steps_per_epoch=50000 // batch)
+    tx, schedule = optim.make_optimizer(config, steps_per_epoch=50000 // batch)
     state = create_state(model, tx, image_shape=(32, 32, 3), seed=seed, mesh=mesh)
     rng = np.random.default_rng(seed)
     batches = [{"image": jax.device_put(rng.integers(0, 256, (batch, 32, 32, 3), np.uint8),
                                         data_sharding(mesh)),
                 "label": jax.device_put(rng.integers(0, 10, batch).astype(np.int32),
                                         data_sharding(mesh))} for _ in range(2)]
-    return mesh, config, model, tx, state, batches
+    return mesh, config, model, tx, schedule, state, batches
 
 
 def fixed_core(model, tx, mesh):
@@ -218,11 +218,11 @@ class Method:
 
 
 def bench_model(depth, width, batch, norm, reps, methods):
-    mesh, config, model, tx, state, batches = build(depth, width, batch, norm)
+    mesh, config, model, tx, schedule, state, batches = build(depth, width, batch, norm)
     space = spaces.get_space(config.ola.space)
     key = jax.random.key(1)
     fresh = lambda: jax.tree.map(jnp.copy, state)  # noqa: E731
-    ola_state = ola.init_state(fresh(), config, space)
+    ola_state = ola.init_state(fresh(), config, space, schedule)
     # The augmentation programs, compiled once each: (jitted fn, args builder).
     ua = policies.compose(policies.uniform_augment(space), standard)
     augments = {
@@ -257,7 +257,8 @@ def bench_model(depth, width, batch, norm, reps, methods):
             config.ola.chunk_size = int(chunk or 0)
             config.ola.num_chunks = 1  # "jvp" / "vmap": the whole batch at once
         if name not in ("fixed", "direct"):
-            core = ola.make_pair_core(model, tx, mesh, space, ola.meta_optimizer(config),
+            core = ola.make_pair_core(model, tx, mesh, space,
+                                      ola.meta_optimizer(config, schedule),
                                       ola.options(config), standard=standard)
             todo.append(Method(name, "ola", core, jax.tree.map(jnp.copy, ola_state), mesh))
 

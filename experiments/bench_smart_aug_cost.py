@@ -99,9 +99,9 @@ def methods_for(names, mesh, config, model, tx, schedule, state, batches):
             oc = defaults.load_config(os.path.join(CONFIGS, "cifar10_ola.py:ra"))
             oc.ola.ensemble_size = 8 if batches[0]["label"].shape[0] % 8 == 0 else 1
             space = spaces.get_space("randaug")
-            fn = ola.make_pair_step(model, tx, mesh, space, ola.meta_optimizer(oc),
+            fn = ola.make_pair_step(model, tx, mesh, space, ola.meta_optimizer(oc, schedule),
                                     ola.options(oc), standard=standard, schedule=schedule)
-            carry = ola.init_state(fresh(), oc, space)
+            carry = ola.init_state(fresh(), oc, space, schedule)
             out[name] = (fn, carry, lambda c: (c, batches[0], batches[1]), 2)
         elif kind == "direct":
             try:

@@ -56,8 +56,9 @@ def run8():
     ola.validate(config)
     setup = engine.build(config)
     space = SPACE
-    state = ola.init_state(setup.state, config, space)
-    pure = ola.make_pair_step(setup.model, setup.tx, setup.mesh, space, ola.meta_optimizer(config),
+    state = ola.init_state(setup.state, config, space, setup.schedule)
+    pure = ola.make_pair_step(setup.model, setup.tx, setup.mesh, space,
+                              ola.meta_optimizer(config, setup.schedule),
                               ola.options(config), standard=setup.augment,
                               schedule=setup.schedule, jit=False)
     pair = jax.jit(chex.assert_max_traces(pure, n=1), donate_argnums=0,
@@ -76,7 +77,8 @@ def test_eight_devices_layerwise_match_one_device_jvp(run8):
                                  batch_size=config.batch_size, seed=config.seed)
     config1 = _tiny_config()  # the default: jvp, the batch in 2 chunks
     assert (config1.ola.gar_method, ola.options(config1).num_chunks) == ("jvp", 2)
-    pair1 = ola.make_pair_step(setup8.model, setup8.tx, mesh1, space, ola.meta_optimizer(config1),
+    pair1 = ola.make_pair_step(setup8.model, setup8.tx, mesh1, space,
+                               ola.meta_optimizer(config1, setup8.schedule),
                                ola.options(config1), standard=setup8.augment)
     state1 = jax.device_put(jax.device_get(state8), replicated(mesh1))
     state8 = _copy(state8)
@@ -217,7 +219,8 @@ def test_nslr_pair_traces(run8):
     the same state structure; its running reward statistics count steps."""
     config, setup, space, state, _ = run8
     nslr = _tiny_config(**{"ola.reward": "nslr"})
-    pair = ola.make_pair_step(setup.model, setup.tx, setup.mesh, space, ola.meta_optimizer(nslr),
+    pair = ola.make_pair_step(setup.model, setup.tx, setup.mesh, space,
+                              ola.meta_optimizer(nslr, setup.schedule),
                               ola.options(nslr), standard=setup.augment, jit=False)
     batch = setup.train_data.batch(0)
     new, metrics = jax.eval_shape(pair, state, batch, batch)

@@ -164,9 +164,11 @@ def build(program: str, cells_config: dict):
         return Program(program, fn, state, (batch(b), key))
     if kind == "ola":
         space = ola.make_space(c)
-        fn = ola.make_pair_step(model, tx, mesh, space, ola.meta_optimizer(c), ola.options(c),
-                                standard=engine.make_standard(c), schedule=schedule)
-        return Program(program, fn, ola.init_state(state, c, space), (batch(b), batch(b)))
+        fn = ola.make_pair_step(model, tx, mesh, space, ola.meta_optimizer(c, schedule),
+                                ola.options(c), standard=engine.make_standard(c),
+                                schedule=schedule)
+        return Program(program, fn, ola.init_state(state, c, space, schedule),
+                       (batch(b), batch(b)))
     if kind == "smart_aug":
         space = smart_aug.make_space(c)
         fn = smart_aug.make_meta_step(model, tx, mesh, space, smart_aug.meta_optimizer(c),

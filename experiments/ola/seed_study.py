@@ -31,7 +31,8 @@ import statistics
 
 # The OLA settings a row records: a variant's rows must agree on them.
 SETTINGS = ("reward", "gar_method", "gar_convention", "num_chunks", "chunk_size",
-            "reward_fraction", "reward_normalization", "learning_rate", "ensemble_size")
+            "reward_fraction", "reward_normalization", "learning_rate", "lr_schedule",
+            "ensemble_size")
 
 
 def load_run(path: str) -> dict | None:
