@@ -125,3 +125,34 @@ def test_diagnose_pools_over_steps(tmp_path):
     u, u2 = 2 * 0.1 + 3 * -0.3, 2 * 0.2 + 3 * 0.4
     u_std = math.sqrt(u2 / n - (u / n) ** 2)
     assert d["rank_z"] == pytest.approx((u / n) / (u_std / math.sqrt(n * 10)))
+
+
+def test_diagnose_by_part_pools_runs_and_parts(tmp_path):
+    diagnose = _module("diagnose")
+    paths = []
+    for name, w in (("a", -0.1), ("b", 0.3)):
+        run = tmp_path / name
+        os.makedirs(run)
+        (run / "config.json").write_text(json.dumps({"batch_size": 10}))
+        # steps 4 (2 pairs, part 1 of 2) and 10 (3 pairs, part 2)
+        recs = [{"step": 4, "epoch": 1, "train/op_applied/x": 0.2, "train/op_weight/x": w,
+                 "train/op_weight_sq/x": 0.3},
+                {"step": 10, "epoch": 2, "train/op_applied/x": 0.4, "train/op_weight/x": 0.2,
+                 "train/op_weight_sq/x": 0.5}]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+        paths.append(str(run))
+    (n1, m1, z1), (n2, m2, z2) = diagnose.by_part(paths, parts=2)["x"]
+    assert n1 == pytest.approx(2 * 2 * 0.2 * 10) and n2 == pytest.approx(2 * 3 * 0.4 * 10)
+    s, s2 = 2 * 10 * (-0.1 + 0.3), 2 * 2 * 10 * 0.3     # part 1: both runs' sums
+    assert m1 == pytest.approx(s / n1)
+    assert z1 == pytest.approx(m1 / (math.sqrt(s2 / n1 - m1 ** 2) / math.sqrt(n1)))
+    assert m2 == pytest.approx(0.2 / 0.4)
+    assert "| x | 8, +0.500, " in diagnose.by_part_markdown(paths, 2)
+
+
+def test_evidence_rank():
+    diagnose = _module("diagnose")
+    d = {"ops": {"a": {"z": -1.0, "rank_z": -3.0}, "b": {"z": -2.0, "rank_z": None},
+                 "c": {"z": 0.5, "rank_z": -1.0}}}
+    assert diagnose.evidence_rank(d, "a") == {"ops": 3, "z": 2, "rank_z": 1}
+    assert diagnose.evidence_rank(d, "c") == {"ops": 3, "z": 3, "rank_z": 2}

@@ -11,6 +11,9 @@ in the first and second half of training
 and the spread of the per-epoch means, and the keep probability (and its logit) at the end.
 
     python experiments/ola/diagnose.py RUN_DIR [RUN_DIR ...] [--out FILE.md]
+
+``--parts N``: one table pooled over all the given runs, training cut into N parts of equal
+steps (per op and part: images, mean w, z): whether the op's signal lasts or fades.
 """
 from __future__ import annotations
 
@@ -88,6 +91,57 @@ def diagnose(path: str) -> dict:
     return {"batch_size": batch, "steps": total_steps, "epochs": len(history), "ops": out}
 
 
+def by_part(paths: list, parts: int = 4) -> dict:
+    """Pooled over the runs `paths`: per op and per part of training (``parts`` equal stretches
+    of steps; a record goes to the part its last step falls in), the images that got the op,
+    their mean weight w and z = mean / (std / sqrt(images)). {op: [(images, mean, z), ...]}."""
+    sums: dict = {}
+    for path in paths:
+        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
+            batch = json.load(f)["batch_size"]
+        records = [r for r in _records(path)
+                   if any(k.startswith("train/op_applied/") for k in r)]
+        total, prev = records[-1]["step"], 0
+        for r in records:
+            pairs, prev = (r["step"] - prev) / 2, r["step"]
+            part = min(int(parts * (r["step"] - 1) / total), parts - 1)
+            for key in r:
+                if key.startswith("train/op_applied/"):
+                    op = key.split("/", 2)[2]
+                    acc = sums.setdefault(op, [[0.0, 0.0, 0.0] for _ in range(parts)])[part]
+                    for i, name in enumerate(("op_applied", "op_weight", "op_weight_sq")):
+                        acc[i] += pairs * batch * r[f"train/{name}/{op}"]
+    out = {}
+    for op, rows in sums.items():
+        out[op] = []
+        for n, s, s2 in rows:
+            mean = s / n if n else float("nan")
+            std = math.sqrt(max(s2 / n - mean ** 2, 0.0)) if n else float("nan")
+            out[op].append((n, mean, mean / (std / math.sqrt(n)) if n and std else None))
+    return out
+
+
+def by_part_markdown(paths: list, parts: int = 4) -> str:
+    d = by_part(paths, parts)
+    head = " | ".join(f"part {i + 1}: images, mean w, z" for i in range(parts))
+    lines = [f"### {len(paths)} runs pooled, training in {parts} parts", "",
+             f"| op | {head} |", "|---|" + "---|" * parts]
+    for op in sorted(d):
+        cells = " | ".join(f"{n:.0f}, {m:+.3f}, {z:+.1f}" for n, m, z in d[op])
+        lines.append(f"| {op} | {cells} |")
+    return "\n".join(lines) + "\n"
+
+
+def evidence_rank(d: dict, op: str) -> dict:
+    """Where `op` stands among the ops of one run's `diagnose` by its pooled evidence: its rank
+    by z and by the rank weights' z (1 = most negative), of how many ops."""
+    out = {"ops": len(d["ops"])}
+    for key in ("z", "rank_z"):
+        vals = {o: r[key] for o, r in d["ops"].items() if r[key] is not None}
+        out[key] = sorted(vals, key=vals.get).index(op) + 1 if op in vals else None
+    return out
+
+
 def markdown(name: str, d: dict) -> str:
     lines = [f"### {name}", "",
              f"{d['steps']} steps (batch {d['batch_size']}); ops sorted by z (most negative "
@@ -111,9 +165,27 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("runs", nargs="+", help="OLA run directories")
     p.add_argument("--out", default="", help="also write the tables here (markdown)")
+    p.add_argument("--parts", type=int, default=0,
+                   help="instead: one table pooled over all the runs, training cut into this "
+                        "many parts (per op and part: images, mean weight, z)")
+    p.add_argument("--rank-of", default="",
+                   help="instead: per run, this op's rank among the ops by pooled z and by the "
+                        "rank weights' z (1 = most negative), and how often it is in the lowest 3")
     args = p.parse_args(argv)
-    text = "\n".join(markdown(os.path.basename(os.path.normpath(r)), diagnose(r))
-                     for r in args.runs)
+    if args.rank_of:
+        ranks = {os.path.basename(os.path.normpath(r)): evidence_rank(diagnose(r), args.rank_of)
+                 for r in args.runs}
+        lines = [f"| run | {args.rank_of}: rank by z | by rank-weight z |", "|---|---|---|"]
+        lines += [f"| {n} | {e['z']} of {e['ops']} | {e['rank_z']} |" for n, e in ranks.items()]
+        for key, label in (("z", "z"), ("rank_z", "rank-weight z")):
+            low = sum(1 for e in ranks.values() if e[key] is not None and e[key] <= 3)
+            lines.append(f"\nAmong the 3 most negative by {label}: {low} of {len(ranks)} runs.")
+        text = "\n".join(lines) + "\n"
+    elif args.parts:
+        text = by_part_markdown(args.runs, args.parts)
+    else:
+        text = "\n".join(markdown(os.path.basename(os.path.normpath(r)), diagnose(r))
+                         for r in args.runs)
     print(text)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
