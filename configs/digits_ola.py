@@ -71,7 +71,8 @@ def get_config():
     c.ola.learning_rate = 0.1      # Adam on the policy logits
     c.ola.b1 = 0.0                 # Adam's beta1
     c.ola.lr_schedule = "constant"  # the policy's lr: "constant" (the paper's) or "model" (the
-                                   # model's warm-up + cosine decay, peak ola.learning_rate)
+                                   # model's warm-up + cosine decay, peak ola.learning_rate;
+                                   # tried on digits, less robust: experiments/ola/README.md 6c)
     c.ola.clip = 5.0               # gradient value clipping (0 = none)
     c.ola.nslr_decay = 0.9         # NSLR: running reward statistics' decay
 
