@@ -29,9 +29,10 @@ def _records(path: str) -> list:
         return [json.loads(line) for line in f]
 
 
-def diagnose(path: str) -> dict:
-    """{"batch_size", "steps", "ops": {op: row}} for one run directory (its metrics must hold
-    the op_* metrics: runs made before they were logged are refused)."""
+def _op_records(path: str) -> tuple:
+    """(batch size, ops, the records holding the op_* metrics, each record's weight): a record
+    is the mean over the step pairs since the previous one, so it weighs their count. Runs made
+    before the op_* metrics were logged are refused."""
     with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
         batch = json.load(f)["batch_size"]
     records = [r for r in _records(path) if any(k.startswith("train/op_applied/") for k in r)]
@@ -39,11 +40,14 @@ def diagnose(path: str) -> dict:
         raise SystemExit(f"diagnose: {path}/metrics.jsonl has no op_applied/* metrics (a run "
                          "from before they were logged)")
     ops = sorted(k.split("/", 2)[2] for k in records[0] if k.startswith("train/op_applied/"))
-    # A record is the mean over the step pairs since the previous one: weight it by their count.
-    prev, weights = 0, []
-    for r in records:
-        weights.append((r["step"] - prev) / 2)
-        prev = r["step"]
+    steps = [0] + [r["step"] for r in records]
+    return batch, ops, records, [(b - a) / 2 for a, b in zip(steps, steps[1:])]
+
+
+def diagnose(path: str) -> dict:
+    """{"batch_size", "steps", "ops": {op: row}} for one run directory (its metrics must hold
+    the op_* metrics: runs made before they were logged are refused)."""
+    batch, ops, records, weights = _op_records(path)
     total_steps = records[-1]["step"]
     history = []
     hist_path = os.path.join(path, "policy_history.jsonl")
@@ -97,20 +101,14 @@ def by_part(paths: list, parts: int = 4) -> dict:
     their mean weight w and z = mean / (std / sqrt(images)). {op: [(images, mean, z), ...]}."""
     sums: dict = {}
     for path in paths:
-        with open(os.path.join(path, "config.json"), encoding="utf-8") as f:
-            batch = json.load(f)["batch_size"]
-        records = [r for r in _records(path)
-                   if any(k.startswith("train/op_applied/") for k in r)]
-        total, prev = records[-1]["step"], 0
-        for r in records:
-            pairs, prev = (r["step"] - prev) / 2, r["step"]
+        batch, ops, records, weights = _op_records(path)
+        total = records[-1]["step"]
+        for r, pairs in zip(records, weights):
             part = min(int(parts * (r["step"] - 1) / total), parts - 1)
-            for key in r:
-                if key.startswith("train/op_applied/"):
-                    op = key.split("/", 2)[2]
-                    acc = sums.setdefault(op, [[0.0, 0.0, 0.0] for _ in range(parts)])[part]
-                    for i, name in enumerate(("op_applied", "op_weight", "op_weight_sq")):
-                        acc[i] += pairs * batch * r[f"train/{name}/{op}"]
+            for op in ops:
+                acc = sums.setdefault(op, [[0.0, 0.0, 0.0] for _ in range(parts)])[part]
+                for i, name in enumerate(("op_applied", "op_weight", "op_weight_sq")):
+                    acc[i] += pairs * batch * r[f"train/{name}/{op}"]
     out = {}
     for op, rows in sums.items():
         out[op] = []

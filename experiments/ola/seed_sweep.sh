@@ -10,12 +10,10 @@
 # SEEDS: "first-last" or a comma list (default 100-119, the report seeds); VARIANTS: comma list
 # of gar (the default config), gar_full (GAR for every image: reward_fraction 1, the default
 # before it was 0.5), gar_layerwise (layer-wise, frozen statistics), gar_contribution (layer-wise,
-# contribution convention), nslr, gar_model_lr / gar_constant_lr / nslr_constant_lr (the
-# policy's lr following the model's schedule, or constant: ola.lr_schedule; gar_model_lr2: that
-# at a peak of 0.2; gar_lr2: constant 0.2; gar_60ep: the default over
-# 60 epochs instead of 30) (default
-# "gar,nslr,gar_contribution"); CORE: the
-# CPU core (default 1). It must be a session leader (setsid): it lowers its own autogroup's
+# contribution convention), nslr, gar_model_lr (the policy's lr following the model's
+# schedule: ola.lr_schedule=model), gar_model_lr2 (that at a peak of 0.2), gar_lr2 (a constant
+# 0.2), gar_60ep (the default over 60 epochs instead of 30) (default "gar,nslr,gar_contribution");
+# CORE: the CPU core (default 1). It must be a session leader (setsid): it lowers its own autogroup's
 # priority to nice 19 (/proc/self/autogroup), which plain `nice` does not do across sessions;
 # SWEEP_NICE=n sets another value.
 set -u
@@ -48,8 +46,6 @@ flags_of() {
     gar_model_lr2) echo "--config.ola.lr_schedule=model --config.ola.learning_rate=0.2" ;;
     gar_lr2) echo "--config.ola.lr_schedule=constant --config.ola.learning_rate=0.2" ;;
     gar_60ep) echo "--config.num_epochs=60" ;;
-    gar_constant_lr) echo "--config.ola.lr_schedule=constant" ;;
-    nslr_constant_lr) echo "--config.ola.reward=nslr --config.ola.lr_schedule=constant" ;;
     *) echo "seed_sweep.sh: unknown variant $1" >&2; return 2 ;;
   esac
 }

@@ -103,6 +103,14 @@ def make_space(config) -> spaces.SearchSpace:
 LR_SCHEDULES = ("constant", "model")
 
 
+def _lr_schedule(c) -> str:
+    """``config.ola.lr_schedule`` (``"constant"`` in configs from before it existed), checked."""
+    kind = c.get("lr_schedule", "constant")
+    if kind not in LR_SCHEDULES:
+        raise ConfigError(f"config.ola.lr_schedule={kind!r} must be one of {LR_SCHEDULES}")
+    return kind
+
+
 def policy_learning_rate(config, schedule: Optional[Callable] = None):
     """The policy's Adam learning rate: ``config.ola.learning_rate`` (``ola.lr_schedule =
     "constant"``, the paper's), or that times the model's schedule relative to its peak
@@ -110,11 +118,8 @@ def policy_learning_rate(config, schedule: Optional[Callable] = None):
     policy update count c, which happens at the model's step 2c). ``schedule``: the model's
     learning rate per step (`gar_jax.train.optim.make_schedule`), needed by ``"model"``."""
     c = config.ola
-    kind = c.get("lr_schedule", "constant")
-    if kind == "constant":
+    if _lr_schedule(c) == "constant":
         return c.learning_rate
-    if kind != "model":
-        raise ConfigError(f"config.ola.lr_schedule={kind!r} must be one of {LR_SCHEDULES}")
     if schedule is None:
         raise ConfigError("config.ola.lr_schedule='model' needs the model's learning-rate "
                           "schedule: pass schedule= (engine.build(config).schedule)")
@@ -167,9 +172,7 @@ def validate(config) -> None:
                           f"config.ola.ensemble_size={c.ensemble_size} (B/E images per sampler)")
     if not c.learning_rate > 0 or not 0 <= c.b1 < 1 or c.clip < 0:
         raise ConfigError("config.ola needs learning_rate > 0, 0 <= b1 < 1 and clip >= 0")
-    if c.get("lr_schedule", "constant") not in LR_SCHEDULES:
-        raise ConfigError(f"config.ola.lr_schedule={c.lr_schedule!r} must be one of "
-                          f"{LR_SCHEDULES}")
+    _lr_schedule(c)
     if not 0 <= c.nslr_decay < 1:
         raise ConfigError(f"config.ola.nslr_decay={c.nslr_decay} must be in [0, 1)")
     fraction = c.reward_fraction
@@ -511,8 +514,7 @@ def run(config, workdir: str) -> dict:
 
     return engine.train(config, workdir, setup, engine.Method(
         state=init_state(setup.state, config, space, setup.schedule), advance=advance,
-        steps_per_call=2,
-        report=recorder(space, config)))
+        steps_per_call=2, report=recorder(space, config)))
 
 
 # ------------------------------------------------------------------- what was learned, shown
