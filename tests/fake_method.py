@@ -12,7 +12,8 @@ devices and processes). So after t steps ``w = w0 + t`` exactly and a resumed ru
 against a hand computation. Faults, each at a data step (-1: never): ``nan_at`` (the loss of
 that step is NaN), ``nan_state_at`` (``w`` becomes NaN there, the loss stays finite),
 ``sleep_s`` per step, ``wait_for_file`` (at step 3, wait until that file exists: a run that
-stays alive until a test lets it go); and, from the environment so that the rerun of the
+stays alive until a test lets it go; on entering the wait, process i creates
+``<wait_for_file>.waiting.<i>``, so that a test knows every process has polled step 3); and, from the environment so that the rerun of the
 same config goes without it, ``FAKE_FSIZE_LIMIT_AT=<step>``: from that step on this process
 may not write a file larger than 32 KiB (RLIMIT_FSIZE: a real write failure, EFBIG, inside
 orbax's writer threads), once the previous checkpoint is complete.
@@ -113,6 +114,7 @@ def run(config, workdir):
             resource.setrlimit(resource.RLIMIT_FSIZE,
                                (1 << 15, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
         if step == 3 and config.wait_for_file:
+            open(f"{config.wait_for_file}.waiting.{jax.process_index()}", "w").close()
             deadline = time.time() + 120
             while not os.path.exists(config.wait_for_file) and time.time() < deadline:
                 time.sleep(0.05)

@@ -265,7 +265,10 @@ def test_sigterm_stops_the_pair_at_one_step_with_a_checkpoint_and_resumes(tmp_pa
     workdir, go = str(tmp_path / "run"), str(tmp_path / "go")
     args = _fake_args(go, "--config.sleep_s=0.2")  # steps slow enough for the notice to spread
     pair = _start_pair(workdir, args, program=FAKE)
-    _wait_for(_checkpointed(workdir, 2), "checkpoint 2", pair)  # both now wait at step 3
+    # Both wait at step 3, having polled step 3 for a preemption: the sync point is then >= 4.
+    # (Signalled earlier, while a process is still in step 2, the pair rightly stops at 3.)
+    _wait_for(lambda: all(os.path.exists(f"{go}.waiting.{i}") for i in range(2)),
+              "both processes waiting at step 3", pair)
     for p in pair if to == "both" else pair[1:]:
         p.send_signal(signal.SIGTERM)
     time.sleep(1.0)  # the preemption notice reaches the coordination service
