@@ -156,3 +156,16 @@ def test_evidence_rank():
                  "c": {"z": 0.5, "rank_z": -1.0}}}
     assert diagnose.evidence_rank(d, "a") == {"ops": 3, "z": 2, "rank_z": 1}
     assert diagnose.evidence_rank(d, "c") == {"ops": 3, "z": 3, "rank_z": 2}
+
+
+def test_diagnose_refuses_a_path_that_is_not_a_run_in_one_line(tmp_path, capsys):
+    """A shell glob over a runs folder catches the runs' log files too: refused, before any run
+    is read (argparse's exit 2, one line of error)."""
+    diagnose = _module("diagnose")
+    log = tmp_path / "gar_s100.log"
+    log.write_text("")
+    with pytest.raises(SystemExit) as e:
+        diagnose.main([str(log), "--rank-of", "x"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert err.endswith(f"error: {log} is not an OLA run directory (no metrics.jsonl in it)"), err

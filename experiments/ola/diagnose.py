@@ -170,6 +170,9 @@ def main(argv=None):
                    help="instead: per run, this op's rank among the ops by pooled z and by the "
                         "rank weights' z (1 = most negative), and how often it is in the lowest 3")
     args = p.parse_args(argv)
+    for r in args.runs:  # before reading any: a shell glob can catch a run's log file
+        if not os.path.isfile(os.path.join(r, "metrics.jsonl")):
+            p.error(f"{r} is not an OLA run directory (no metrics.jsonl in it)")
     if args.rank_of:
         ranks = {os.path.basename(os.path.normpath(r)): evidence_rank(diagnose(r), args.rank_of)
                  for r in args.runs}
