@@ -169,3 +169,35 @@ def test_diagnose_refuses_a_path_that_is_not_a_run_in_one_line(tmp_path, capsys)
     assert e.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err.endswith(f"error: {log} is not an OLA run directory (no metrics.jsonl in it)"), err
+
+
+def test_simulated_policy_gradient_is_reinforce_of_the_sampler():
+    """simulate_keep's hand-written gradients == jax.grad of -mean(w log pi) with
+    `ola_sampler.log_prob` (k and keep logits; 2 samplers, ops drawn with replacement)."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    from gar_jax.augment import ola_sampler
+
+    sim = _module("simulate_keep")
+    num_ops, max_ops, samplers, per_sampler = 15, 4, 2, 16
+    rng = np.random.default_rng(3)
+    params = ola_sampler.init_params(num_ops, num_levels=5, max_ops=max_ops,
+                                     ensemble_size=samplers)
+    params = {"k_logits": jnp.asarray(rng.normal(size=(samplers, max_ops)), jnp.float32),
+              "keep_logits": jnp.asarray(rng.normal(size=(samplers, num_ops)), jnp.float32),
+              "level_logits": params["level_logits"]}
+    sample = ola_sampler.sample(params, jax.random.PRNGKey(0), samplers * per_sampler)
+    w = jnp.asarray(rng.normal(size=samplers * per_sampler), jnp.float32)
+    grads = jax.grad(lambda p: -jnp.mean(w * ola_sampler.log_prob(p, sample)))(params)
+
+    shape = (1, samplers, per_sampler)
+    k = np.asarray(sample.num_ops).reshape(shape)
+    assert len(set(k.ravel())) > 1 and not np.asarray(sample.active).all()  # a real test
+    p_k = np.asarray(jax.nn.softmax(params["k_logits"]))[None]
+    keep = np.asarray(jax.nn.sigmoid(params["keep_logits"]))[None]
+    g_psi, g_rho = sim.reinforce_gradients(
+        p_k, keep, k, np.asarray(sample.op_indices).reshape(*shape, max_ops),
+        np.asarray(sample.active).reshape(*shape, max_ops), np.asarray(w).reshape(shape))
+    np.testing.assert_allclose(g_psi[0], grads["k_logits"], atol=1e-6)
+    np.testing.assert_allclose(g_rho[0], grads["keep_logits"], atol=1e-6)

@@ -1,0 +1,129 @@
+"""Would a magnitude-free GAR tell the planted op apart better? At fixed checkpoints of a
+digits destructive-op OLA run, under the uniform initial policy, the evidence each reward gives
+about every op's keep logit (experiments/ola/README.md section 6g).
+
+For each checkpoint and each of `--pairs` step pairs (batches 2i, 2i + 1 of the run's data
+order): the images get configurations from the uniform policy and the standard pipeline, the
+model takes the ordinary SGD step on them (the run's optimizer state), G is the next plain
+batch's gradient at the new parameters, and each image's per-example gradient at the
+checkpoint's parameters (frozen BatchNorm statistics, vmap) gives four rewards:
+
+- ``dot``: GAR = <g_n, G> (OLA's);
+- ``cos``: GAR / ||g_n|| (the cosine up to the constant ||G||);
+- ``dot/|p-y|``: GAR / ||softmax - onehot||, a cheap stand-in for ||g_n|| (the last layer's
+  gradient norm is ||p - y|| times the features' norm; Katharopoulos & Fleuret 2018 bound
+  per-example gradient norms this way);
+- ``dot/sqrt|p-y|``: half way.
+
+Each is normalized over the batch (w), and each op's keep-logit evidence is the z of its
+REINFORCE terms, sum over drawn slots of (kept - 1/2) w, pooled over the pairs. Printed: the
+planted op's z and rank among the 15 ops (1 = most negative), the third most negative other
+op's z (the op must beat it to end among the 3 lowest), and the std of the planted op's w.
+
+    python -m gar_jax.main --config=configs/digits_ola_destructive.py --workdir=RUN \
+        --config.seed=0 --config.checkpoint_every_steps=88 --config.keep_checkpoints=10
+    python experiments/ola/probe_rewards.py RUN --seed 0 --steps 88,264 --pairs 100
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import runpy
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from gar_jax import batchnorm
+from gar_jax.augment import ola_sampler
+from gar_jax.methods import ola
+from gar_jax.models import variables
+from gar_jax.train import engine, steps
+from gar_jax.train.checkpoint import Checkpointer
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", help="workdir of a configs/digits_ola_destructive.py run")
+    parser.add_argument("--seed", type=int, required=True, help="the run's config.seed")
+    parser.add_argument("--steps", required=True, help="checkpoint steps, comma separated")
+    parser.add_argument("--pairs", type=int, default=100)
+    args = parser.parse_args(argv)
+    directory = os.path.join(args.run, "checkpoints")
+    if not os.path.isdir(directory):
+        parser.error(f"{directory} does not exist")
+    config = runpy.run_path(os.path.join(REPO, "configs", "digits_ola_destructive.py"))[
+        "get_config"]()
+    config.seed = args.seed
+    space = ola.make_space(config)
+    setup = engine.build(config)
+    template = ola.init_state(setup.state, config, space, setup.schedule)
+    checkpoints = Checkpointer(directory, max_to_keep=100)
+    wanted = [int(s) for s in args.steps.split(",")]
+    missing = sorted(set(wanted) - set(checkpoints.all_steps()))
+    if missing:
+        parser.error(f"no checkpoint at steps {missing} (have {checkpoints.all_steps()})")
+    grad_fn = steps.make_grad_fn(setup.model, setup.mesh)
+    uniform = ola_sampler.init_params(len(space), num_levels=space.num_levels,
+                                      max_ops=config.ola.max_ops)
+    planted = space.op_names.index("sample_pairing")
+
+    @jax.jit
+    def probe(state, key, images, labels, plain_images, plain_labels):
+        k_policy, k_plain, k_drop = jax.random.split(key, 3)
+        images, sample = ola_sampler.augment(uniform, space, k_policy, images,
+                                             standard=setup.augment)
+        grads, stats, _ = grad_fn(state.params, state.batch_stats, images, labels, k_drop)
+        mid = steps.apply_gradients(state, grads, stats, setup.tx)
+        g_next, _, _ = grad_fn(mid.params, mid.batch_stats, setup.augment(k_plain, plain_images),
+                               plain_labels, k_drop)
+        own = variables(state.params, state.batch_stats)
+        per_example = batchnorm.frozen_bn_loss_fn(setup.model, own, {"image": images,
+                                                                     "label": labels},
+                                                  steps.cross_entropy, train=True)
+
+        def one(p, x, y):
+            return per_example(p, {"image": x[None], "label": y[None]})[0]
+
+        g = jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(state.params, images, labels)
+        flat = lambda t: [a.reshape(a.shape[0], -1) for a in jax.tree.leaves(t)]
+        dot = sum(jnp.sum(a * b.reshape(1, -1), 1) for a, b in zip(flat(g),
+                                                                     jax.tree.leaves(g_next)))
+        norm = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in flat(g)))
+        logits = setup.model.apply(own, images, train=True, mutable=["batch_stats"])[0]
+        p_minus_y = jnp.linalg.norm(jax.nn.softmax(logits) - jax.nn.one_hot(
+            labels, logits.shape[-1]), axis=-1)
+        return dot, norm, p_minus_y, sample.op_indices, sample.active, sample.num_ops
+
+    for step in wanted:
+        state, _ = checkpoints.restore(template, step)
+        rows = []
+        for i in range(args.pairs):
+            a, b = setup.train_data.batch(2 * i), setup.train_data.batch(2 * i + 1)
+            rows.append([np.asarray(x) for x in probe(
+                state, jax.random.PRNGKey(1000 * step + i), a["image"], a["label"], b["image"],
+                b["label"])])
+        dot, norm, p_minus_y, ops, active, num_ops = (np.stack([r[j] for r in rows])
+                                                      for j in range(6))
+        drawn = np.arange(ops.shape[-1]) < num_ops[..., None]
+        rewards = {"dot": dot, "cos": dot / (norm + 1e-12), "dot/|p-y|": dot / (p_minus_y + 1e-6),
+                   "dot/sqrt|p-y|": dot / np.sqrt(p_minus_y + 1e-6)}
+        for name, r in rewards.items():
+            w = (r - r.mean(1, keepdims=True)) / r.std(1, keepdims=True)
+            z = []
+            for op in range(len(space)):
+                terms = ((active - 0.5) * ((ops == op) & drawn) * w[..., None]).sum(-1)
+                z.append(terms.sum() / np.sqrt((terms ** 2).sum()))
+            z = np.array(z)
+            others = np.sort(np.delete(z, planted))
+            lowest = ", ".join(f"{space.op_names[j]} {z[j]:.1f}" for j in np.argsort(z)[:4])
+            spread = np.std(w[((ops == planted) & active).any(-1)])
+            print(f"step {step} {name:14s} planted z {z[planted]:6.2f} rank "
+                  f"{int((z < z[planted]).sum()) + 1:2d}  3rd other {others[2]:6.2f}  std w "
+                  f"{spread:.2f}  lowest: {lowest}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
