@@ -201,3 +201,66 @@ def test_simulated_policy_gradient_is_reinforce_of_the_sampler():
         np.asarray(sample.active).reshape(*shape, max_ops), np.asarray(w).reshape(shape))
     np.testing.assert_allclose(g_psi[0], grads["k_logits"], atol=1e-6)
     np.testing.assert_allclose(g_rho[0], grads["keep_logits"], atol=1e-6)
+
+
+def _policy_run(path, epochs, planted_keeps, other_keep=0.5, p_k=(0.4, 0.3, 0.2, 0.1)):
+    """A finished run: policy_history.jsonl with the planted op (last of 15) at keep
+    planted_keeps[e] in epoch e + 1 (one epoch written twice, as a resumed run does) and
+    results.json naming the ops."""
+    os.makedirs(path)
+    names = [f"op{i}" for i in range(14)] + ["sample_pairing"]
+    with open(os.path.join(path, "policy_history.jsonl"), "w") as f:
+        for epoch in range(1, epochs + 1):
+            keep = [other_keep + 0.01 * i for i in range(14)] + [planted_keeps[epoch - 1]]
+            record = {"epoch": epoch, "p_k": list(p_k), "p_keep": keep}
+            if epoch == 2:  # the killed run's first record of epoch 2, then the resumed one
+                f.write(json.dumps({**record, "p_keep": [0.0] * 15}) + "\n")
+            f.write(json.dumps(record) + "\n")
+    with open(os.path.join(path, "results.json"), "w") as f:
+        json.dump({"learned_policy": {"op_probability": {n: 0.1 for n in names[:-1]} | {
+            "sample_pairing": 0.0}, "destructive_op": "sample_pairing"}}, f)
+
+
+def test_polyak_readout_averages_the_second_half(tmp_path):
+    import numpy as np
+    from gar_jax.augment import ola_sampler
+
+    readout = _module("polyak_readout")
+    # The formula is the sampler's own op probability (one member, draws with replacement).
+    rng = np.random.default_rng(0)
+    params = {"k_logits": rng.normal(size=4).astype(np.float32),
+              "keep_logits": rng.normal(size=15).astype(np.float32),
+              "level_logits": np.zeros((15, 3), np.float32)}
+    probs = ola_sampler.probabilities(params)
+    np.testing.assert_allclose(
+        readout.op_probability(probs["p_k"][0], probs["p_keep"][0]),
+        ola_sampler.op_probability(params), rtol=1e-6)
+
+    # 4 epochs; the planted op's keep 0.1, 0.1, 0.9, 0.3 (the others 0.50-0.63): the final
+    # readout sees 0.3 (the lowest, 0.55x the median), the mean of epochs 3-4 about 0.6 (11th).
+    run = tmp_path / "run"
+    _policy_run(str(run), 4, [0.1, 0.1, 0.9, 0.3])
+    out = readout.readouts(str(run), 0.5)
+    assert out["epochs"] == 4 and out["results_rank"] == 1
+    assert out["final"]["rank"] == 1 and out["final"]["ok"]
+    p_k = np.array([0.4, 0.3, 0.2, 0.1])
+    keeps = lambda planted: np.array([0.5 + 0.01 * i for i in range(14)] + [planted])
+    mean = (readout.op_probability(p_k, keeps(0.9)) + readout.op_probability(p_k, keeps(0.3))) / 2
+    assert out["polyak"]["rank"] == int((mean < mean[-1]).sum()) + 1 == 11
+    np.testing.assert_allclose(out["polyak"]["ratio"], mean[-1] / np.median(mean), rtol=1e-12)
+    assert not out["polyak"]["ok"]
+    # From the start (--from 0): epochs 1-4, the repeated epoch 2 counted once (its first,
+    # killed record of keep 0 would pull the mean down to rank 1).
+    out = readout.readouts(str(run), 0.0)
+    mean = sum(readout.op_probability(p_k, keeps(q)) for q in (0.1, 0.1, 0.9, 0.3)) / 4
+    np.testing.assert_allclose(out["polyak"]["ratio"], mean[-1] / np.median(mean), rtol=1e-12)
+
+
+def test_polyak_readout_refuses_an_unfinished_run_in_one_line(tmp_path, capsys):
+    readout = _module("polyak_readout")
+    (tmp_path / "run").mkdir()
+    with pytest.raises(SystemExit) as e:
+        readout.main([str(tmp_path / "run")])
+    assert e.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()[-1:]
+    assert "is not a finished OLA run" in line
