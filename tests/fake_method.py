@@ -14,9 +14,10 @@ that step is NaN), ``nan_state_at`` (``w`` becomes NaN there, the loss stays fin
 ``sleep_s`` per step, ``wait_for_file`` (at step 3, wait until that file exists: a run that
 stays alive until a test lets it go; on entering the wait, process i creates
 ``<wait_for_file>.waiting.<i>``, so that a test knows every process has polled step 3); and,
-from the environment so that the rerun of the same config goes without it, ``FAKE_FSIZE_LIMIT_AT=<step>``: from that step on this process
-may not write a file larger than 32 KiB (RLIMIT_FSIZE: a real write failure, EFBIG, inside
-orbax's writer threads), once the previous checkpoint is complete.
+from the environment so that the rerun of the same config goes without it,
+``FAKE_FSIZE_LIMIT_AT=<step>``: from that step on this process may not write a file larger
+than 32 KiB (RLIMIT_FSIZE: a real write failure, EFBIG, inside orbax's writer threads), once
+the previous checkpoint is complete.
 """
 import os
 import resource

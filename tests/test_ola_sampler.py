@@ -151,11 +151,17 @@ def test_op_probability_equals_enumeration(replace):
     """P(an image gets op a applied) of the uniform learned-policy report, against the exact
     enumeration of every configuration, for a 2-member ensemble (mixture of the members)."""
     members = [_random_params(seed, num_ops=3, num_levels=2, max_ops=3) for seed in (5, 6)]
-    expected = np.zeros(3)
-    for params in members:
+    per_member = np.zeros((len(members), 3))
+    for m, params in enumerate(members):
         for op_indices, _, active, _, probability in _enumerate(params, replace):
             for a in set(np.asarray(op_indices)[np.asarray(active)].tolist()):
-                expected[a] += probability / len(members)
+                per_member[m, a] += probability
     ensemble = jax.tree.map(lambda *x: jnp.stack(x), *members)
-    np.testing.assert_allclose(ola_sampler.op_probability(ensemble, replace=replace), expected,
-                               rtol=1e-6)
+    np.testing.assert_allclose(ola_sampler.op_probability(ensemble, replace=replace),
+                               per_member.mean(0), rtol=1e-6)
+    # The same from probabilities, with leading axes (here [2 copies, members]).
+    probs = ola_sampler.probabilities(ensemble)
+    twice = lambda x: np.stack([x, x])
+    np.testing.assert_allclose(
+        ola_sampler.op_probability_from(twice(probs["p_k"]), twice(probs["p_keep"]),
+                                        replace=replace), twice(per_member), rtol=1e-6)

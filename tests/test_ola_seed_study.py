@@ -226,15 +226,7 @@ def test_polyak_readout_averages_the_second_half(tmp_path):
     from gar_jax.augment import ola_sampler
 
     readout = _module("polyak_readout")
-    # The formula is the sampler's own op probability (one member, draws with replacement).
-    rng = np.random.default_rng(0)
-    params = {"k_logits": rng.normal(size=4).astype(np.float32),
-              "keep_logits": rng.normal(size=15).astype(np.float32),
-              "level_logits": np.zeros((15, 3), np.float32)}
-    probs = ola_sampler.probabilities(params)
-    np.testing.assert_allclose(
-        readout.op_probability(probs["p_k"][0], probs["p_keep"][0]),
-        ola_sampler.op_probability(params), rtol=1e-6)
+    op_probability = ola_sampler.op_probability_from  # tested against enumeration
 
     # 4 epochs; the planted op's keep 0.1, 0.1, 0.9, 0.3 (the others 0.50-0.63): the final
     # readout sees 0.3 (the lowest, 0.55x the median), the mean of epochs 3-4 about 0.6 (11th).
@@ -245,14 +237,14 @@ def test_polyak_readout_averages_the_second_half(tmp_path):
     assert out["final"]["rank"] == 1 and out["final"]["ok"]
     p_k = np.array([0.4, 0.3, 0.2, 0.1])
     keeps = lambda planted: np.array([0.5 + 0.01 * i for i in range(14)] + [planted])
-    mean = (readout.op_probability(p_k, keeps(0.9)) + readout.op_probability(p_k, keeps(0.3))) / 2
+    mean = (op_probability(p_k, keeps(0.9)) + op_probability(p_k, keeps(0.3))) / 2
     assert out["polyak"]["rank"] == int((mean < mean[-1]).sum()) + 1 == 11
     np.testing.assert_allclose(out["polyak"]["ratio"], mean[-1] / np.median(mean), rtol=1e-12)
     assert not out["polyak"]["ok"]
     # From the start (--from 0): epochs 1-4, the repeated epoch 2 counted once (its first,
     # killed record of keep 0 would pull the mean down to rank 1).
     out = readout.readouts(str(run), 0.0)
-    mean = sum(readout.op_probability(p_k, keeps(q)) for q in (0.1, 0.1, 0.9, 0.3)) / 4
+    mean = sum(op_probability(p_k, keeps(q)) for q in (0.1, 0.1, 0.9, 0.3)) / 4
     np.testing.assert_allclose(out["polyak"]["ratio"], mean[-1] / np.median(mean), rtol=1e-12)
 
 

@@ -23,22 +23,8 @@ import os
 
 import numpy as np
 
-
-def _history(path: str) -> list:
-    by_epoch = {}
-    with open(os.path.join(path, "policy_history.jsonl"), encoding="utf-8") as f:
-        for line in f:
-            record = json.loads(line)
-            by_epoch[record["epoch"]] = record  # a resumed run repeats epochs: keep the last
-    return [by_epoch[e] for e in sorted(by_epoch)]
-
-
-def op_probability(p_k, p_keep) -> np.ndarray:
-    """P(an image gets op a) [A] from p(k) [K] and keep probabilities [A] (draws with
-    replacement)."""
-    p_k, p_keep = np.asarray(p_k, float), np.asarray(p_keep, float)
-    k = np.arange(1, len(p_k) + 1)
-    return 1 - (p_k[None, :] * (1 - p_keep[:, None] / len(p_keep)) ** k[None, :]).sum(1)
+from gar_jax import report
+from gar_jax.augment import ola_sampler
 
 
 def judge(probs: np.ndarray, planted: int) -> dict:
@@ -53,8 +39,9 @@ def readouts(path: str, start: float = 0.5) -> dict:
         learned = json.load(f)["learned_policy"]
     names = list(learned["op_probability"])
     planted = names.index(learned["destructive_op"])
-    history = _history(path)
-    probs = np.array([op_probability(r["p_k"], r["p_keep"]) for r in history])
+    history = report.read_history(path)  # a resumed run's repeated epochs: the last record
+    probs = ola_sampler.op_probability_from([r["p_k"] for r in history],
+                                            [r["p_keep"] for r in history])  # [epochs, A]
     first = int(np.floor(start * len(history)))
     ranked = sorted(names, key=learned["op_probability"].get)
     return {"final": judge(probs[-1], planted), "polyak": judge(probs[first:].mean(0), planted),
@@ -76,8 +63,8 @@ def main(argv=None) -> None:
                    if not os.path.exists(os.path.join(path, n))]
         if missing:
             parser.error(f"{path} is not a finished OLA run (no {' or '.join(missing)})")
-    lines = ["| run | epochs | results.json rank | final: rank, ratio to the median | polyak: rank, "
-             "ratio |", "|---|---|---|---|---|"]
+    lines = ["| run | epochs | results.json rank | final: rank, ratio to the median | "
+             "polyak: rank, ratio |", "|---|---|---|---|---|"]
     count = {"final": 0, "polyak": 0}
     disagree = 0
     for path in args.runs:

@@ -33,6 +33,8 @@ import argparse
 
 import numpy as np
 
+from gar_jax.augment import ola_sampler
+
 NUM_OPS, MAX_OPS = 15, 4
 EFFECTS = np.array([-0.25, -0.10, -0.06, -0.05, -0.03] + [0.0] * 10)
 PLANTED_PROFILE = (0.9, 1.1, 1.0, 0.45)
@@ -135,9 +137,8 @@ def simulate(*, steps=330, runs=400, seed=0, lr=0.1, b1=0.0, b2=0.999, weight_de
     p_k = np.exp(psi - psi.max(-1, keepdims=True))
     p_k /= p_k.sum(-1, keepdims=True)
     keep = 1 / (1 + np.exp(-final))
-    # P(an image gets op a) = 1 - sum_k p(k) (1 - keep_a / A)^k, averaged over the samplers.
-    applied = 1 - (p_k[:, :, None, :] * (1 - keep[..., None] / A) ** np.arange(1, K + 1)).sum(-1)
-    applied = applied.mean(1)
+    # P(an image gets op a), averaged over the samplers (the sampler's own formula).
+    applied = ola_sampler.op_probability_from(p_k, keep).mean(1)
     rank = (applied < applied[:, :1]).sum(1) + 1
     ratio = applied[:, 0] / np.median(applied, 1)
     mean_w = planted_w / planted_n

@@ -31,6 +31,7 @@ Public API
     augment(params, space, key, images, *, standard=None, replace=True) -> (images, PolicySample)
     probabilities(params) / summary(params)                    (p_k, p_level, p_keep)
     op_probability(params, *, replace=True) -> [A]   P(an image gets op a applied)
+    op_probability_from(p_k, p_keep, *, replace=True) -> [..., A]   the same from probabilities
     to_json(params, op_names) / params_from_json(text)
     replay(text, space, *, standard=None) -> policy(key, images) -> images   (fixed replay)
 """
@@ -267,15 +268,19 @@ def op_probability(params: dict, *, replace: bool = True) -> np.ndarray:
     drawn ops with probability k/A: P = Σ_k p(k) (k/A) p_keep(a).
     """
     probs = probabilities(params)
-    p_k, p_keep = probs["p_k"], probs["p_keep"]                 # [E, K], [E, A]
+    return op_probability_from(probs["p_k"], probs["p_keep"], replace=replace).mean(axis=0)
+
+
+def op_probability_from(p_k, p_keep, *, replace: bool = True) -> np.ndarray:
+    """`op_probability` of one policy given as probabilities: p(k) [..., K] and the keep
+    probabilities [..., A] (any leading axes: members, epochs, runs) -> [..., A]."""
+    p_k, p_keep = np.asarray(p_k), np.asarray(p_keep)
     num_ops = p_keep.shape[-1]
     k = np.arange(1, p_k.shape[-1] + 1, dtype=np.float64)       # [K]
     if replace:
-        miss = (1.0 - p_keep / num_ops)[:, :, None] ** k          # [E, A, K]
-        per_member = np.einsum("ek,eak->ea", p_k, 1.0 - miss)
-    else:
-        per_member = (p_k @ k)[:, None] / num_ops * p_keep
-    return per_member.mean(axis=0)
+        miss = (1.0 - p_keep / num_ops)[..., None] ** k           # [..., A, K]
+        return np.einsum("...k,...ak->...a", p_k, 1.0 - miss)
+    return (p_k @ k)[..., None] / num_ops * p_keep
 
 
 def to_json(params: dict, op_names: list[str], *, replace: bool = True) -> str:
