@@ -52,6 +52,8 @@ def get_config(space: str = "wide"):
     # the forward-mode pass is a quarter of the pair's work, and half of it brings the default
     # to the time goal (experiments/ola/README.md section 7). Here 2 of each sampler's 4 images.
     c.ola.reward_fraction = 0.5    # share of the batch whose GAR rewards are computed (GAR only)
+    c.ola.target_ema = 0.0         # GAR against a moving average of the plain steps' G (decay;
+                                   # 0 = this step's G alone, the paper's)
     c.ola.gar_convention = "frozen"  # layerwise on BatchNorm nets: frozen batch statistics
                                    # (== jvp/vmap; a second backward), or "contribution": each
                                    # example's share of the batch gradient (the authors'; one

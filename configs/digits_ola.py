@@ -68,6 +68,8 @@ def get_config():
                                    # "gradients"; "auto": whichever is smaller
     c.ola.chunk_size = 0           # jvp/vmap: examples per chunk instead (0: use num_chunks)
     c.ola.reward_fraction = 0.5    # GAR for half of each sampler's images (configs/cifar10_ola.py)
+    c.ola.target_ema = 0.0         # GAR against a moving average of the plain steps' G (decay;
+                                   # 0 = this step's G alone, the paper's)
     c.ola.learning_rate = 0.1      # Adam on the policy logits
     c.ola.b1 = 0.0                 # Adam's beta1
     c.ola.lr_schedule = "constant"  # the policy's lr: "constant" (the paper's) or "model" (the

@@ -89,7 +89,7 @@ GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Optio
 # is a single chunk, not chunking, and is skipped with a message.
 # The config.ola fields that choose how GAR is computed (what `--methods default` copies).
 GAR_FIELDS = ("gar_method", "gar_convention", "gar_remat", "gar_store", "chunk_size",
-              "num_chunks", "reward_fraction")
+              "num_chunks", "reward_fraction", "target_ema")
 EXACT = ("layerwise_frozen", "layerwise_contrib", "layerwise_lean", "jvp", "jvp:64")
 
 # Differentiable ops for the direct meta-gradient: (name, initial magnitude, signed).
@@ -222,7 +222,6 @@ def bench_model(depth, width, batch, norm, reps, methods):
     space = spaces.get_space(config.ola.space)
     key = jax.random.key(1)
     fresh = lambda: jax.tree.map(jnp.copy, state)  # noqa: E731
-    ola_state = ola.init_state(fresh(), config, space, schedule)
     # The augmentation programs, compiled once each: (jitted fn, args builder).
     ua = policies.compose(policies.uniform_augment(space), standard)
     augments = {
@@ -256,11 +255,13 @@ def bench_model(depth, width, batch, norm, reps, methods):
              config.ola.gar_store) = GAR_VARIANTS.get(method, (method, "frozen", False, "auto"))
             config.ola.chunk_size = int(chunk or 0)
             config.ola.num_chunks = 1  # "jvp" / "vmap": the whole batch at once
+            config.ola.target_ema = 0.0  # against G itself (the paper's)
         if name not in ("fixed", "direct"):
             core = ola.make_pair_core(model, tx, mesh, space,
                                       ola.meta_optimizer(config, schedule),
                                       ola.options(config), standard=standard)
-            todo.append(Method(name, "ola", core, jax.tree.map(jnp.copy, ola_state), mesh))
+            todo.append(Method(name, "ola", core,
+                               ola.init_state(fresh(), config, space, schedule), mesh))
 
     rows, compiled_augments = {}, {}
     for m in todo:

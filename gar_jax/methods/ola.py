@@ -16,7 +16,11 @@ as one function (`make_pair_step`):
    augmented step keeps each layer's input and output-gradient, or its per-example gradients
    where smaller: ``ola.gar_store``; BatchNorm nets: ``ola.gar_convention`` frozen, the same
    numbers as jvp, or contribution)),
-   normalized over the batch; or NSLR (−L_{t+1} for every example, normalized across steps);
+   normalized over the batch; or NSLR (−L_{t+1} for every example, normalized across steps).
+   With ``ola.target_ema`` = β > 0 (an extension, not the paper's), GAR is taken against an
+   exponential moving average of the plain steps' G instead of this step's G alone (the model's
+   update still uses G): a less noisy target, at the price of looking a few steps into the past
+   (experiments/ola/README.md section 6i);
 4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5; the lr
    constant, or following the model's schedule: ``ola.lr_schedule``).
 
@@ -58,10 +62,13 @@ REWARD_NORMALIZATIONS = ("batch", "sampler")
 @flax.struct.dataclass
 class OLAState(TrainState):
     """`TrainState` plus the policy (`gar_jax.augment.ola_sampler` params), its Adam state and the
-    running reward statistics (used by NSLR)."""
+    running reward statistics (used by NSLR); with ``ola.target_ema`` > 0, `reward_target`, the
+    moving average of the plain steps' gradients that GAR is taken against (params-shaped;
+    None otherwise)."""
     policy: Any
     policy_opt_state: Any
     reward_stats: Any
+    reward_target: Any = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +85,7 @@ class Options:
     nslr_decay: float = 0.9
     reward_normalization: str = "batch"
     reward_fraction: float = 1.0
+    target_ema: float = 0.0
 
 
 def options(config) -> Options:
@@ -88,7 +96,8 @@ def options(config) -> Options:
                    gar_store=c.gar_store,
                    replace=c.replace, nslr_decay=c.nslr_decay,
                    reward_normalization=c.reward_normalization,
-                   reward_fraction=c.reward_fraction)
+                   reward_fraction=c.reward_fraction,
+                   target_ema=c.get("target_ema", 0.0))
 
 
 def make_space(config) -> spaces.SearchSpace:
@@ -175,6 +184,13 @@ def validate(config) -> None:
     _lr_schedule(c)
     if not 0 <= c.nslr_decay < 1:
         raise ConfigError(f"config.ola.nslr_decay={c.nslr_decay} must be in [0, 1)")
+    ema = c.get("target_ema", 0.0)
+    if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
+        raise ConfigError(f"config.ola.target_ema={ema!r} must be a number in [0, 1) "
+                          "(0: GAR against the next step's gradient alone, the paper's)")
+    if ema and c.reward != "gar":
+        raise ConfigError(f"config.ola.target_ema={ema} needs config.ola.reward='gar' "
+                          f"({c.reward!r} takes no gradient target)")
     fraction = c.reward_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
             0 < fraction <= 1):
@@ -196,6 +212,8 @@ def init_state(state: TrainState, config, space: spaces.SearchSpace,
                              max_ops=config.ola.max_ops, ensemble_size=config.ola.ensemble_size)
     extra = dict(policy=policy, policy_opt_state=meta_optimizer(config, schedule).init(policy),
                  reward_stats=reinforce.RunningNormalizer().init())
+    if config.ola.get("target_ema", 0.0):
+        extra["reward_target"] = jax.tree.map(np.zeros_like, state.params)
     sharding = jax.tree.leaves(state.params)[0].sharding
     # One buffer per leaf (RunningStats starts with one zero twice): the pair step donates them.
     extra = jax.tree.map(lambda x: jax.device_put(np.array(x), sharding), extra)
@@ -418,8 +436,15 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         plain = standard(k_standard, batch_plain["image"])
         g, batch_stats, m_plain = grad_fn(mid.params, mid.batch_stats, plain,
                                           batch_plain["label"], k_drop_plain)
-        # 3. Rewards of the augmented examples; 4. REINFORCE update of the policy.
-        rewards = reward_fn(state, kept, images, labels, g, m_plain["loss"])
+        # 3. Rewards of the augmented examples against G, or against the moving average of the
+        # plain steps' G (no bias correction: a positive factor common to a step's rewards
+        # cancels in their per-step normalization); 4. REINFORCE update of the policy.
+        target = None
+        if opts.target_ema:
+            beta = opts.target_ema
+            target = jax.tree.map(lambda m, x: beta * m + (1 - beta) * x, state.reward_target, g)
+        rewards = reward_fn(state, kept, images, labels, g if target is None else target,
+                            m_plain["loss"])
         learned = (sample if rewarded is None  # the policy learns from the rewarded ones only
                    else jax.tree.map(lambda x: x[rewarded], sample))
         groups = (ola_sampler.ensemble_size(state.policy)  # each sampler its own B/E rewards
@@ -429,7 +454,8 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
             lambda p: ola_sampler.log_prob(p, learned, replace=opts.replace), rewards,
             normalizer=normalizer if opts.reward == "nslr" else None, groups=groups)
         new = steps.apply_gradients(mid, g, batch_stats, tx).replace(
-            policy=policy, policy_opt_state=policy_opt_state, reward_stats=reward_stats)
+            policy=policy, policy_opt_state=policy_opt_state, reward_stats=reward_stats,
+            reward_target=target)
 
         metrics = {"loss": (m_aug["loss"] + m_plain["loss"]) / 2,
                    "accuracy": (m_aug["accuracy"] + m_plain["accuracy"]) / 2,
@@ -439,6 +465,9 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                    "ops_applied": jnp.mean(jnp.sum(sample.active, axis=1))}
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
+        if target is not None:  # how far the target has drifted from this step's G
+            metrics["target_cosine"] = optax.tree.vdot(g, target) / jnp.maximum(
+                optax.tree.norm(g) * optax.tree.norm(target), 1e-30)
         metrics.update(_policy_metrics(policy, space))
         metrics.update(op_reward_metrics(
             learned, weights, space, rank_weights=(rank_weights(rewards, groups or 1)

@@ -1,0 +1,131 @@
+"""``ola.target_ema``: GAR against an exponential moving average of the plain steps' gradients.
+The pair's rewards, policy update and new average against the same computation by hand (the
+first and a later update, 1 and 8 devices, float64); the model's update still uses G; the state
+holds no average when the option is off; the average survives a checkpoint round trip; bad
+values are refused in one line."""
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import pytest
+
+from gar_jax import reinforce
+from gar_jax.augment import ola_sampler
+from gar_jax.errors import ConfigError
+from gar_jax.methods import ola
+from gar_jax.mesh import make_mesh
+from gar_jax.train import steps
+from gar_jax.train.checkpoint import Checkpointer
+from gar_jax.train.state import TrainState
+from config_files import load as load_config
+
+from test_ola_frozen_stats import SPACE, _case, float64  # noqa: F401  (float64: a fixture)
+
+B = 32
+
+
+def _state(v, tx, meta_tx, policy, target):
+    base = TrainState(step=jnp.asarray(6, jnp.int32), params=v["params"],
+                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
+                      rng=jax.random.PRNGKey(0))
+    return ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
+                        reward_stats=reinforce.RunningNormalizer().init(), reward_target=target)
+
+
+@pytest.mark.parametrize("devices,first", [(1, True), (1, False), (8, False)])
+def test_rewards_are_gar_against_the_moving_average(devices, first):
+    model, v, images, labels, direction = _case(1)
+    mesh = make_mesh(jax.devices()[:devices])
+    beta = 0.75
+    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
+    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
+    # the first update starts from zeros (init_state); a later one from an earlier average
+    before = jax.tree.map(lambda d: jnp.zeros_like(d) if first else 0.3 * d, direction)
+    state = _state(v, tx, meta_tx, policy, before)
+    sample = ola_sampler.sample(policy, jax.random.key(1), B)
+    rng = np.random.default_rng(2)
+    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
+             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    key = jax.random.key(3)
+    core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options(target_ema=beta))
+    plain_core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options())
+
+    @jax.jit
+    def by_hand(state):  # the pair's steps, one by one
+        _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)  # the core's split
+        grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
+            state.params, state.batch_stats, images, labels, k_drop_aug)
+        mid = steps.apply_gradients(state, grads, stats, tx)
+        g, _, _ = steps.make_grad_fn(model, mesh)(mid.params, mid.batch_stats, plain["image"],
+                                                   plain["label"], k_drop_plain)
+        target = jax.tree.map(lambda m, x: beta * m + (1 - beta) * x, state.reward_target, g)
+        align = ola._alignment_fn(model, mesh, "jvp", None)
+        return (align(state.params, state.batch_stats, bn_stats, images, labels, target),
+                align(state.params, state.batch_stats, bn_stats, images, labels, g), target, g)
+
+    rewards, rewards_g, target, g = by_hand(state)
+    assert np.corrcoef(rewards, rewards_g)[0, 1] < 0.999 or first  # a different target
+    want_policy, *_ = reinforce.reward_update(
+        meta_tx, policy, state.policy_opt_state, state.reward_stats,
+        lambda p: ola_sampler.log_prob(p, sample), rewards)
+    (new, m), (new_plain, _) = jax.jit(lambda s: (
+        core(s, images, sample, labels, plain, key),
+        plain_core(s, images, sample, labels, plain, key)))(state)
+    np.testing.assert_allclose(m["reward_mean"], np.mean(rewards), rtol=1e-10)
+    np.testing.assert_allclose(m["reward_std"], np.std(rewards), rtol=1e-10)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
+                 new.policy, want_policy)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14),
+                 new.reward_target, target)
+    if first:  # (1 - beta) G: the same direction as G, so the same normalized rewards
+        np.testing.assert_allclose(m["target_cosine"], 1.0, rtol=1e-12)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-8, atol=1e-11),
+                     new.policy, new_plain.policy)
+    else:
+        cos = optax.tree.vdot(g, target) / (optax.tree.norm(g) * optax.tree.norm(target))
+        np.testing.assert_allclose(m["target_cosine"], cos, rtol=1e-10)
+        assert float(cos) < 0.999
+    # the model's update is the plain pair's: SGD on G, not on the average
+    for got, want in ((new.params, new_plain.params), (new.batch_stats, new_plain.batch_stats)):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14),
+                     got, want)
+
+
+def test_state_holds_the_average_only_when_on(tmp_path):
+    config = load_config("digits_ola_destructive")
+    from gar_jax.train import engine
+    setup = engine.build(config)
+    space = ola.make_space(config)
+    off = ola.init_state(setup.state, config, space, setup.schedule)
+    assert off.reward_target is None
+    config.ola.target_ema = 0.9
+    on = ola.init_state(setup.state, config, space, setup.schedule)
+    jax.tree.map(lambda a, p: (np.testing.assert_array_equal(a, np.zeros_like(p)),
+                               a.shape == p.shape or pytest.fail("shape")),
+                 on.reward_target, setup.state.params)
+    # a checkpoint round trip keeps the average (and a state without one stays without)
+    on = on.replace(reward_target=jax.tree.map(lambda p: p + 1.5, on.reward_target))
+    for name, state in (("on", on), ("off", off)):
+        ckpt = Checkpointer(str(tmp_path / name))
+        ckpt.save(2, state, {"step": 2})
+        ckpt.wait()
+        template = ola.init_state(setup.state, config if name == "on" else load_config(
+            "digits_ola_destructive"), space, setup.schedule)
+        restored, _ = ckpt.restore(template)
+        ckpt.close()
+        jax.tree.map(np.testing.assert_array_equal, restored.reward_target, state.reward_target)
+        assert (restored.reward_target is None) == (name == "off")
+
+
+@pytest.mark.parametrize("value,reward,needle", [
+    (1.0, "gar", "must be a number in [0, 1)"), (-0.1, "gar", "must be a number in [0, 1)"),
+    (True, "gar", "must be a number in [0, 1)"), ("0.9", "gar", "must be a number in [0, 1)"),
+    (0.9, "nslr", "needs config.ola.reward='gar'")])
+def test_target_ema_is_checked_in_one_line(value, reward, needle):
+    fields = load_config("digits_ola").to_dict()
+    fields["ola"]["target_ema"], fields["ola"]["reward"] = value, reward
+    with pytest.raises(ConfigError) as e:
+        ola.validate(ml_collections.ConfigDict(fields))
+    assert str(e.value).startswith(f"config.ola.target_ema={value!r}")
+    assert needle in str(e.value) and "\n" not in str(e.value)
