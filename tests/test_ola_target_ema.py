@@ -1,8 +1,8 @@
 """``ola.target_ema``: GAR against an exponential moving average of the plain steps' gradients.
 The pair's rewards, policy update and new average against the same computation by hand (the
-first and a later update, 1 and 8 devices, float64); the model's update still uses G; the state
-holds no average when the option is off; the average survives a checkpoint round trip; bad
-values are refused in one line."""
+first and a later update, 1 and 8 devices, float64); the model's update still uses G; with the
+option off the state is the plain `OLAState` (so checkpoints written before the option restore);
+both states survive a checkpoint round trip; bad values are refused in one line."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -29,8 +29,10 @@ def _state(v, tx, meta_tx, policy, target):
     base = TrainState(step=jnp.asarray(6, jnp.int32), params=v["params"],
                       batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
                       rng=jax.random.PRNGKey(0))
-    return ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
-                        reward_stats=reinforce.RunningNormalizer().init(), reward_target=target)
+    return ola.OLATargetState(**vars(base), policy=policy,
+                              policy_opt_state=meta_tx.init(policy),
+                              reward_stats=reinforce.RunningNormalizer().init(),
+                              reward_target=target)
 
 
 @pytest.mark.parametrize("devices,first", [(1, True), (1, False), (8, False)])
@@ -98,7 +100,7 @@ def test_state_holds_the_average_only_when_on(tmp_path):
     setup = engine.build(config)
     space = ola.make_space(config)
     off = ola.init_state(setup.state, config, space, setup.schedule)
-    assert off.reward_target is None
+    assert type(off) is ola.OLAState  # the structure of checkpoints from before target_ema
     config.ola.target_ema = 0.9
     on = ola.init_state(setup.state, config, space, setup.schedule)
     jax.tree.map(lambda a, p: (np.testing.assert_array_equal(a, np.zeros_like(p)),
@@ -114,8 +116,13 @@ def test_state_holds_the_average_only_when_on(tmp_path):
             "digits_ola_destructive"), space, setup.schedule)
         restored, _ = ckpt.restore(template)
         ckpt.close()
-        jax.tree.map(np.testing.assert_array_equal, restored.reward_target, state.reward_target)
-        assert (restored.reward_target is None) == (name == "off")
+        jax.tree.map(np.testing.assert_array_equal, restored, state)
+        assert type(restored) is type(state)
+    # the pair refuses a state without the average in one line
+    with pytest.raises(TypeError, match="needs an OLATargetState"):
+        core = ola.make_pair_core(setup.model, setup.tx, setup.mesh, space,
+                                  ola.meta_optimizer(config), ola.Options(target_ema=0.9))
+        core(off, None, None, jnp.zeros(64, jnp.int32), None, jax.random.key(0))
 
 
 @pytest.mark.parametrize("value,reward,needle", [

@@ -62,13 +62,18 @@ REWARD_NORMALIZATIONS = ("batch", "sampler")
 @flax.struct.dataclass
 class OLAState(TrainState):
     """`TrainState` plus the policy (`gar_jax.augment.ola_sampler` params), its Adam state and the
-    running reward statistics (used by NSLR); with ``ola.target_ema`` > 0, `reward_target`, the
-    moving average of the plain steps' gradients that GAR is taken against (params-shaped;
-    None otherwise)."""
+    running reward statistics (used by NSLR)."""
     policy: Any
     policy_opt_state: Any
     reward_stats: Any
-    reward_target: Any = None
+
+
+@flax.struct.dataclass
+class OLATargetState(OLAState):
+    """`OLAState` plus `reward_target`, the moving average of the plain steps' gradients that GAR
+    is taken against (params-shaped): the state of runs with ``ola.target_ema`` > 0 (a subclass,
+    so that OLAState and its checkpoints keep their structure)."""
+    reward_target: Any
 
 
 @dataclasses.dataclass(frozen=True)
@@ -206,18 +211,20 @@ def validate(config) -> None:
 
 def init_state(state: TrainState, config, space: spaces.SearchSpace,
                schedule: Optional[Callable] = None) -> OLAState:
-    """`OLAState` from a fresh `TrainState`: zero policy logits (replicated like the rest).
+    """`OLAState` from a fresh `TrainState`: zero policy logits (replicated like the rest);
+    with ``ola.target_ema`` > 0 an `OLATargetState` whose moving average starts at zero.
     ``schedule``: the model's, as for `meta_optimizer` (``ola.lr_schedule = "model"``)."""
     policy = ola_sampler.init_params(len(space), num_levels=space.num_levels,
                              max_ops=config.ola.max_ops, ensemble_size=config.ola.ensemble_size)
     extra = dict(policy=policy, policy_opt_state=meta_optimizer(config, schedule).init(policy),
                  reward_stats=reinforce.RunningNormalizer().init())
-    if config.ola.get("target_ema", 0.0):
+    with_target = bool(config.ola.get("target_ema", 0.0))
+    if with_target:
         extra["reward_target"] = jax.tree.map(np.zeros_like, state.params)
     sharding = jax.tree.leaves(state.params)[0].sharding
     # One buffer per leaf (RunningStats starts with one zero twice): the pair step donates them.
     extra = jax.tree.map(lambda x: jax.device_put(np.array(x), sharding), extra)
-    return OLAState(**vars(state), **extra)
+    return (OLATargetState if with_target else OLAState)(**vars(state), **extra)
 
 
 # ------------------------------------------------------------------------------- the step pair
@@ -425,6 +432,9 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         return fns[batch_size, num_samplers]
 
     def core(state, images, sample, labels, batch_plain, key):
+        if opts.target_ema and not isinstance(state, OLATargetState):
+            raise TypeError("ola.target_ema > 0 needs an OLATargetState (ola.init_state with "
+                            f"config.ola.target_ema set), got {type(state).__name__}")
         augmented_step, reward_fn, rewarded = reward_fns(
             labels.shape[0], ola_sampler.ensemble_size(state.policy))
         k_standard, k_drop_aug, k_drop_plain = jax.random.split(key, 3)
@@ -454,8 +464,9 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
             lambda p: ola_sampler.log_prob(p, learned, replace=opts.replace), rewards,
             normalizer=normalizer if opts.reward == "nslr" else None, groups=groups)
         new = steps.apply_gradients(mid, g, batch_stats, tx).replace(
-            policy=policy, policy_opt_state=policy_opt_state, reward_stats=reward_stats,
-            reward_target=target)
+            policy=policy, policy_opt_state=policy_opt_state, reward_stats=reward_stats)
+        if target is not None:
+            new = new.replace(reward_target=target)
 
         metrics = {"loss": (m_aug["loss"] + m_plain["loss"]) / 2,
                    "accuracy": (m_aug["accuracy"] + m_plain["accuracy"]) / 2,
