@@ -99,6 +99,17 @@ def test_kept_rows_fill_missing_seeds_and_must_match_the_settings(tmp_path):
     assert "gar seed 100 ran with settings" in str(e.value) and "\n" not in str(e.value)
 
 
+def test_settings_record_target_ema_only_when_on():
+    """A run with ``ola.target_ema`` off records the settings of runs made before the option
+    (their kept rows still match); one with it on differs from both."""
+    study = _module("seed_study")
+    before = {"reward": "gar", "gar_method": "jvp", "learning_rate": 0.1}
+    off, on = dict(before, target_ema=0.0), dict(before, target_ema=0.9)
+    assert study.settings_of(off) == study.settings_of(before)
+    assert "target_ema" not in study.settings_of(off)
+    assert study.settings_of(on) == dict(study.settings_of(before), target_ema=0.9)
+
+
 def test_diagnose_pools_over_steps(tmp_path):
     diagnose = _module("diagnose")
     run = tmp_path / "run"

@@ -59,7 +59,16 @@ def load_run(path: str) -> dict | None:
             "num_ops": len(probs), "ratio_to_median": probs[op] / median,
             "keep_end": keep_curve[-1] if keep_curve else None, "keep_curve": keep_curve,
             "keep_epochs": epochs, "test_accuracy": results["test_accuracy"],
-            "settings": {k: results.get("config", {}).get("ola", {}).get(k) for k in SETTINGS}}
+            "settings": settings_of(results.get("config", {}).get("ola", {}))}
+
+
+def settings_of(ola_config: dict) -> dict:
+    """The row's `SETTINGS`, plus ``target_ema`` where it is on (absent from runs made before it
+    existed and from runs with it off, so that their rows agree)."""
+    settings = {k: ola_config.get(k) for k in SETTINGS}
+    if ola_config.get("target_ema"):
+        settings["target_ema"] = ola_config["target_ema"]
+    return settings
 
 
 def collect(runs: str) -> dict:
