@@ -54,6 +54,9 @@ def get_config(space: str = "wide"):
     c.ola.reward_fraction = 0.5    # share of the batch whose GAR rewards are computed (GAR only)
     c.ola.target_ema = 0.0         # GAR against a moving average of the plain steps' G (decay;
                                    # 0 = this step's G alone, the paper's)
+    c.ola.gar_target = "next"      # GAR against the next batch's gradient G (the paper's), or
+                                   # "response": G minus that batch's gradient before the step
+                                   # (one more gradient a pair; experiments/ola/README.md 6i)
     c.ola.gar_convention = "frozen"  # layerwise on BatchNorm nets: frozen batch statistics
                                    # (== jvp/vmap; a second backward), or "contribution": each
                                    # example's share of the batch gradient (the authors'; one

@@ -70,6 +70,9 @@ def get_config():
     c.ola.reward_fraction = 0.5    # GAR for half of each sampler's images (configs/cifar10_ola.py)
     c.ola.target_ema = 0.0         # GAR against a moving average of the plain steps' G (decay;
                                    # 0 = this step's G alone, the paper's)
+    c.ola.gar_target = "next"      # GAR against the next batch's gradient G (the paper's), or
+                                   # "response": G minus that batch's gradient before the step
+                                   # (one more gradient a pair; experiments/ola/README.md 6i)
     c.ola.learning_rate = 0.1      # Adam on the policy logits
     c.ola.b1 = 0.0                 # Adam's beta1
     c.ola.lr_schedule = "constant"  # the policy's lr: "constant" (the paper's) or "model" (the

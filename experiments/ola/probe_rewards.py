@@ -23,6 +23,12 @@ op's z (the op must beat it to end among the 3 lowest), and the std of the plant
     python -m gar_jax.main --config=configs/digits_ola_destructive.py --workdir=RUN \
         --config.seed=0 --config.checkpoint_every_steps=88 --config.keep_checkpoints=10
     python experiments/ola/probe_rewards.py RUN --seed 0 --steps 88,264 --pairs 100
+
+``--target-batches 1,4,16``: instead, GAR (``dot``) against G averaged over k plain batches at
+the same parameters (the next batch and k - 1 others of the data order), same images and
+configurations for every k: how much a less noisy target sharpens the evidence (section 6i;
+``ola.target_ema`` is the in-loop version, an average over past steps). ``--decompose``: GAR
+split into the next batch's gradient before the step and the step's response (section 6i).
 """
 from __future__ import annotations
 
@@ -50,6 +56,14 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, required=True, help="the run's config.seed")
     parser.add_argument("--steps", required=True, help="checkpoint steps, comma separated")
     parser.add_argument("--pairs", type=int, default=100)
+    parser.add_argument("--target-batches", default="1",
+                        help="comma list of k: instead, GAR against G averaged over k plain "
+                             "batches (the next one and k - 1 others, at the same parameters); "
+                             "1 alone prints the four rewards above")
+    parser.add_argument("--decompose", action="store_true",
+                        help="instead, split GAR = <g_n, G(θ_t+1)> into <g_n, G(θ_t)> (the next "
+                             "batch's gradient before the step) and the step's response "
+                             "<g_n, G(θ_t+1) - G(θ_t)>")
     args = parser.parse_args(argv)
     directory = os.path.join(args.run, "checkpoints")
     if not os.path.isdir(directory):
@@ -69,6 +83,10 @@ def main(argv=None) -> None:
     uniform = ola_sampler.init_params(len(space), num_levels=space.num_levels,
                                       max_ops=config.ola.max_ops)
     planted = space.op_names.index("sample_pairing")
+    ks = sorted({int(k) for k in args.target_batches.split(",")})
+    if ks[0] < 1:
+        parser.error("--target-batches must be positive")
+    kmax = ks[-1]
 
     @jax.jit
     def probe(state, key, images, labels, plain_images, plain_labels):
@@ -77,8 +95,15 @@ def main(argv=None) -> None:
                                              standard=setup.augment)
         grads, stats, _ = grad_fn(state.params, state.batch_stats, images, labels, k_drop)
         mid = steps.apply_gradients(state, grads, stats, setup.tx)
-        g_next, _, _ = grad_fn(mid.params, mid.batch_stats, setup.augment(k_plain, plain_images),
-                               plain_labels, k_drop)
+        def plain_grad(key, x, y):
+            return grad_fn(mid.params, mid.batch_stats, setup.augment(key, x), y, k_drop)[0]
+
+        keys = jnp.concatenate([k_plain[None], jax.random.split(k_plain, kmax - 1)])
+        g_all = jax.vmap(plain_grad)(keys, plain_images, plain_labels)
+        targets = [jax.tree.map(lambda t: t[:k].mean(0), g_all) for k in ks]
+        # the next batch's gradient before the step (θ_t, same augmentation): no response to it
+        before = grad_fn(state.params, state.batch_stats, setup.augment(keys[0], plain_images[0]),
+                         plain_labels[0], k_drop)[0]
         own = variables(state.params, state.batch_stats)
         per_example = batchnorm.frozen_bn_loss_fn(setup.model, own, {"image": images,
                                                                      "label": labels},
@@ -89,27 +114,38 @@ def main(argv=None) -> None:
 
         g = jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(state.params, images, labels)
         flat = lambda t: [a.reshape(a.shape[0], -1) for a in jax.tree.leaves(t)]
-        dot = sum(jnp.sum(a * b.reshape(1, -1), 1) for a, b in zip(flat(g),
-                                                                     jax.tree.leaves(g_next)))
+        dots = [sum(jnp.sum(a * b.reshape(1, -1), 1) for a, b in zip(flat(g), jax.tree.leaves(t)))
+                for t in targets + [before]]
         norm = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in flat(g)))
         logits = setup.model.apply(own, images, train=True, mutable=["batch_stats"])[0]
         p_minus_y = jnp.linalg.norm(jax.nn.softmax(logits) - jax.nn.one_hot(
             labels, logits.shape[-1]), axis=-1)
-        return dot, norm, p_minus_y, sample.op_indices, sample.active, sample.num_ops
+        return jnp.stack(dots), norm, p_minus_y, sample.op_indices, sample.active, sample.num_ops
 
     for step in wanted:
         state, _ = checkpoints.restore(template, step)
         rows = []
         for i in range(args.pairs):
-            a, b = setup.train_data.batch(2 * i), setup.train_data.batch(2 * i + 1)
+            a = setup.train_data.batch(2 * i)
+            extra = 2 * args.pairs + (kmax - 1) * i  # batches no pair uses
+            plain = [setup.train_data.batch(2 * i + 1)] + [
+                setup.train_data.batch(extra + j) for j in range(kmax - 1)]
             rows.append([np.asarray(x) for x in probe(
-                state, jax.random.PRNGKey(1000 * step + i), a["image"], a["label"], b["image"],
-                b["label"])])
-        dot, norm, p_minus_y, ops, active, num_ops = (np.stack([r[j] for r in rows])
-                                                      for j in range(6))
+                state, jax.random.PRNGKey(1000 * step + i), a["image"], a["label"],
+                np.stack([b["image"] for b in plain]), np.stack([b["label"] for b in plain]))])
+        dots, norm, p_minus_y, ops, active, num_ops = (np.stack([r[j] for r in rows])
+                                                       for j in range(6))
         drawn = np.arange(ops.shape[-1]) < num_ops[..., None]
-        rewards = {"dot": dot, "cos": dot / (norm + 1e-12), "dot/|p-y|": dot / (p_minus_y + 1e-6),
-                   "dot/sqrt|p-y|": dot / np.sqrt(p_minus_y + 1e-6)}
+        if args.decompose:
+            rewards = {"dot G(t+1)": dots[:, 0], "dot G(t)": dots[:, -1],
+                       "dot G(t+1)-G(t)": dots[:, 0] - dots[:, -1]}
+        elif ks == [1]:
+            dot = dots[:, 0]
+            rewards = {"dot": dot, "cos": dot / (norm + 1e-12),
+                       "dot/|p-y|": dot / (p_minus_y + 1e-6),
+                       "dot/sqrt|p-y|": dot / np.sqrt(p_minus_y + 1e-6)}
+        else:
+            rewards = {f"dot G x{k}": dots[:, j] for j, k in enumerate(ks)}
         for name, r in rewards.items():
             w = (r - r.mean(1, keepdims=True)) / r.std(1, keepdims=True)
             z = []

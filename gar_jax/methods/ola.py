@@ -20,7 +20,11 @@ as one function (`make_pair_step`):
    With ``ola.target_ema`` = β > 0 (an extension, not the paper's), GAR is taken against an
    exponential moving average of the plain steps' G instead of this step's G alone (the model's
    update still uses G): a less noisy target, at the price of looking a few steps into the past
-   (experiments/ola/README.md section 6i);
+   (experiments/ola/README.md section 6i: it loses the planted op's signal on digits). With
+   ``ola.gar_target = "response"`` (an extension), GAR is taken against the step's response
+   G - ∇L_{t+1}(θ_t), the plain batch's gradient after the step minus before it (one more
+   gradient of the plain batch per pair): on digits the planted op's signal is there, and the
+   rest of G is noise for it (section 6i);
 4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5; the lr
    constant, or following the model's schedule: ``ola.lr_schedule``).
 
@@ -57,6 +61,9 @@ from gar_jax.train.state import TrainState
 
 REWARDS = ("gar", "nslr")
 REWARD_NORMALIZATIONS = ("batch", "sampler")
+# What GAR is taken against: the next batch's gradient after the step (the paper's), or its
+# change by the step (the "response"; one more gradient a pair).
+GAR_TARGETS = ("next", "response")
 
 
 @flax.struct.dataclass
@@ -91,6 +98,7 @@ class Options:
     reward_normalization: str = "batch"
     reward_fraction: float = 1.0
     target_ema: float = 0.0
+    gar_target: str = "next"
 
 
 def options(config) -> Options:
@@ -102,7 +110,8 @@ def options(config) -> Options:
                    replace=c.replace, nslr_decay=c.nslr_decay,
                    reward_normalization=c.reward_normalization,
                    reward_fraction=c.reward_fraction,
-                   target_ema=c.get("target_ema", 0.0))
+                   target_ema=c.get("target_ema", 0.0),
+                   gar_target=c.get("gar_target", "next"))
 
 
 def make_space(config) -> spaces.SearchSpace:
@@ -196,6 +205,12 @@ def validate(config) -> None:
     if ema and c.reward != "gar":
         raise ConfigError(f"config.ola.target_ema={ema} needs config.ola.reward='gar' "
                           f"({c.reward!r} takes no gradient target)")
+    target = c.get("gar_target", "next")
+    if target not in GAR_TARGETS:
+        raise ConfigError(f"config.ola.gar_target={target!r} must be one of {GAR_TARGETS}")
+    if target != "next" and (c.reward != "gar" or ema):
+        raise ConfigError(f"config.ola.gar_target={target!r} needs config.ola.reward='gar' and "
+                          "config.ola.target_ema=0")
     fraction = c.reward_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
             0 < fraction <= 1):
@@ -450,11 +465,16 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         # plain steps' G (no bias correction: a positive factor common to a step's rewards
         # cancels in their per-step normalization); 4. REINFORCE update of the policy.
         target = None
+        if opts.gar_target == "response":  # the plain batch's gradient before the step
+            g0, _, _ = grad_fn(state.params, state.batch_stats, plain, batch_plain["label"],
+                               k_drop_plain)
+            response = jax.tree.map(jnp.subtract, g, g0)
         if opts.target_ema:
             beta = opts.target_ema
             target = jax.tree.map(lambda m, x: beta * m + (1 - beta) * x, state.reward_target, g)
-        rewards = reward_fn(state, kept, images, labels, g if target is None else target,
-                            m_plain["loss"])
+        direction = response if opts.gar_target == "response" else (
+            g if target is None else target)
+        rewards = reward_fn(state, kept, images, labels, direction, m_plain["loss"])
         learned = (sample if rewarded is None  # the policy learns from the rewarded ones only
                    else jax.tree.map(lambda x: x[rewarded], sample))
         groups = (ola_sampler.ensemble_size(state.policy)  # each sampler its own B/E rewards
@@ -476,6 +496,9 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                    "ops_applied": jnp.mean(jnp.sum(sample.active, axis=1))}
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
+        if opts.gar_target == "response":  # the response's size relative to G
+            metrics["response_ratio"] = optax.tree.norm(response) / jnp.maximum(
+                optax.tree.norm(g), 1e-30)
         if target is not None:  # how far the target has drifted from this step's G
             metrics["target_cosine"] = optax.tree.vdot(g, target) / jnp.maximum(
                 optax.tree.norm(g) * optax.tree.norm(target), 1e-30)
