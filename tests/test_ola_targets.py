@@ -2,7 +2,9 @@
 The pair's rewards, policy update and new average against the same computation by hand (the
 first and a later update, 1 and 8 devices, float64); the model's update still uses G; with the
 option off the state is the plain `OLAState` (so checkpoints written before the option restore);
-both states survive a checkpoint round trip; bad values are refused in one line."""
+both states survive a checkpoint round trip; bad values are refused in one line. And
+``ola.gar_target = "response"``: GAR against the plain batch's gradient after the step minus
+before it, against the same by hand."""
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -135,4 +137,72 @@ def test_target_ema_is_checked_in_one_line(value, reward, needle):
     with pytest.raises(ConfigError) as e:
         ola.validate(ml_collections.ConfigDict(fields))
     assert str(e.value).startswith(f"config.ola.target_ema={value!r}")
+    assert needle in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("devices", [1, 8])
+def test_response_rewards_are_gar_against_the_steps_response(devices):
+    model, v, images, labels, _ = _case(1)
+    mesh = make_mesh(jax.devices()[:devices])
+    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
+    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
+    base = TrainState(step=jnp.asarray(6, jnp.int32), params=v["params"],
+                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
+                      rng=jax.random.PRNGKey(0))
+    state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
+                         reward_stats=reinforce.RunningNormalizer().init())
+    sample = ola_sampler.sample(policy, jax.random.key(1), B)
+    rng = np.random.default_rng(2)
+    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
+             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    key = jax.random.key(3)
+    core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options(gar_target="response"))
+    next_core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options())
+
+    @jax.jit
+    def by_hand(state):
+        _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)  # the core's split
+        grad_fn = steps.make_grad_fn(model, mesh)
+        grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
+            state.params, state.batch_stats, images, labels, k_drop_aug)
+        mid = steps.apply_gradients(state, grads, stats, tx)
+        after, _, _ = grad_fn(mid.params, mid.batch_stats, plain["image"], plain["label"],
+                              k_drop_plain)
+        before, _, _ = grad_fn(state.params, state.batch_stats, plain["image"], plain["label"],
+                               k_drop_plain)
+        response = jax.tree.map(lambda a, b: a - b, after, before)
+        align = ola._alignment_fn(model, mesh, "jvp", None)
+        return align(state.params, state.batch_stats, bn_stats, images, labels, response), (
+            optax.tree.norm(response) / optax.tree.norm(after))
+
+    rewards, ratio = by_hand(state)
+    want_policy, *_ = reinforce.reward_update(
+        meta_tx, policy, state.policy_opt_state, state.reward_stats,
+        lambda p: ola_sampler.log_prob(p, sample), rewards)
+    (new, m), (new_next, m_next) = jax.jit(lambda s: (
+        core(s, images, sample, labels, plain, key),
+        next_core(s, images, sample, labels, plain, key)))(state)
+    np.testing.assert_allclose(m["reward_mean"], np.mean(rewards), rtol=1e-10)
+    np.testing.assert_allclose(m["reward_std"], np.std(rewards), rtol=1e-10)
+    np.testing.assert_allclose(m["response_ratio"], ratio, rtol=1e-10)
+    assert 0 < float(ratio) < 1
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
+                 new.policy, want_policy)
+    # other rewards than GAR against G, the same model update
+    assert abs(float(m["reward_mean"]) - float(m_next["reward_mean"])) > 1e-6
+    for got, want in ((new.params, new_next.params), (new.batch_stats, new_next.batch_stats)):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14),
+                     got, want)
+
+
+@pytest.mark.parametrize("fields,needle", [
+    ({"gar_target": "before"}, "must be one of ('next', 'response')"),
+    ({"gar_target": "response", "reward": "nslr"}, "needs config.ola.reward='gar'"),
+    ({"gar_target": "response", "target_ema": 0.5}, "and config.ola.target_ema=0")])
+def test_gar_target_is_checked_in_one_line(fields, needle):
+    config = load_config("digits_ola").to_dict()
+    config["ola"].update(fields)
+    with pytest.raises(ConfigError) as e:
+        ola.validate(ml_collections.ConfigDict(config))
+    assert str(e.value).startswith(f"config.ola.gar_target={fields['gar_target']!r}")
     assert needle in str(e.value) and "\n" not in str(e.value)
