@@ -453,21 +453,22 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         augmented_step, reward_fn, rewarded = reward_fns(
             labels.shape[0], ola_sampler.ensemble_size(state.policy))
         k_standard, k_drop_aug, k_drop_plain = jax.random.split(key, 3)
+        plain = standard(k_standard, batch_plain["image"])
+        if opts.gar_target == "response":  # the plain batch's gradient before the step
+            g0, _, _ = grad_fn(state.params, state.batch_stats, plain, batch_plain["label"],
+                               k_drop_plain)
         # 1. The augmented step (and what its rewards need: a tape, BatchNorm statistics).
         grads, batch_stats, m_aug, kept = augmented_step(state.params, state.batch_stats,
                                                          images, labels, k_drop_aug)
         mid = steps.apply_gradients(state, grads, batch_stats, tx)
         # 2. The plain step's batch gradient G at θ_{t+1}.
-        plain = standard(k_standard, batch_plain["image"])
         g, batch_stats, m_plain = grad_fn(mid.params, mid.batch_stats, plain,
                                           batch_plain["label"], k_drop_plain)
         # 3. Rewards of the augmented examples against G, or against the moving average of the
         # plain steps' G (no bias correction: a positive factor common to a step's rewards
         # cancels in their per-step normalization); 4. REINFORCE update of the policy.
         target = None
-        if opts.gar_target == "response":  # the plain batch's gradient before the step
-            g0, _, _ = grad_fn(state.params, state.batch_stats, plain, batch_plain["label"],
-                               k_drop_plain)
+        if opts.gar_target == "response":
             response = jax.tree.map(jnp.subtract, g, g0)
         if opts.target_ema:
             beta = opts.target_ema
