@@ -42,6 +42,9 @@ def test_default_options_are_the_configs():
             "jvp", 2, None, 0.5), name
         assert (opts.gar_method, opts.num_chunks) == (ola.Options.gar_method,
                                                       ola.Options.num_chunks)
+        # GAR against the next batch's gradient itself (the paper's): the target options are off
+        assert (opts.target_ema, opts.gar_target) == (0.0, "next") == (
+            ola.Options.target_ema, ola.Options.gar_target), name
 
 
 @pytest.mark.parametrize("devices", [1, 8])
