@@ -73,6 +73,8 @@ def get_config():
     c.ola.gar_target = "next"      # GAR against the next batch's gradient G (the paper's), or
                                    # "response": G minus that batch's gradient before the step
                                    # (one more gradient a pair; experiments/ola/README.md 6i)
+    c.ola.before_weight = 0.0      # "response": plus this times that batch's gradient before
+                                   # the step (1 = plain GAR)
     c.ola.learning_rate = 0.1      # Adam on the policy logits
     c.ola.b1 = 0.0                 # Adam's beta1
     c.ola.lr_schedule = "constant"  # the policy's lr: "constant" (the paper's) or "model" (the

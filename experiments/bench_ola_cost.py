@@ -90,7 +90,8 @@ GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Optio
 # is a single chunk, not chunking, and is skipped with a message.
 # The config.ola fields that choose how GAR is computed (what `--methods default` copies).
 GAR_FIELDS = ("gar_method", "gar_convention", "gar_remat", "gar_store", "chunk_size",
-              "num_chunks", "reward_fraction", "target_ema", "gar_target")
+              "num_chunks", "reward_fraction", "target_ema", "gar_target",
+              "before_weight")
 EXACT = ("layerwise_frozen", "layerwise_contrib", "layerwise_lean", "jvp", "jvp:64")
 
 # Differentiable ops for the direct meta-gradient: (name, initial magnitude, signed).
@@ -260,6 +261,7 @@ def bench_model(depth, width, batch, norm, reps, methods):
             config.ola.num_chunks = 1  # "jvp" / "vmap": the whole batch at once
             config.ola.target_ema = 0.0  # against G itself (the paper's)
             config.ola.gar_target = "next"
+            config.ola.before_weight = 0.0
         if name not in ("fixed", "direct"):
             core = ola.make_pair_core(model, tx, mesh, space,
                                       ola.meta_optimizer(config, schedule),

@@ -99,7 +99,7 @@ def test_kept_rows_fill_missing_seeds_and_must_match_the_settings(tmp_path):
     assert "gar seed 100 ran with settings" in str(e.value) and "\n" not in str(e.value)
 
 
-def test_settings_record_target_ema_only_when_on():
+def test_settings_record_the_target_options_only_when_not_the_papers():
     """A run with ``ola.target_ema`` off records the settings of runs made before the option
     (their kept rows still match); one with it on differs from both."""
     study = _module("seed_study")
@@ -108,6 +108,11 @@ def test_settings_record_target_ema_only_when_on():
     assert study.settings_of(off) == study.settings_of(before)
     assert "target_ema" not in study.settings_of(off)
     assert study.settings_of(on) == dict(study.settings_of(before), target_ema=0.9)
+    paper = dict(before, gar_target="next", before_weight=0.0)
+    assert study.settings_of(paper) == study.settings_of(before)
+    mix = dict(before, gar_target="response", before_weight=0.25)
+    assert study.settings_of(mix) == dict(study.settings_of(before), gar_target="response",
+                                          before_weight=0.25)
 
 
 def test_diagnose_pools_over_steps(tmp_path):

@@ -140,8 +140,10 @@ def test_target_ema_is_checked_in_one_line(value, reward, needle):
     assert needle in str(e.value) and "\n" not in str(e.value)
 
 
-@pytest.mark.parametrize("devices", [1, 8])
-def test_response_rewards_are_gar_against_the_steps_response(devices):
+@pytest.mark.parametrize("devices,alpha", [(1, 0.0), (8, 0.0), (1, 0.25), (1, 1.0)])
+def test_response_rewards_are_gar_against_the_steps_response(devices, alpha):
+    """GAR against G - (1 - alpha) G0 (G0: the plain batch's gradient before the step);
+    alpha = 1 is plain GAR."""
     model, v, images, labels, _ = _case(1)
     mesh = make_mesh(jax.devices()[:devices])
     tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
@@ -156,7 +158,8 @@ def test_response_rewards_are_gar_against_the_steps_response(devices):
     plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
              "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
     key = jax.random.key(3)
-    core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options(gar_target="response"))
+    core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx,
+                              ola.Options(gar_target="response", before_weight=alpha))
     next_core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options())
 
     @jax.jit
@@ -170,7 +173,7 @@ def test_response_rewards_are_gar_against_the_steps_response(devices):
                               k_drop_plain)
         before, _, _ = grad_fn(state.params, state.batch_stats, plain["image"], plain["label"],
                                k_drop_plain)
-        response = jax.tree.map(lambda a, b: a - b, after, before)
+        response = jax.tree.map(lambda a, b: a - (1 - alpha) * b, after, before)
         align = ola._alignment_fn(model, mesh, "jvp", None)
         return align(state.params, state.batch_stats, bn_stats, images, labels, response), (
             optax.tree.norm(response) / optax.tree.norm(after))
@@ -185,11 +188,16 @@ def test_response_rewards_are_gar_against_the_steps_response(devices):
     np.testing.assert_allclose(m["reward_mean"], np.mean(rewards), rtol=1e-10)
     np.testing.assert_allclose(m["reward_std"], np.std(rewards), rtol=1e-10)
     np.testing.assert_allclose(m["response_ratio"], ratio, rtol=1e-10)
-    assert 0 < float(ratio) < 1
+    assert 0 < float(ratio) < 1 or alpha == 1.0
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
                  new.policy, want_policy)
-    # other rewards than GAR against G, the same model update
-    assert abs(float(m["reward_mean"]) - float(m_next["reward_mean"])) > 1e-6
+    # other rewards than GAR against G (alpha = 1: the same), the same model update
+    if alpha == 1.0:
+        np.testing.assert_allclose(m["reward_mean"], m_next["reward_mean"], rtol=1e-10)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12),
+                     new.policy, new_next.policy)
+    else:
+        assert abs(float(m["reward_mean"]) - float(m_next["reward_mean"])) > 1e-6
     for got, want in ((new.params, new_next.params), (new.batch_stats, new_next.batch_stats)):
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14),
                      got, want)
@@ -198,11 +206,15 @@ def test_response_rewards_are_gar_against_the_steps_response(devices):
 @pytest.mark.parametrize("fields,needle", [
     ({"gar_target": "before"}, "must be one of ('next', 'response')"),
     ({"gar_target": "response", "reward": "nslr"}, "needs config.ola.reward='gar'"),
-    ({"gar_target": "response", "target_ema": 0.5}, "and config.ola.target_ema=0")])
+    ({"gar_target": "response", "target_ema": 0.5}, "and config.ola.target_ema=0"),
+    ({"gar_target": "response", "before_weight": 1.5}, "must be a number in [0, 1]"),
+    ({"gar_target": "response", "before_weight": True}, "must be a number in [0, 1]"),
+    ({"gar_target": "next", "before_weight": 0.5}, "needs config.ola.gar_target='response'")])
 def test_gar_target_is_checked_in_one_line(fields, needle):
     config = load_config("digits_ola").to_dict()
     config["ola"].update(fields)
     with pytest.raises(ConfigError) as e:
         ola.validate(ml_collections.ConfigDict(config))
-    assert str(e.value).startswith(f"config.ola.gar_target={fields['gar_target']!r}")
+    field = "before_weight" if "before_weight" in fields else "gar_target"
+    assert str(e.value).startswith(f"config.ola.{field}={fields[field]!r}")
     assert needle in str(e.value) and "\n" not in str(e.value)

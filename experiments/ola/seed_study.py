@@ -63,11 +63,13 @@ def load_run(path: str) -> dict | None:
 
 
 def settings_of(ola_config: dict) -> dict:
-    """The row's `SETTINGS`, plus ``target_ema`` where it is on (absent from runs made before it
-    existed and from runs with it off, so that their rows agree)."""
+    """The row's `SETTINGS`, plus ``target_ema``, ``gar_target`` and ``before_weight`` where they
+    are not the paper's (absent from runs made before they existed and from runs at the paper's
+    values, so that their rows agree)."""
     settings = {k: ola_config.get(k) for k in SETTINGS}
-    if ola_config.get("target_ema"):
-        settings["target_ema"] = ola_config["target_ema"]
+    for key, paper in (("target_ema", 0.0), ("gar_target", "next"), ("before_weight", 0.0)):
+        if ola_config.get(key, paper) != paper:
+            settings[key] = ola_config[key]
     return settings
 
 

@@ -24,7 +24,8 @@ as one function (`make_pair_step`):
    ``ola.gar_target = "response"`` (an extension), GAR is taken against the step's response
    G - ∇L_{t+1}(θ_t), the plain batch's gradient after the step minus before it (one more
    gradient of the plain batch per pair): on digits the planted op's signal is there, and the
-   rest of G is noise for it (section 6i);
+   rest of G is noise for it (section 6i); ``ola.before_weight`` = α adds α ∇L_{t+1}(θ_t) back
+   (α = 1 is G itself, plain GAR);
 4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5; the lr
    constant, or following the model's schedule: ``ola.lr_schedule``).
 
@@ -99,6 +100,7 @@ class Options:
     reward_fraction: float = 1.0
     target_ema: float = 0.0
     gar_target: str = "next"
+    before_weight: float = 0.0
 
 
 def options(config) -> Options:
@@ -111,7 +113,8 @@ def options(config) -> Options:
                    reward_normalization=c.reward_normalization,
                    reward_fraction=c.reward_fraction,
                    target_ema=c.get("target_ema", 0.0),
-                   gar_target=c.get("gar_target", "next"))
+                   gar_target=c.get("gar_target", "next"),
+                   before_weight=c.get("before_weight", 0.0))
 
 
 def make_space(config) -> spaces.SearchSpace:
@@ -211,6 +214,12 @@ def validate(config) -> None:
     if target != "next" and (c.reward != "gar" or ema):
         raise ConfigError(f"config.ola.gar_target={target!r} needs config.ola.reward='gar' and "
                           "config.ola.target_ema=0")
+    alpha = c.get("before_weight", 0.0)
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
+        raise ConfigError(f"config.ola.before_weight={alpha!r} must be a number in [0, 1]")
+    if alpha and target != "response":
+        raise ConfigError(f"config.ola.before_weight={alpha} needs "
+                          "config.ola.gar_target='response'")
     fraction = c.reward_fraction
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not (
             0 < fraction <= 1):
@@ -397,7 +406,9 @@ def make_pair_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     grad_norm (of G), learning_rate, reward_mean / reward_std (raw rewards), ops_applied (mean
     active slots per image), p_k<k> and keep/<op> (the policy, averaged over the ensemble),
     op_applied/<op>, op_weight/<op>, op_weight_sq/<op> and, for GAR, op_rank_weight[_sq]/<op>
-    (`op_reward_metrics`: what the policy was told about each op).
+    (`op_reward_metrics`: what the policy was told about each op); with ``ola.target_ema``,
+    target_cosine (cos of G and the moving average); with ``ola.gar_target = "response"``,
+    response_ratio (the norm of GAR's direction over G's).
     """
     augment = make_policy_augment(space, opts, standard)
     core = make_pair_core(model, tx, mesh, space, meta_tx, opts, standard=standard,
@@ -468,8 +479,9 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         # plain steps' G (no bias correction: a positive factor common to a step's rewards
         # cancels in their per-step normalization); 4. REINFORCE update of the policy.
         target = None
-        if opts.gar_target == "response":
-            response = jax.tree.map(jnp.subtract, g, g0)
+        if opts.gar_target == "response":  # G - G0 + α G0
+            alpha = opts.before_weight
+            response = jax.tree.map(lambda a, b: a - (1 - alpha) * b, g, g0)
         if opts.target_ema:
             beta = opts.target_ema
             target = jax.tree.map(lambda m, x: beta * m + (1 - beta) * x, state.reward_target, g)
@@ -497,7 +509,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                    "ops_applied": jnp.mean(jnp.sum(sample.active, axis=1))}
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
-        if opts.gar_target == "response":  # the response's size relative to G
+        if opts.gar_target == "response":  # the direction's size relative to G
             metrics["response_ratio"] = optax.tree.norm(response) / jnp.maximum(
                 optax.tree.norm(g), 1e-30)
         if target is not None:  # how far the target has drifted from this step's G
