@@ -7,7 +7,6 @@ import jax
 import ml_collections
 import jax.numpy as jnp
 import numpy as np
-import optax
 import pytest
 
 from gar_jax import reinforce
@@ -15,11 +14,9 @@ from gar_jax.errors import ConfigError
 from gar_jax.augment import ola_sampler
 from gar_jax.augment import spaces
 from gar_jax.methods import ola
-from gar_jax.mesh import make_mesh
 from config_files import load as load_config
-from gar_jax.train.state import TrainState
 
-from test_ola_frozen_stats import SPACE, _case, float64  # noqa: F401  (float64: a fixture)
+from test_ola_frozen_stats import SPACE, float64, pair_by_hand, pair_case  # noqa: F401  (float64: a fixture)
 
 B = 32
 
@@ -52,19 +49,8 @@ def test_default_pair_equals_layerwise_frozen(devices):
     """The default pair (jvp, 2 chunks per device: 16 images / 2 on 1 / 8 devices) against the
     layer-wise frozen pair (the previous default): the same rewards (GAR up to float64
     rounding), so the same policy update and parameters."""
-    model, v, images, labels, _ = _case(1)
-    mesh = make_mesh(jax.devices()[:devices])
-    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
-    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
-    base = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
-                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
-                      rng=jax.random.PRNGKey(0))
-    state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
-                         reward_stats=reinforce.RunningNormalizer().init())
-    sample = ola_sampler.sample(policy, jax.random.key(1), B)
-    rng = np.random.default_rng(2)
-    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
-             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    model, mesh, tx, meta_tx, state, images, labels, sample, plain, _ = pair_case(devices)
+    policy = state.policy
     default = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options())
     layerwise = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx,
                                    ola.Options(gar_method="layerwise", gar_convention="frozen"))
@@ -201,20 +187,8 @@ def test_subset_rewards_are_the_full_rewards_restricted(devices):
     full batch's rewards at `rewarded_examples`, and its policy update is REINFORCE over those
     examples alone (`reinforce.reward_update` by hand). The layer-wise pair, which replays the
     whole batch and keeps the subset, gives the same."""
-    from gar_jax.train import steps
-    model, v, images, labels, _ = _case(1)
-    mesh = make_mesh(jax.devices()[:devices])
-    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
-    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
-    base = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
-                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
-                      rng=jax.random.PRNGKey(0))
-    state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
-                         reward_stats=reinforce.RunningNormalizer().init())
-    sample = ola_sampler.sample(policy, jax.random.key(1), B)
-    rng = np.random.default_rng(2)
-    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
-             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    model, mesh, tx, meta_tx, state, images, labels, sample, plain, _ = pair_case(devices)
+    policy = state.policy
     key = jax.random.key(3)
     idx = ola.rewarded_examples(B, 2, devices, 0.5)
     assert len(idx) == B // 2
@@ -224,14 +198,8 @@ def test_subset_rewards_are_the_full_rewards_restricted(devices):
 
     @jax.jit
     def full_rewards(state):  # the whole batch's, step by step as the pair takes them
-        _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)  # the core's split
-        grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
-            state.params, state.batch_stats, images, labels, k_drop_aug)
-        mid = steps.apply_gradients(state, grads, stats, tx)
-        g, _, _ = steps.make_grad_fn(model, mesh)(mid.params, mid.batch_stats, plain["image"],
-                                                   plain["label"], k_drop_plain)
-        return ola._alignment_fn(model, mesh, "jvp", None)(
-            state.params, state.batch_stats, bn_stats, images, labels, g)
+        g, gar_against, _ = pair_by_hand(model, mesh, tx, state, images, labels, plain, key)
+        return gar_against(g)
 
     full = full_rewards(state)
     want_policy, *_ = reinforce.reward_update(

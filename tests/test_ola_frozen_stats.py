@@ -61,6 +61,48 @@ def _case(seed=0):
     return model, v, images, labels, direction
 
 
+def pair_case(devices):
+    """The setting of the step-pair tests: `_case(1)`'s net and batch on the first `devices`
+    devices, SGD with momentum, the paper's meta optimizer, a zero 2-sampler policy in an
+    OLAState at step 0, a sample of it and a plain batch. Returns (model, mesh, tx, meta_tx,
+    state, images, labels, sample, plain, direction)."""
+    model, v, images, labels, direction = _case(1)
+    mesh = make_mesh(jax.devices()[:devices])
+    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
+    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
+    base = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
+                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
+                      rng=jax.random.PRNGKey(0))
+    state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
+                         reward_stats=reinforce.RunningNormalizer().init())
+    sample = ola_sampler.sample(policy, jax.random.key(1), B)
+    rng = np.random.default_rng(2)
+    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
+             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    return model, mesh, tx, meta_tx, state, images, labels, sample, plain, direction
+
+
+def pair_by_hand(model, mesh, tx, state, images, labels, plain, key):
+    """The pair's first steps one by one (trace it inside a jit): the augmented step at θ_t, the
+    SGD update, G at θ_{t+1}. Returns (G, the augmented batch's BatchNorm statistics, a
+    function (params, batch_stats, direction) -> jvp GAR of the augmented batch, and
+    grad_plain(params, batch_stats) -> the plain batch's gradient there)."""
+    _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)  # the core's split
+    grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
+        state.params, state.batch_stats, images, labels, k_drop_aug)
+    mid = steps.apply_gradients(state, grads, stats, tx)
+
+    def grad_plain(params, batch_stats):
+        return steps.make_grad_fn(model, mesh)(params, batch_stats, plain["image"],
+                                               plain["label"], k_drop_plain)[0]
+
+    def gar_against(direction):
+        return ola._alignment_fn(model, mesh, "jvp", None)(
+            state.params, state.batch_stats, bn_stats, images, labels, direction)
+
+    return grad_plain(mid.params, mid.batch_stats), gar_against, grad_plain
+
+
 def _old_alignment_fn(model, mesh, method, chunk_size, num_chunks=1, subset=None):
     """The old path (an explicit extra forward at θ_t per device to capture the statistics),
     with the new signature; the statistics handed in are ignored (every example rewarded)."""
@@ -138,20 +180,9 @@ def test_rewards_from_training_step_stats_equal_extra_forward(devices, method, c
 def test_pair_equals_the_extra_forward_pair(devices, chunk_size, monkeypatch):
     """The whole jvp step pair (both SGD steps, rewards, REINFORCE) against the same pair
     built with the old extra-forward alignment: same rewards, policy and params."""
-    model, v, images, labels, _ = _case(1)
-    mesh = make_mesh(jax.devices()[:devices])
-    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
+    model, mesh, tx, meta_tx, state, images, labels, sample, plain, _ = pair_case(devices)
+    policy = state.policy
     opts = ola.Options(gar_method="jvp", chunk_size=chunk_size)
-    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
-    base = TrainState(step=jnp.zeros((), jnp.int32), params=v["params"],
-                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
-                      rng=jax.random.PRNGKey(0))
-    state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
-                         reward_stats=reinforce.RunningNormalizer().init())
-    sample = ola_sampler.sample(policy, jax.random.key(1), B)
-    rng = np.random.default_rng(2)
-    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
-             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
 
     new_core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, opts)
     monkeypatch.setattr(ola, "_alignment_fn", _old_alignment_fn)

@@ -16,57 +16,31 @@ from gar_jax import reinforce
 from gar_jax.augment import ola_sampler
 from gar_jax.errors import ConfigError
 from gar_jax.methods import ola
-from gar_jax.mesh import make_mesh
-from gar_jax.train import steps
 from gar_jax.train.checkpoint import Checkpointer
-from gar_jax.train.state import TrainState
 from config_files import load as load_config
 
-from test_ola_frozen_stats import SPACE, _case, float64  # noqa: F401  (float64: a fixture)
+from test_ola_frozen_stats import SPACE, float64, pair_by_hand, pair_case  # noqa: F401  (float64: a fixture)
 
 B = 32
 
 
-def _state(v, tx, meta_tx, policy, target):
-    base = TrainState(step=jnp.asarray(6, jnp.int32), params=v["params"],
-                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
-                      rng=jax.random.PRNGKey(0))
-    return ola.OLATargetState(**vars(base), policy=policy,
-                              policy_opt_state=meta_tx.init(policy),
-                              reward_stats=reinforce.RunningNormalizer().init(),
-                              reward_target=target)
-
-
 @pytest.mark.parametrize("devices,first", [(1, True), (1, False), (8, False)])
 def test_rewards_are_gar_against_the_moving_average(devices, first):
-    model, v, images, labels, direction = _case(1)
-    mesh = make_mesh(jax.devices()[:devices])
-    beta = 0.75
-    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
-    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
+    model, mesh, tx, meta_tx, state, images, labels, sample, plain, direction = pair_case(
+        devices)
+    policy, beta = state.policy, 0.75
     # the first update starts from zeros (init_state); a later one from an earlier average
     before = jax.tree.map(lambda d: jnp.zeros_like(d) if first else 0.3 * d, direction)
-    state = _state(v, tx, meta_tx, policy, before)
-    sample = ola_sampler.sample(policy, jax.random.key(1), B)
-    rng = np.random.default_rng(2)
-    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
-             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    state = ola.OLATargetState(**vars(state), reward_target=before)
     key = jax.random.key(3)
     core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options(target_ema=beta))
     plain_core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options())
 
     @jax.jit
     def by_hand(state):  # the pair's steps, one by one
-        _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)  # the core's split
-        grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
-            state.params, state.batch_stats, images, labels, k_drop_aug)
-        mid = steps.apply_gradients(state, grads, stats, tx)
-        g, _, _ = steps.make_grad_fn(model, mesh)(mid.params, mid.batch_stats, plain["image"],
-                                                   plain["label"], k_drop_plain)
+        g, gar_against, _ = pair_by_hand(model, mesh, tx, state, images, labels, plain, key)
         target = jax.tree.map(lambda m, x: beta * m + (1 - beta) * x, state.reward_target, g)
-        align = ola._alignment_fn(model, mesh, "jvp", None)
-        return (align(state.params, state.batch_stats, bn_stats, images, labels, target),
-                align(state.params, state.batch_stats, bn_stats, images, labels, g), target, g)
+        return gar_against(target), gar_against(g), target, g
 
     rewards, rewards_g, target, g = by_hand(state)
     assert np.corrcoef(rewards, rewards_g)[0, 1] < 0.999 or first  # a different target
@@ -144,19 +118,8 @@ def test_target_ema_is_checked_in_one_line(value, reward, needle):
 def test_response_rewards_are_gar_against_the_steps_response(devices, alpha):
     """GAR against G - (1 - alpha) G0 (G0: the plain batch's gradient before the step);
     alpha = 1 is plain GAR."""
-    model, v, images, labels, _ = _case(1)
-    mesh = make_mesh(jax.devices()[:devices])
-    tx, meta_tx = optax.sgd(0.1, momentum=0.9), reinforce.meta_optimizer(0.1, b1=0.0, clip=5.0)
-    policy = ola_sampler.init_params(len(SPACE), max_ops=2, ensemble_size=2)
-    base = TrainState(step=jnp.asarray(6, jnp.int32), params=v["params"],
-                      batch_stats=v["batch_stats"], opt_state=tx.init(v["params"]),
-                      rng=jax.random.PRNGKey(0))
-    state = ola.OLAState(**vars(base), policy=policy, policy_opt_state=meta_tx.init(policy),
-                         reward_stats=reinforce.RunningNormalizer().init())
-    sample = ola_sampler.sample(policy, jax.random.key(1), B)
-    rng = np.random.default_rng(2)
-    plain = {"image": jnp.asarray(rng.normal(size=images.shape)),
-             "label": jnp.asarray(rng.integers(0, 3, B), jnp.int32)}
+    model, mesh, tx, meta_tx, state, images, labels, sample, plain, _ = pair_case(devices)
+    policy = state.policy
     key = jax.random.key(3)
     core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx,
                               ola.Options(gar_target="response", before_weight=alpha))
@@ -164,19 +127,11 @@ def test_response_rewards_are_gar_against_the_steps_response(devices, alpha):
 
     @jax.jit
     def by_hand(state):
-        _, k_drop_aug, k_drop_plain = jax.random.split(key, 3)  # the core's split
-        grad_fn = steps.make_grad_fn(model, mesh)
-        grads, stats, _, bn_stats = steps.make_grad_fn(model, mesh, bn_stats=True)(
-            state.params, state.batch_stats, images, labels, k_drop_aug)
-        mid = steps.apply_gradients(state, grads, stats, tx)
-        after, _, _ = grad_fn(mid.params, mid.batch_stats, plain["image"], plain["label"],
-                              k_drop_plain)
-        before, _, _ = grad_fn(state.params, state.batch_stats, plain["image"], plain["label"],
-                               k_drop_plain)
+        after, gar_against, grad_plain = pair_by_hand(model, mesh, tx, state, images, labels,
+                                                      plain, key)
+        before = grad_plain(state.params, state.batch_stats)
         response = jax.tree.map(lambda a, b: a - (1 - alpha) * b, after, before)
-        align = ola._alignment_fn(model, mesh, "jvp", None)
-        return align(state.params, state.batch_stats, bn_stats, images, labels, response), (
-            optax.tree.norm(response) / optax.tree.norm(after))
+        return gar_against(response), optax.tree.norm(response) / optax.tree.norm(after)
 
     rewards, ratio = by_hand(state)
     want_policy, *_ = reinforce.reward_update(
