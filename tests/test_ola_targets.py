@@ -19,7 +19,7 @@ from gar_jax.methods import ola
 from gar_jax.train.checkpoint import Checkpointer
 from config_files import load as load_config
 
-from test_ola_frozen_stats import SPACE, float64, pair_by_hand, pair_case  # noqa: F401  (float64: a fixture)
+from test_ola_frozen_stats import SPACE, float64, pair_by_hand, pair_case  # noqa: F401 (fixture)
 
 B = 32
 
