@@ -245,7 +245,7 @@ def bench_model(depth, width, batch, norm, reps, methods):
                 config.ola[field] = default[field]
             if name == "response":
                 config.ola.gar_target = "response"
-            print("  default      = " + ", ".join(f"{f}={default[f]}" for f in GAR_FIELDS),
+            print(f"  {name:12s} = " + ", ".join(f"{f}={config.ola[f]}" for f in GAR_FIELDS),
                   flush=True)
         else:  # "layerwise[_frozen|_contrib]", "jvp[:chunk]", "vmap[:chunk]", each "[/fraction]"
             name_chunk, _, fraction = name.partition("/")
@@ -259,9 +259,8 @@ def bench_model(depth, width, batch, norm, reps, methods):
              config.ola.gar_store) = GAR_VARIANTS.get(method, (method, "frozen", False, "auto"))
             config.ola.chunk_size = int(chunk or 0)
             config.ola.num_chunks = 1  # "jvp" / "vmap": the whole batch at once
-            config.ola.target_ema = 0.0  # against G itself (the paper's)
-            config.ola.gar_target = "next"
-            config.ola.before_weight = 0.0
+            for field in ("target_ema", "gar_target", "before_weight"):  # the paper's target
+                config.ola[field] = getattr(ola.Options, field)
         if name not in ("fixed", "direct"):
             core = ola.make_pair_core(model, tx, mesh, space,
                                       ola.meta_optimizer(config, schedule),

@@ -95,15 +95,14 @@ def main(argv=None) -> None:
                                              standard=setup.augment)
         grads, stats, _ = grad_fn(state.params, state.batch_stats, images, labels, k_drop)
         mid = steps.apply_gradients(state, grads, stats, setup.tx)
-        def plain_grad(key, x, y):
-            return grad_fn(mid.params, mid.batch_stats, setup.augment(key, x), y, k_drop)[0]
-
         keys = jnp.concatenate([k_plain[None], jax.random.split(k_plain, kmax - 1)])
-        g_all = jax.vmap(plain_grad)(keys, plain_images, plain_labels)
+        plain = jax.vmap(setup.augment)(keys, plain_images)
+        g_all = jax.vmap(lambda x, y: grad_fn(mid.params, mid.batch_stats, x, y, k_drop)[0])(
+            plain, plain_labels)
         targets = [jax.tree.map(lambda t: t[:k].mean(0), g_all) for k in ks]
-        # the next batch's gradient before the step (θ_t, same augmentation): no response to it
-        before = grad_fn(state.params, state.batch_stats, setup.augment(keys[0], plain_images[0]),
-                         plain_labels[0], k_drop)[0]
+        if args.decompose:  # the next batch's gradient before the step (θ_t): no response
+            targets.append(grad_fn(state.params, state.batch_stats, plain[0], plain_labels[0],
+                                   k_drop)[0])
         own = variables(state.params, state.batch_stats)
         per_example = batchnorm.frozen_bn_loss_fn(setup.model, own, {"image": images,
                                                                      "label": labels},
@@ -115,7 +114,7 @@ def main(argv=None) -> None:
         g = jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(state.params, images, labels)
         flat = lambda t: [a.reshape(a.shape[0], -1) for a in jax.tree.leaves(t)]
         dots = [sum(jnp.sum(a * b.reshape(1, -1), 1) for a, b in zip(flat(g), jax.tree.leaves(t)))
-                for t in targets + [before]]
+                for t in targets]
         norm = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in flat(g)))
         logits = setup.model.apply(own, images, train=True, mutable=["batch_stats"])[0]
         p_minus_y = jnp.linalg.norm(jax.nn.softmax(logits) - jax.nn.one_hot(

@@ -103,6 +103,11 @@ class Options:
     before_weight: float = 0.0
 
 
+def _field(c, name: str):
+    """``config.ola.<name>``, or `Options`' default (the paper's) in configs from before it."""
+    return c.get(name, getattr(Options, name))
+
+
 def options(config) -> Options:
     c = config.ola
     return Options(reward=c.reward, gar_method=c.gar_method, chunk_size=c.chunk_size or None,
@@ -112,9 +117,8 @@ def options(config) -> Options:
                    replace=c.replace, nslr_decay=c.nslr_decay,
                    reward_normalization=c.reward_normalization,
                    reward_fraction=c.reward_fraction,
-                   target_ema=c.get("target_ema", 0.0),
-                   gar_target=c.get("gar_target", "next"),
-                   before_weight=c.get("before_weight", 0.0))
+                   target_ema=_field(c, "target_ema"), gar_target=_field(c, "gar_target"),
+                   before_weight=_field(c, "before_weight"))
 
 
 def make_space(config) -> spaces.SearchSpace:
@@ -201,20 +205,20 @@ def validate(config) -> None:
     _lr_schedule(c)
     if not 0 <= c.nslr_decay < 1:
         raise ConfigError(f"config.ola.nslr_decay={c.nslr_decay} must be in [0, 1)")
-    ema = c.get("target_ema", 0.0)
+    ema = _field(c, "target_ema")
     if isinstance(ema, bool) or not isinstance(ema, (int, float)) or not 0 <= ema < 1:
         raise ConfigError(f"config.ola.target_ema={ema!r} must be a number in [0, 1) "
                           "(0: GAR against the next step's gradient alone, the paper's)")
     if ema and c.reward != "gar":
         raise ConfigError(f"config.ola.target_ema={ema} needs config.ola.reward='gar' "
                           f"({c.reward!r} takes no gradient target)")
-    target = c.get("gar_target", "next")
+    target = _field(c, "gar_target")
     if target not in GAR_TARGETS:
         raise ConfigError(f"config.ola.gar_target={target!r} must be one of {GAR_TARGETS}")
     if target != "next" and (c.reward != "gar" or ema):
         raise ConfigError(f"config.ola.gar_target={target!r} needs config.ola.reward='gar' and "
                           "config.ola.target_ema=0")
-    alpha = c.get("before_weight", 0.0)
+    alpha = _field(c, "before_weight")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 <= alpha <= 1:
         raise ConfigError(f"config.ola.before_weight={alpha!r} must be a number in [0, 1]")
     if alpha and target != "response":
@@ -242,7 +246,7 @@ def init_state(state: TrainState, config, space: spaces.SearchSpace,
                              max_ops=config.ola.max_ops, ensemble_size=config.ola.ensemble_size)
     extra = dict(policy=policy, policy_opt_state=meta_optimizer(config, schedule).init(policy),
                  reward_stats=reinforce.RunningNormalizer().init())
-    with_target = bool(config.ola.get("target_ema", 0.0))
+    with_target = bool(_field(config.ola, "target_ema"))
     if with_target:
         extra["reward_target"] = jax.tree.map(np.zeros_like, state.params)
     sharding = jax.tree.leaves(state.params)[0].sharding
@@ -475,18 +479,20 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         # 2. The plain step's batch gradient G at θ_{t+1}.
         g, batch_stats, m_plain = grad_fn(mid.params, mid.batch_stats, plain,
                                           batch_plain["label"], k_drop_plain)
-        # 3. Rewards of the augmented examples against G, or against the moving average of the
-        # plain steps' G (no bias correction: a positive factor common to a step's rewards
-        # cancels in their per-step normalization); 4. REINFORCE update of the policy.
-        target = None
-        if opts.gar_target == "response":  # G - G0 + α G0
+        # 3. Rewards of the augmented examples against G, against the step's response
+        # G - G0 (+ α G0), or against the moving average of the plain steps' G (no bias
+        # correction: a positive factor common to a step's rewards cancels in their per-step
+        # normalization); 4. REINFORCE update of the policy.
+        target = None  # the moving average, carried in the state
+        if opts.gar_target == "response":
             alpha = opts.before_weight
-            response = jax.tree.map(lambda a, b: a - (1 - alpha) * b, g, g0)
-        if opts.target_ema:
+            direction = jax.tree.map(lambda a, b: a - (1 - alpha) * b, g, g0)
+        elif opts.target_ema:
             beta = opts.target_ema
             target = jax.tree.map(lambda m, x: beta * m + (1 - beta) * x, state.reward_target, g)
-        direction = response if opts.gar_target == "response" else (
-            g if target is None else target)
+            direction = target
+        else:
+            direction = g
         rewards = reward_fn(state, kept, images, labels, direction, m_plain["loss"])
         learned = (sample if rewarded is None  # the policy learns from the rewarded ones only
                    else jax.tree.map(lambda x: x[rewarded], sample))
@@ -510,7 +516,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
         if opts.gar_target == "response":  # the direction's size relative to G
-            metrics["response_ratio"] = optax.tree.norm(response) / jnp.maximum(
+            metrics["response_ratio"] = optax.tree.norm(direction) / jnp.maximum(
                 optax.tree.norm(g), 1e-30)
         if target is not None:  # how far the target has drifted from this step's G
             metrics["target_cosine"] = optax.tree.vdot(g, target) / jnp.maximum(
