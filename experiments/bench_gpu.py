@@ -9,19 +9,21 @@ It measures, on the first device JAX sees, and writes ``<out>/bench_gpu_<device>
 1. **Train step** (`gar_jax.train.steps.make_train_step`: standard augmentation, forward/backward
    with BatchNorm, SGD) of WRN-28-10 at batch 256 (CIFAR shapes), in bfloat16 and float32:
    images/s (median of the timed steps after a warm-up step), the step's FLOPs from XLA's cost
-   analysis, and MFU = achieved FLOP/s / the device's peak (bf16 dense tensor-core peak for
+   analysis of the lowered program (the GPU backend's analysis of the compiled program leaves
+   out the convolutions it runs in cuDNN: 20 GFLOP for a ~4 TFLOP step), and MFU = achieved FLOP/s / the device's peak (bf16 dense tensor-core peak for
    bfloat16; TF32 peak for float32, which XLA uses for float32 convolutions on NVIDIA GPUs by
    default). Peaks come from `PEAK_TFLOPS` by device name or from ``--peak_tflops``.
 2. **OLA step pair** (`experiments/bench_ola_cost.py`'s programs) of WRN-28-10 (BatchNorm,
-   float32, batch 256) for the fixed-policy baseline and every exact GAR method and convention
-   (`bench_ola_cost.EXACT`), each in its own process (so that the device's peak memory is that
+   float32, batch 256) for the fixed-policy baseline, OLA's default (configs/cifar10_ola.py's GAR
+   settings) and every exact GAR method and convention (`bench_ola_cost.EXACT`; `--ola_methods`
+   picks others), each in its own process (so that the device's peak memory is that
    method's): seconds (median and minimum of the rounds), XLA's compiled memory analysis and the
    device's ``peak_bytes_in_use``, each also relative to "fixed". Processes share JAX's
    persistent compilation cache (the augmentation programs compile once).
 3. **Augmentation policies** (`experiments/bench_augment.POLICIES` and the OLA sampler at its
    initial policy): images/s of the jitted policy on a batch of 256 uint8 32x32 crops.
 
-Sections run in that order within ``--budget_s`` (default 450 s of the 8 minutes: compile times
+Sections (``--sections``, default all three) run in that order within ``--budget_s`` (default 450 s of the 8 minutes: compile times
 vary); what does not fit is recorded as skipped.
 """
 import argparse
@@ -36,6 +38,8 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, ".."))
 sys.path.insert(0, HERE)
+
+import bench_ola_cost  # noqa: E402 - after the paths above
 
 # Dense peak TFLOP/s per device kind (vendor data sheets): {"bfloat16": ..., "float32": ...}
 # (float32 = TF32 tensor cores on NVIDIA, as XLA computes float32 convolutions by default).
@@ -87,12 +91,12 @@ def train_step_rows(args):
              "label": rng.integers(0, 10, (args.batch,)).astype(np.int32)}, data_sharding(mesh))
         step = steps.make_train_step(model, tx, mesh, augment=policies.get_policy("standard"),
                                      schedule=schedule)
-        t0 = time.perf_counter()
-        compiled = step.lower(state, batch, jax.random.key(0)).compile()
-        compile_s = time.perf_counter() - t0
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        flops = float(cost["flops"])
+        compiled, compile_s, lowered = bench_ola_cost.compile_timed(
+            step, state, batch, jax.random.key(0))
+        # The lowered program's count off the CPU: the GPU backend's count of the compiled
+        # program leaves out the convolutions it runs in cuDNN (bench_ola_cost.compiled_flops).
+        flops = bench_ola_cost.compiled_flops(compiled, lowered)
+        flops_compiled = bench_ola_cost.compiled_flops(compiled)
         times = []
         for i in range(args.steps + 1):  # the first call warms up
             t0 = time.perf_counter()
@@ -105,6 +109,7 @@ def train_step_rows(args):
         row = {"dtype": dtype, "model": f"WRN-{args.depth}-{args.width}", "batch": args.batch,
                "compile_s": compile_s, "step_s_median": median, "step_s_min": min(times),
                "images_per_s": args.batch / median, "gflop_per_step": flops / 1e9,
+               "gflop_per_step_compiled_analysis": flops_compiled / 1e9,
                "tflops_per_s": flops / median / 1e12,
                "peak_tflops": peak / 1e12 if peak else None,
                "mfu": flops / median / peak if peak else None}
@@ -119,7 +124,6 @@ def train_step_rows(args):
 def ola_child(args):
     """One OLA method in this process: compile, time `--reps` rounds, report memory."""
     import jax
-    import bench_ola_cost
 
     depth, width = map(int, args.ola_model.split(":")[0].split("-"))
     batch = int(args.ola_model.split(":")[1])
@@ -132,12 +136,11 @@ def ola_child(args):
 
 
 def ola_rows(args, deadline):
-    import bench_ola_cost
 
     # EXACT's chunk sizes are for batch 128: scaled to this batch (same number of chunks).
     batch = int(args.ola_model.split(":")[1])
-    methods = ["fixed"]
-    for m in bench_ola_cost.EXACT:
+    methods = []
+    for m in args.ola_methods.split(","):
         name, _, chunk = m.partition(":")
         methods.append(f"{name}:{max(1, int(chunk) * batch // 128)}" if chunk else m)
     env = dict(os.environ)
@@ -269,6 +272,11 @@ def main():
     parser.add_argument("--peak_tflops", type=float, default=0,
                         help="override the device's peak TFLOP/s (both dtypes)")
     parser.add_argument("--ola_model", default="28-10:256", help="DEPTH-WIDTH:BATCH")
+    parser.add_argument("--ola_methods", default=",".join(("fixed", "default") + bench_ola_cost.EXACT),
+                        help="bench_ola_cost methods ('default': configs/cifar10_ola.py's GAR "
+                             "settings; chunk sizes are for batch 128, scaled to the batch)")
+    parser.add_argument("--sections", default="train,ola,augment",
+                        help="which of train,ola,augment to run")
     parser.add_argument("--child", default="", help=argparse.SUPPRESS)
     parser.add_argument("--child_json", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -291,11 +299,12 @@ def main():
               "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
               "batch": args.batch, "ola_model": args.ola_model, "quick": args.quick}
     print("train step:", flush=True)
-    result["train_step"] = train_step_rows(args)
+    sections = set(args.sections.split(","))
+    result["train_step"] = train_step_rows(args) if "train" in sections else []
     print("OLA step pairs (one process each):", flush=True)
-    result["ola"] = ola_rows(args, deadline)
+    result["ola"] = ola_rows(args, deadline) if "ola" in sections else {}
     print("augmentation policies:", flush=True)
-    result["augment"] = augment_rows(args, deadline + 60)
+    result["augment"] = augment_rows(args, deadline + 60) if "augment" in sections else {}
     result["total_s"] = time.perf_counter() - started
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, "bench_gpu_" + "".join(
