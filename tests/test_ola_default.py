@@ -106,10 +106,8 @@ def test_rank_weights():
     np.testing.assert_allclose(ola.rank_weights(r, 2), [1.0, -1.0, -1.0, 1.0], rtol=1e-6)
 
 
-def test_bench_default_row_copies_every_gar_choice():
-    """`bench_ola_cost.py --methods default` copies GAR_FIELDS from configs/cifar10_ola.py: they
-    must be exactly the options that choose how GAR is computed (a new one must be added)."""
-    import dataclasses
+def _bench_ola_cost():
+    """experiments/bench_ola_cost.py as a module (experiments/ is no package)."""
     import importlib.util
     import os
 
@@ -117,6 +115,15 @@ def test_bench_default_row_copies_every_gar_choice():
     spec = importlib.util.spec_from_file_location("bench_ola_cost", path)
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
+    return bench
+
+
+def test_bench_default_row_copies_every_gar_choice():
+    """`bench_ola_cost.py --methods default` copies GAR_FIELDS from configs/cifar10_ola.py: they
+    must be exactly the options that choose how GAR is computed (a new one must be added)."""
+    import dataclasses
+
+    bench = _bench_ola_cost()
     not_gar = {"reward", "replace", "nslr_decay", "reward_normalization"}
     assert set(bench.GAR_FIELDS) == {f.name for f in dataclasses.fields(ola.Options)} - not_gar
     config = load_config("cifar10_ola")
@@ -278,3 +285,30 @@ def test_policy_lr_schedule_is_checked_in_one_line():
     ola.validate(config)
     with pytest.raises(ConfigError, match="needs the model's learning-rate schedule"):
         ola.meta_optimizer(config)       # "model" without the model's schedule
+
+
+def test_bench_flops_count_convolutions_off_the_cpu(monkeypatch):
+    """`bench_ola_cost.compiled_flops` (also bench_gpu's MFU): on the CPU the compiled program's
+    count; off it the lowered program's, because the GPU's analysis of the compiled program
+    leaves out the convolutions it runs in cuDNN (an H200 counted 20 GFLOP for a 7.3 TFLOP
+    step). Checked against the hand count of a convolution's backward pass."""
+    bench = _bench_ola_cost()
+
+    def loss(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "SAME",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC")).sum()
+
+    x, w = jnp.ones((4, 8, 8, 3)), jnp.ones((3, 3, 3, 5))
+    compiled, seconds, lowered = bench.compile_timed(jax.jit(jax.grad(loss, argnums=1)), x, w)
+    by_hand = 2 * 4 * 8 * 8 * 3 * 3 * 3 * 5  # the weight gradient: one conv's multiply-adds x2
+    assert seconds > 0
+    assert bench.compiled_flops(compiled, lowered) == pytest.approx(by_hand, rel=0.2)
+
+    class GpuLike:  # a compiled program whose analysis lost the convolution
+        def cost_analysis(self):
+            return [{"flops": 12.0}]
+
+    assert bench.compiled_flops(GpuLike(), lowered) == 12.0  # the CPU: the compiled count
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    assert bench.compiled_flops(GpuLike(), lowered) == pytest.approx(by_hand, rel=0.2)
+    assert bench.compiled_flops(GpuLike()) == 12.0  # no lowered program: the compiled count
