@@ -154,3 +154,34 @@ def test_a_workdir_of_an_older_version_is_refused_in_one_line(tmp_path):
     engine.check_workdir(str(tmp_path / "new"), config)  # the same config: resumes
     with open(tmp_path / "new" / "config.json") as f:
         assert json.load(f)["ola"]["reward"] == "gar,nslr"
+
+
+def test_a_run_recorded_before_an_option_existed_resumes_at_its_old_behaviour(tmp_path):
+    """A workdir whose config.json predates an option (engine.ADDED_FIELDS) is the same run
+    at the option's old-behaviour value, and another run at any other value (one line)."""
+    from gar_jax.errors import ConfigError
+    from gar_jax.train import defaults, engine
+
+    config = defaults.load_config(os.path.join(REPO, "configs", "digits_ola.py"))
+    engine.check_workdir(str(tmp_path), config)
+    with open(tmp_path / "config.json") as f:
+        recorded = json.load(f)
+    for field in ("target_ema", "gar_target", "before_weight"):
+        del recorded["ola"][field]  # as runs recorded before 2026-12-04 have it
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(recorded, f)
+    engine.check_workdir(str(tmp_path), config)  # resumes, and records the fields now
+    with open(tmp_path / "config.json") as f:
+        assert json.load(f)["ola"]["gar_target"] == "next"
+    with open(tmp_path / "config.json", "w") as f:  # without the three again
+        json.dump(recorded, f)
+    config.ola.gar_target = "response"
+    with pytest.raises(ConfigError, match=r'holds a run of another config \(ola.gar_target='
+                                          r'"next" there, "response" now\); use another'):
+        engine.check_workdir(str(tmp_path), config)
+    config.ola.gar_target = "next"
+    del recorded["ola"]["lr_schedule"]  # not an added field: absent is another run
+    with open(tmp_path / "config.json", "w") as f:
+        json.dump(recorded, f)
+    with pytest.raises(ConfigError, match=r'ola.lr_schedule=\(absent\) there, "constant" now'):
+        engine.check_workdir(str(tmp_path), config)

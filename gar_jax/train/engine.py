@@ -284,6 +284,13 @@ IGNORED_FIELDS = ("progress_bar", "data_dir", "log_every_steps", "checkpoint_eve
                   "keep_checkpoints")
 
 
+# Fields added after workdirs began recording their config, each with the value that does what
+# the code did before it existed: a run recorded without the field is the same run as one with
+# it at that value (so a run started before an upgrade resumes after it), and at any other
+# value it is another run. A new option whose default keeps the old behaviour belongs here.
+ADDED_FIELDS = {"ola.target_ema": 0.0, "ola.gar_target": "next", "ola.before_weight": 0.0}
+
+
 def _flatten(tree: dict, prefix: str = "") -> dict:
     out = {}
     for key, value in tree.items():
@@ -302,7 +309,8 @@ def config_fields(config) -> dict:
 def check_workdir(workdir: str, config) -> None:
     """The one check of a workdir against a config (the CLI calls it before any work, `train`
     at its start): ConfigError if `workdir` holds a run of another config (its ``config.json``,
-    comparing every field but `IGNORED_FIELDS`) or a run made before workdirs recorded their
+    comparing every field but `IGNORED_FIELDS`; a field of `ADDED_FIELDS` that it lacks counts
+    as that field's old-behaviour value) or a run made before workdirs recorded their
     config; otherwise records the config there (process 0)."""
     path = os.path.join(workdir, CONFIG_FILE)
     current = config_fields(config)
@@ -313,6 +321,7 @@ def check_workdir(workdir: str, config) -> None:
         except (OSError, ValueError) as e:
             raise ConfigError(f"cannot read {path} ({e}); delete it or use another --workdir")
         missing = object()
+        saved = {**{k: v for k, v in ADDED_FIELDS.items() if k in current}, **saved}
         names = sorted(k for k in set(saved) | set(current)
                        if k.rpartition(".")[2] not in IGNORED_FIELDS
                        and saved.get(k, missing) != current.get(k, missing))
