@@ -29,6 +29,10 @@ the same parameters (the next batch and k - 1 others of the data order), same im
 configurations for every k: how much a less noisy target sharpens the evidence (section 6i;
 ``ola.target_ema`` is the in-loop version, an average over past steps). ``--decompose``: GAR
 split into the next batch's gradient before the step and the step's response (section 6i).
+``--control``: also each reward minus the same image's own reward without the learned ops
+(the standard pipeline alone, the same crop and flip): a per-image REINFORCE baseline, which
+does not depend on the sampled ops and so leaves the policy gradient's expectation unchanged
+(section 6j).
 """
 from __future__ import annotations
 
@@ -64,6 +68,10 @@ def main(argv=None) -> None:
                         help="instead, split GAR = <g_n, G(θ_t+1)> into <g_n, G(θ_t)> (the next "
                              "batch's gradient before the step) and the step's response "
                              "<g_n, G(θ_t+1) - G(θ_t)>")
+    parser.add_argument("--control", action="store_true",
+                        help="also each reward minus the same image's reward without the "
+                             "learned ops (its standard pipeline, same crop and flip): a "
+                             "per-image baseline that does not depend on the sampled ops")
     args = parser.parse_args(argv)
     directory = os.path.join(args.run, "checkpoints")
     if not os.path.isdir(directory):
@@ -91,8 +99,13 @@ def main(argv=None) -> None:
     @jax.jit
     def probe(state, key, images, labels, plain_images, plain_labels):
         k_policy, k_plain, k_drop = jax.random.split(key, 3)
+        raw = images
         images, sample = ola_sampler.augment(uniform, space, k_policy, images,
                                              standard=setup.augment)
+        # The same images through the standard pipeline alone, with the key `augment` gives it
+        # (ola_sampler._apply: the second half of the second half), so the same crop and flip.
+        standard_key = jax.random.split(jax.random.split(k_policy)[1])[1]
+        unaugmented = setup.augment(standard_key, raw)
         grads, stats, _ = grad_fn(state.params, state.batch_stats, images, labels, k_drop)
         mid = steps.apply_gradients(state, grads, stats, setup.tx)
         keys = jnp.concatenate([k_plain[None], jax.random.split(k_plain, kmax - 1)])
@@ -111,10 +124,16 @@ def main(argv=None) -> None:
         def one(p, x, y):
             return per_example(p, {"image": x[None], "label": y[None]})[0]
 
-        g = jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(state.params, images, labels)
         flat = lambda t: [a.reshape(a.shape[0], -1) for a in jax.tree.leaves(t)]
-        dots = [sum(jnp.sum(a * b.reshape(1, -1), 1) for a, b in zip(flat(g), jax.tree.leaves(t)))
-                for t in targets]
+
+        def alignments(x):
+            g = jax.vmap(jax.grad(one), in_axes=(None, 0, 0))(state.params, x, labels)
+            return g, [sum(jnp.sum(a * b.reshape(1, -1), 1)
+                           for a, b in zip(flat(g), jax.tree.leaves(t))) for t in targets]
+
+        g, dots = alignments(images)
+        if args.control:  # [aug targets..., unaugmented targets...]
+            dots = dots + alignments(unaugmented)[1]
         norm = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in flat(g)))
         logits = setup.model.apply(own, images, train=True, mutable=["batch_stats"])[0]
         p_minus_y = jnp.linalg.norm(jax.nn.softmax(logits) - jax.nn.one_hot(
@@ -135,7 +154,15 @@ def main(argv=None) -> None:
         dots, norm, p_minus_y, ops, active, num_ops = (np.stack([r[j] for r in rows])
                                                        for j in range(6))
         drawn = np.arange(ops.shape[-1]) < num_ops[..., None]
-        if args.decompose:
+        if args.control:
+            n = len(ks) + args.decompose  # targets per image set
+            dots, base = dots[:, :n], dots[:, n:]
+            rewards = {"dot G(t+1)": dots[:, 0], "dot - own": dots[:, 0] - base[:, 0]}
+            if args.decompose:
+                response = dots[:, 0] - dots[:, -1]
+                rewards["response"] = response
+                rewards["response - own"] = response - (base[:, 0] - base[:, -1])
+        elif args.decompose:
             rewards = {"dot G(t+1)": dots[:, 0], "dot G(t)": dots[:, -1],
                        "dot G(t+1)-G(t)": dots[:, 0] - dots[:, -1]}
         elif ks == [1]:
