@@ -44,7 +44,10 @@ def get_config(space: str = "wide"):
     # need no more compiled memory than the fixed-policy pair, where layer-wise frozen needs
     # +87% (experiments/ola/README.md section 7). "layerwise" + "frozen" gives the same rewards
     # (up to float rounding); "contribution" (the authors' convention, layer-wise only) differs.
-    c.ola.gar_method = "jvp"       # "jvp", "vmap" or "layerwise" (all exact)
+    c.ola.gar_method = "jvp"       # "jvp", "vmap" or "layerwise" (all exact), or "fd": a
+                                   # finite difference of the per-example losses (one forward,
+                                   # ~1% error in float32; experiments/ola/README.md 7d)
+    c.ola.fd_step = 1e-5           # "fd": its move along G, relative to the params' norm
     c.ola.num_chunks = 2           # jvp/vmap: cut each device's batch into this many chunks
     c.ola.chunk_size = 0           # jvp/vmap: examples per chunk instead (0: use num_chunks)
     # GAR for half of every sampler's images (the first half of each block of a sampler's images

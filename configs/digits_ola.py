@@ -58,7 +58,8 @@ def get_config():
                                    # or per sampler over its B/E images ("sampler", CIFAR's)
     c.ola.reward = "gar"           # "gar" or "nslr" (next-step loss, normalized across steps)
     c.ola.gar_method = "jvp"       # "jvp", "vmap" or "layerwise" (all exact, same numbers);
-                                   # jvp in num_chunks chunks: configs/cifar10_ola.py
+                                   # jvp in num_chunks chunks: configs/cifar10_ola.py; or "fd"
+    c.ola.fd_step = 1e-5           # "fd": its move along G, relative to the params' norm
     c.ola.num_chunks = 2           # jvp/vmap: cut each device's batch into this many chunks
     c.ola.gar_convention = "frozen"  # layerwise on BatchNorm nets: frozen batch statistics
                                    # (== jvp/vmap), or "contribution" (the authors'; see

@@ -91,7 +91,7 @@ GAR_VARIANTS = {"layerwise": ("layerwise", ola.Options.gar_convention, ola.Optio
 # The config.ola fields that choose how GAR is computed (what `--methods default` copies).
 GAR_FIELDS = ("gar_method", "gar_convention", "gar_remat", "gar_store", "chunk_size",
               "num_chunks", "reward_fraction", "target_ema", "gar_target",
-              "before_weight")
+              "before_weight", "fd_step")
 EXACT = ("layerwise_frozen", "layerwise_contrib", "layerwise_lean", "jvp", "jvp:64")
 
 # Differentiable ops for the direct meta-gradient: (name, initial magnitude, signed).
@@ -256,6 +256,9 @@ def bench_model(depth, width, batch, norm, reps, methods):
         elif name == "direct":
             core, init = direct_core(model, tx, mesh)
             todo.append(Method(name, "standard", core, init(fresh()), mesh))
+        elif name == "nslr":  # OLA's pair without GAR (NSLR rewards): the floor of its cost
+            for field in ("target_ema", "gar_target", "before_weight"):  # no extra gradient
+                config.ola[field] = getattr(ola.Options, field)
         elif name in ("default", "response"):  # whatever configs/cifar10_ola.py uses
             default = defaults.load_config(CIFAR10_OLA).ola
             for field in GAR_FIELDS:
@@ -279,6 +282,7 @@ def bench_model(depth, width, batch, norm, reps, methods):
             for field in ("target_ema", "gar_target", "before_weight"):  # the paper's target
                 config.ola[field] = getattr(ola.Options, field)
         if name not in ("fixed", "direct"):
+            config.ola.reward = "nslr" if name == "nslr" else "gar"
             core = ola.make_pair_core(model, tx, mesh, space,
                                       ola.meta_optimizer(config, schedule),
                                       ola.options(config), standard=standard)
@@ -372,7 +376,8 @@ def main():
                         help="comma-separated DEPTH-WIDTH:BATCH")
     parser.add_argument("--norm", default="batch", choices=["batch", "group"])
     parser.add_argument("--methods", default="fixed,exact,direct",
-                        help="fixed, default, response, exact, layerwise[_frozen|_contrib|_lean], "
+                        help="fixed, nslr (OLA's pair without GAR), default, response, exact, "
+                             "layerwise[_frozen|_contrib|_lean], "
                              "jvp[:chunk], vmap[:chunk], direct")
     parser.add_argument("--reps", type=int, default=5, help="interleaved rounds (0: memory only)")
     parser.add_argument("--quick", action="store_true", help="WRN-10-1 at batch 16 (smoke test)")

@@ -72,6 +72,11 @@ def main(argv=None) -> None:
                         help="also each reward minus the same image's reward without the "
                              "learned ops (its standard pipeline, same crop and flip): a "
                              "per-image baseline that does not depend on the sampled ops")
+    parser.add_argument("--fd", default="",
+                        help="comma list of δ: instead, GAR by a one-sided finite difference of "
+                             "the per-example losses, (ℓ_n(θ + εG) - ℓ_n(θ)) / ε with ε = "
+                             "δ ||θ|| / ||G|| (a step of δ ||θ||), against the exact GAR "
+                             "(correlation, relative error, planted op's z)")
     args = parser.parse_args(argv)
     directory = os.path.join(args.run, "checkpoints")
     if not os.path.isdir(directory):
@@ -95,6 +100,7 @@ def main(argv=None) -> None:
     if ks[0] < 1:
         parser.error("--target-batches must be positive")
     kmax = ks[-1]
+    fds = [float(e) for e in args.fd.split(",")] if args.fd else []
 
     @jax.jit
     def probe(state, key, images, labels, plain_images, plain_labels):
@@ -132,6 +138,16 @@ def main(argv=None) -> None:
                            for a, b in zip(flat(g), jax.tree.leaves(t))) for t in targets]
 
         g, dots = alignments(images)
+        if args.fd:  # [exact, then one finite difference per ε] against G(θ_t+1)
+            losses = jax.vmap(one, in_axes=(None, 0, 0))
+            base = losses(state.params, images, labels)
+            norm_of = lambda t: jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(t)))
+            scale = norm_of(state.params) / norm_of(targets[0])
+            for rel in fds:  # a step of rel x ||θ|| along G
+                eps = rel * scale
+                moved = jax.tree.map(lambda p, d: p + eps * d.astype(p.dtype), state.params,
+                                     targets[0])
+                dots.append((losses(moved, images, labels) - base) / eps)
         if args.control:  # [aug targets..., unaugmented targets...]
             dots = dots + alignments(unaugmented)[1]
         norm = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in flat(g)))
@@ -154,7 +170,17 @@ def main(argv=None) -> None:
         dots, norm, p_minus_y, ops, active, num_ops = (np.stack([r[j] for r in rows])
                                                        for j in range(6))
         drawn = np.arange(ops.shape[-1]) < num_ops[..., None]
-        if args.control:
+        if fds:
+            exact = dots[:, 0]
+            rewards = {"dot G(t+1)": exact}
+            for j, eps in enumerate(fds):
+                fd = dots[:, 1 + j]
+                rewards[f"fd d {eps:g}"] = fd
+                corr = np.mean([np.corrcoef(a, b)[0, 1] for a, b in zip(exact, fd)])
+                rel = np.linalg.norm(fd - exact) / np.linalg.norm(exact)
+                print(f"step {step} fd δ {eps:g}: correlation with GAR per step (mean) "
+                      f"{corr:.6f}, relative error {rel:.2e}", flush=True)
+        elif args.control:
             n = len(ks) + args.decompose  # targets per image set
             dots, base = dots[:, :n], dots[:, n:]
             rewards = {"dot G(t+1)": dots[:, 0], "dot - own": dots[:, 0] - base[:, 0]}

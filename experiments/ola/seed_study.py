@@ -63,11 +63,12 @@ def load_run(path: str) -> dict | None:
 
 
 def settings_of(ola_config: dict) -> dict:
-    """The row's `SETTINGS`, plus ``target_ema``, ``gar_target`` and ``before_weight`` where they
-    are not the paper's (absent from runs made before they existed and from runs at the paper's
+    """The row's `SETTINGS`, plus ``target_ema``, ``gar_target``, ``before_weight`` and
+    ``fd_step`` where they are not the paper's (fd_step: not the default's) (absent from runs made before they existed and from runs at the paper's
     values, so that their rows agree)."""
     settings = {k: ola_config.get(k) for k in SETTINGS}
-    for key, paper in (("target_ema", 0.0), ("gar_target", "next"), ("before_weight", 0.0)):
+    for key, paper in (("target_ema", 0.0), ("gar_target", "next"), ("before_weight", 0.0),
+                       ("fd_step", 1e-5)):
         if ola_config.get(key, paper) != paper:
             settings[key] = ola_config[key]
     return settings

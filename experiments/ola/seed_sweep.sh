@@ -14,8 +14,8 @@
 # schedule: ola.lr_schedule=model), gar_model_lr2 (that at a peak of 0.2), gar_lr2 (a constant
 # 0.2), gar_60ep (the default over 60 epochs instead of 30), gar_ema75 / gar_ema90 (GAR against
 # a moving average of the plain steps' G, decay 0.75 / 0.9), gar_response (GAR against the step's
-# response, ola.gar_target=response; gar_response25: plus 0.25 x the gradient before the step)
-# (default "gar,nslr,gar_contribution");
+# response, ola.gar_target=response; gar_response25: plus 0.25 x the gradient before the step),
+# gar_fd (GAR by a finite difference of the per-example losses, ola.gar_method=fd) (default "gar,nslr,gar_contribution");
 # CORE: the CPU core (default 1). It must be a session leader (setsid): it lowers its own autogroup's
 # priority to nice 19 (/proc/self/autogroup), which plain `nice` does not do across sessions;
 # SWEEP_NICE=n sets another value.
@@ -53,6 +53,7 @@ flags_of() {
     gar_ema90) echo "--config.ola.target_ema=0.9" ;;
     gar_response) echo "--config.ola.gar_target=response" ;;
     gar_response25) echo "--config.ola.gar_target=response --config.ola.before_weight=0.25" ;;
+    gar_fd) echo "--config.ola.gar_method=fd" ;;
     *) echo "seed_sweep.sh: unknown variant $1" >&2; return 2 ;;
   esac
 }

@@ -101,6 +101,7 @@ class Options:
     target_ema: float = 0.0
     gar_target: str = "next"
     before_weight: float = 0.0
+    fd_step: float = 1e-5
 
 
 def _field(c, name: str):
@@ -118,7 +119,7 @@ def options(config) -> Options:
                    reward_normalization=c.reward_normalization,
                    reward_fraction=c.reward_fraction,
                    target_ema=_field(c, "target_ema"), gar_target=_field(c, "gar_target"),
-                   before_weight=_field(c, "before_weight"))
+                   before_weight=_field(c, "before_weight"), fd_step=_field(c, "fd_step"))
 
 
 def make_space(config) -> spaces.SearchSpace:
@@ -176,8 +177,16 @@ def validate(config) -> None:
     if config.model.dropout_rate:
         raise ConfigError("config.model.dropout_rate must be 0 for OLA: per-example gradients "
                           "(GAR) would see other dropout masks than the training step")
-    if c.gar_method not in gar.METHODS:
-        raise ConfigError(f"config.ola.gar_method={c.gar_method!r} must be one of {gar.METHODS}")
+    methods = gar.METHODS + gar.APPROXIMATE_METHODS
+    if c.gar_method not in methods:
+        raise ConfigError(f"config.ola.gar_method={c.gar_method!r} must be one of {methods}")
+    fd_step = _field(c, "fd_step")
+    if isinstance(fd_step, bool) or not isinstance(fd_step, (int, float)) or not 0 < fd_step < 1:
+        raise ConfigError(f"config.ola.fd_step={fd_step!r} must be a number in (0, 1) (the "
+                          f"finite difference's move, relative to the parameters' norm)")
+    if c.gar_method == "fd" and config.get("model", {}).get("dtype", "float32") != "float32":
+        raise ConfigError(f"config.ola.gar_method='fd' needs float32 losses; "
+                          f"config.model.dtype={config.model.dtype!r} (use 'jvp')")
     gar_layerwise.check_convention(c.gar_convention)
     if c.gar_store not in gar_layerwise.STORES:
         raise ConfigError(f"config.ola.gar_store={c.gar_store!r} must be one of "
@@ -348,10 +357,7 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunk
         params, batch_stats, bn_stats, images, labels, direction = jax.lax.optimization_barrier(
             (params, batch_stats, bn_stats, images, labels, direction))
         bn_stats = jax.tree.map(lambda s: s[0], bn_stats)  # this device's statistics
-        if subset is not None:  # q divides B / D: each device takes its own
-            block, per_block = subset
-            images, labels = (x.reshape(-1, block, *x.shape[1:])[:, :per_block].reshape(
-                -1, *x.shape[1:]) for x in (images, labels))
+        images, labels = (_local_subset(x, subset) for x in (images, labels))
         batch = {"image": images, "label": labels}
         per_example = batchnorm.frozen_bn_loss_fn_from_stats(
             model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
@@ -360,6 +366,39 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunk
 
     return jax.shard_map(local, mesh=mesh,
                          in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
+                         out_specs=P(DATA_AXIS))
+
+
+def _local_subset(x, subset: Optional[tuple[int, int]]):
+    """The first p of every q consecutive rows of this device's `x` (`rewarded_examples`;
+    q divides B / D, so each device takes its own); all of `x` if `subset` is None."""
+    if subset is None:
+        return x
+    block, per_block = subset
+    return x.reshape(-1, block, *x.shape[1:])[:, :per_block].reshape(-1, *x.shape[1:])
+
+
+def _fd_alignment_fn(model, mesh, step: float, subset: Optional[tuple[int, int]] = None):
+    """Sharded ``fn(params_t, batch_stats_t, bn_stats, images, labels, losses, direction) ->
+    GAR [B or M]`` by `gar.finite_difference_alignment` under step t's frozen BatchNorm
+    statistics, from `losses`, step t's per-example losses (its training forward, the same
+    statistics): one forward pass of the (rewarded) images at θ_t + εG."""
+    def local(params, batch_stats, bn_stats, images, labels, losses, direction):
+        # As in _alignment_fn: nothing before G exists; params typed varying over devices.
+        params, batch_stats, bn_stats, images, labels, losses, direction = (
+            jax.lax.optimization_barrier((params, batch_stats, bn_stats, images, labels,
+                                          losses, direction)))
+        bn_stats = jax.tree.map(lambda s: s[0], bn_stats)
+        images, labels, losses = (_local_subset(x, subset) for x in (images, labels, losses))
+        per_example = batchnorm.frozen_bn_loss_fn_from_stats(
+            model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
+        return gar.finite_difference_alignment(per_example, params,
+                                               {"image": images, "label": labels}, direction,
+                                               step=step, base_losses=losses)
+
+    return jax.shard_map(local, mesh=mesh,
+                         in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS),
+                                   P(DATA_AXIS), P()),
                          out_specs=P(DATA_AXIS))
 
 
@@ -387,6 +426,18 @@ def _reward_fns(model, mesh, opts: Options, grad_fn, subset=None) -> tuple[Calla
         def rewards(state, tape, images, labels, g, plain_loss):
             out = replay(state.batch_stats, tape, images, g)
             return out if subset is None else out[subset[2]]
+    elif opts.gar_method == "fd":  # step t also returns its statistics and per-example losses
+        step_fn = steps.make_grad_fn(model, mesh, bn_stats=True, example_losses=True)
+        align = _fd_alignment_fn(model, mesh, opts.fd_step,
+                                 subset=None if subset is None else subset[:2])
+
+        def augmented_step(params, batch_stats, images, labels, key):
+            grads, stats, metrics, bn_stats, losses = step_fn(params, batch_stats, images,
+                                                              labels, key)
+            return grads, stats, metrics, (bn_stats, losses)
+
+        def rewards(state, kept, images, labels, g, plain_loss):
+            return align(state.params, state.batch_stats, kept[0], images, labels, kept[1], g)
     else:  # step t also returns its BatchNorm statistics, frozen for GAR
         augmented_step = steps.make_grad_fn(model, mesh, bn_stats=True)
         align = _alignment_fn(model, mesh, opts.gar_method, opts.chunk_size, opts.num_chunks,

@@ -288,7 +288,8 @@ IGNORED_FIELDS = ("progress_bar", "data_dir", "log_every_steps", "checkpoint_eve
 # the code did before it existed: a run recorded without the field is the same run as one with
 # it at that value (so a run started before an upgrade resumes after it), and at any other
 # value it is another run. A new option whose default keeps the old behaviour belongs here.
-ADDED_FIELDS = {"ola.target_ema": 0.0, "ola.gar_target": "next", "ola.before_weight": 0.0}
+ADDED_FIELDS = {"ola.target_ema": 0.0, "ola.gar_target": "next", "ola.before_weight": 0.0,
+                "ola.fd_step": 1e-5}
 
 
 def _flatten(tree: dict, prefix: str = "") -> dict:

@@ -36,7 +36,8 @@ def cross_entropy(logits, labels):
     return optax.softmax_cross_entropy_with_integer_labels(logits, labels)
 
 
-def make_grad_fn(model, mesh: Mesh, *, bn_stats: bool = False) -> Callable:
+def make_grad_fn(model, mesh: Mesh, *, bn_stats: bool = False,
+                 example_losses: bool = False) -> Callable:
     """``fn(params, batch_stats, images [B,...], labels [B], key) -> (grads, stats, metrics)``.
 
     `images`/`labels` are the global batch (sharded ``P('data')``); the other inputs and all
@@ -48,6 +49,10 @@ def make_grad_fn(model, mesh: Mesh, *, bn_stats: bool = False) -> Callable:
     with a leading device axis (sharded ``P('data')``; ``{}`` without BatchNorm): what the
     frozen-statistics per-example loss at these params and this batch needs, at no extra
     forward (OLA's GAR). The other outputs are unchanged.
+
+    example_losses=True: one more output, last, the per-example losses of this forward, float[B]
+    (sharded ``P('data')``; under BatchNorm, with the batch statistics that bn_stats returns):
+    what a finite-difference GAR needs at θ_t (`gar.finite_difference_alignment`).
     """
     def local(params, batch_stats, images, labels, key):
         key = jax.random.fold_in(key, jax.lax.axis_index(DATA_AXIS))
@@ -64,18 +69,21 @@ def make_grad_fn(model, mesh: Mesh, *, bn_stats: bool = False) -> Callable:
                                               mutable=["batch_stats"] if has_bn else [])
             # pmean inside the differentiated function: the gradient of the *global* mean loss
             # w.r.t. the replicated params (shard_map's autodiff then sums the devices' parts).
-            loss = jax.lax.pmean(jnp.mean(cross_entropy(logits, labels)), DATA_AXIS)
-            return loss, (logits, updates, frozen)
+            per_example = cross_entropy(logits, labels)
+            loss = jax.lax.pmean(jnp.mean(per_example), DATA_AXIS)
+            return loss, (logits, updates, frozen, per_example)
 
-        (loss, (logits, updates, frozen)), grads = jax.value_and_grad(
+        (loss, (logits, updates, frozen, per_example)), grads = jax.value_and_grad(
             loss_fn, has_aux=True)(params)
         accuracy = jax.lax.pmean(jnp.mean(jnp.argmax(logits, -1) == labels), DATA_AXIS)
         new_stats = jax.lax.pmean(updates["batch_stats"], DATA_AXIS) if has_bn else batch_stats
         out = grads, new_stats, {"loss": loss, "accuracy": accuracy}
-        return out + (jax.tree.map(lambda s: s[None], frozen),) if bn_stats else out
+        if bn_stats:
+            out += (jax.tree.map(lambda s: s[None], frozen),)
+        return out + (per_example,) if example_losses else out
 
-    return jax.shard_map(local, mesh=mesh,
-                         out_specs=(P(), P(), P(), P(DATA_AXIS)) if bn_stats else P(),
+    extra = (P(DATA_AXIS),) * (bn_stats + example_losses)
+    return jax.shard_map(local, mesh=mesh, out_specs=(P(), P(), P()) + extra if extra else P(),
                          in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P()))
 
 
