@@ -15,7 +15,10 @@ as one function (`make_pair_step`):
    by default, or chunks of ``ola.chunk_size``), or "layerwise" (`gar_jax.gar_layerwise`: the
    augmented step keeps each layer's input and output-gradient, or its per-example gradients
    where smaller: ``ola.gar_store``; BatchNorm nets: ``ola.gar_convention`` frozen, the same
-   numbers as jvp, or contribution)),
+   numbers as jvp, or contribution); or, approximately, "fd": a one-sided finite difference of
+   the per-example losses, (ℓ_n(θ_t + εG) - ℓ_n(θ_t)) / ε, ε = ``ola.fd_step`` ||θ|| / ||G||,
+   from step t's own losses and one forward of the rewarded images (about 1% off in float32:
+   `gar.finite_difference_alignment`)),
    normalized over the batch; or NSLR (−L_{t+1} for every example, normalized across steps).
    With ``ola.target_ema`` = β > 0 (an extension, not the paper's), GAR is taken against an
    exponential moving average of the plain steps' G instead of this step's G alone (the model's
