@@ -113,6 +113,9 @@ def test_settings_record_the_target_options_only_when_not_the_papers():
     mix = dict(before, gar_target="response", before_weight=0.25)
     assert study.settings_of(mix) == dict(study.settings_of(before), gar_target="response",
                                           before_weight=0.25)
+    fd = dict(before, gar_method="fd", fd_step=1e-5)  # the default step is not recorded
+    assert study.settings_of(fd) == dict(study.settings_of(before), gar_method="fd")
+    assert study.settings_of(dict(fd, fd_step=1e-6))["fd_step"] == 1e-6
 
 
 def test_diagnose_pools_over_steps(tmp_path):
