@@ -251,14 +251,16 @@ def bench_model(depth, width, batch, norm, reps, methods):
     }
     todo = []
     for name in methods:
+        # the paper's target for every OLA method ("default" / "response" then set their own)
+        for field in ("target_ema", "gar_target", "before_weight", "fd_step"):
+            config.ola[field] = getattr(ola.Options, field)
         if name == "fixed":
             todo.append(Method(name, "ua", fixed_core(model, tx, mesh), fresh(), mesh))
         elif name == "direct":
             core, init = direct_core(model, tx, mesh)
             todo.append(Method(name, "standard", core, init(fresh()), mesh))
-        elif name == "nslr":  # OLA's pair without GAR (NSLR rewards): the floor of its cost
-            for field in ("target_ema", "gar_target", "before_weight"):  # no extra gradient
-                config.ola[field] = getattr(ola.Options, field)
+        elif name == "nslr":  # OLA's pair without GAR (its reward is set below): the floor
+            pass
         elif name in ("default", "response"):  # whatever configs/cifar10_ola.py uses
             default = defaults.load_config(CIFAR10_OLA).ola
             for field in GAR_FIELDS:
@@ -279,8 +281,6 @@ def bench_model(depth, width, batch, norm, reps, methods):
              config.ola.gar_store) = GAR_VARIANTS.get(method, (method, "frozen", False, "auto"))
             config.ola.chunk_size = int(chunk or 0)
             config.ola.num_chunks = 1  # "jvp" / "vmap": the whole batch at once
-            for field in ("target_ema", "gar_target", "before_weight"):  # the paper's target
-                config.ola[field] = getattr(ola.Options, field)
         if name not in ("fixed", "direct"):
             config.ola.reward = "nslr" if name == "nslr" else "gar"
             core = ola.make_pair_core(model, tx, mesh, space,

@@ -50,6 +50,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import optax
 
 from gar_jax.errors import ConfigError
 
@@ -218,10 +219,8 @@ def finite_difference_alignment(per_example_loss_fn: PerExampleLossFn, params: P
                           f"got {step!r}")
     direction = _conform_direction(params, direction)
     batch_size = _batch_size(batch)
-    norm = lambda t: jnp.sqrt(sum(jnp.sum(jnp.square(x.astype(jnp.float32)))
-                                  for x in jax.tree.leaves(t)))
-    d_norm = norm(direction)
-    eps = step * norm(params) / jnp.maximum(d_norm, 1e-30)
+    d_norm = optax.tree.norm(direction)
+    eps = step * optax.tree.norm(params) / jnp.maximum(d_norm, 1e-30)
     moved = jax.tree.map(lambda p, d: p + (eps * d).astype(p.dtype), params, direction)
     losses = per_example_loss_fn(moved, batch)
     if jnp.shape(losses) != (batch_size,):

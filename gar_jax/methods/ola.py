@@ -359,11 +359,8 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunk
         # psum over devices (tests/test_ola_frozen_stats.py checks 8 devices).
         params, batch_stats, bn_stats, images, labels, direction = jax.lax.optimization_barrier(
             (params, batch_stats, bn_stats, images, labels, direction))
-        bn_stats = jax.tree.map(lambda s: s[0], bn_stats)  # this device's statistics
-        images, labels = (_local_subset(x, subset) for x in (images, labels))
-        batch = {"image": images, "label": labels}
-        per_example = batchnorm.frozen_bn_loss_fn_from_stats(
-            model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
+        per_example, batch = _frozen_local(model, params, batch_stats, bn_stats, images,
+                                           labels, subset)
         return gar.alignment(per_example, params, batch, direction, method=method,
                              chunk_size=chunk_size_for(images.shape[0], chunk_size, num_chunks))
 
@@ -381,6 +378,16 @@ def _local_subset(x, subset: Optional[tuple[int, int]]):
     return x.reshape(-1, block, *x.shape[1:])[:, :per_block].reshape(-1, *x.shape[1:])
 
 
+def _frozen_local(model, params, batch_stats, bn_stats, images, labels, subset):
+    """Inside the alignment functions' shard_map: this device's (rewarded) examples as a batch
+    and their per-example loss under this device's frozen statistics of step t."""
+    bn_stats = jax.tree.map(lambda s: s[0], bn_stats)  # this device's statistics
+    images, labels = (_local_subset(x, subset) for x in (images, labels))
+    per_example = batchnorm.frozen_bn_loss_fn_from_stats(
+        model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
+    return per_example, {"image": images, "label": labels}
+
+
 def _fd_alignment_fn(model, mesh, step: float, subset: Optional[tuple[int, int]] = None):
     """Sharded ``fn(params_t, batch_stats_t, bn_stats, images, labels, losses, direction) ->
     GAR [B or M]`` by `gar.finite_difference_alignment` under step t's frozen BatchNorm
@@ -391,13 +398,10 @@ def _fd_alignment_fn(model, mesh, step: float, subset: Optional[tuple[int, int]]
         params, batch_stats, bn_stats, images, labels, losses, direction = (
             jax.lax.optimization_barrier((params, batch_stats, bn_stats, images, labels,
                                           losses, direction)))
-        bn_stats = jax.tree.map(lambda s: s[0], bn_stats)
-        images, labels, losses = (_local_subset(x, subset) for x in (images, labels, losses))
-        per_example = batchnorm.frozen_bn_loss_fn_from_stats(
-            model, variables(params, batch_stats), bn_stats, steps.cross_entropy, train=True)
-        return gar.finite_difference_alignment(per_example, params,
-                                               {"image": images, "label": labels}, direction,
-                                               step=step, base_losses=losses)
+        per_example, batch = _frozen_local(model, params, batch_stats, bn_stats, images,
+                                           labels, subset)
+        return gar.finite_difference_alignment(per_example, params, batch, direction, step=step,
+                                               base_losses=_local_subset(losses, subset))
 
     return jax.shard_map(local, mesh=mesh,
                          in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS),
