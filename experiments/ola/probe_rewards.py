@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from gar_jax import batchnorm
+from gar_jax import batchnorm, gar
 from gar_jax.augment import ola_sampler
 from gar_jax.methods import ola
 from gar_jax.models import variables
@@ -138,16 +138,12 @@ def main(argv=None) -> None:
                            for a, b in zip(flat(g), jax.tree.leaves(t))) for t in targets]
 
         g, dots = alignments(images)
-        if args.fd:  # [exact, then one finite difference per ε] against G(θ_t+1)
-            losses = jax.vmap(one, in_axes=(None, 0, 0))
-            base = losses(state.params, images, labels)
-            norm_of = lambda t: jnp.sqrt(sum(jnp.sum(jnp.square(a)) for a in jax.tree.leaves(t)))
-            scale = norm_of(state.params) / norm_of(targets[0])
-            for rel in fds:  # a step of rel x ||θ|| along G
-                eps = rel * scale
-                moved = jax.tree.map(lambda p, d: p + eps * d.astype(p.dtype), state.params,
-                                     targets[0])
-                dots.append((losses(moved, images, labels) - base) / eps)
+        if args.fd:  # [exact, then OLA's finite difference per δ] against G(θ_t+1)
+            batch = {"image": images, "label": labels}
+            base = per_example(state.params, batch)  # (OLA takes them from step t's forward)
+            dots += [gar.finite_difference_alignment(per_example, state.params, batch,
+                                                     targets[0], step=rel, base_losses=base)
+                     for rel in fds]
         if args.control:  # [aug targets..., unaugmented targets...]
             dots = dots + alignments(unaugmented)[1]
         norm = jnp.sqrt(sum(jnp.sum(a * a, 1) for a in flat(g)))
