@@ -32,7 +32,10 @@ split into the next batch's gradient before the step and the step's response (se
 ``--control``: also each reward minus the same image's own reward without the learned ops
 (the standard pipeline alone, the same crop and flip): a per-image REINFORCE baseline, which
 does not depend on the sampled ops and so leaves the policy gradient's expectation unchanged
-(section 6j).
+(section 6j). ``--response-batch 4,8,16``: also the response taken on the first s images of
+the plain batch only, <g_n, G_s(θ_t+1) - G_s(θ_t)> (two gradients of s images instead of one of
+the whole batch: what a cheap response would see), and GAR plus each response, each normalized
+over the batch first (section 6k).
 """
 from __future__ import annotations
 
@@ -72,6 +75,10 @@ def main(argv=None) -> None:
                         help="also each reward minus the same image's reward without the "
                              "learned ops (its standard pipeline, same crop and flip): a "
                              "per-image baseline that does not depend on the sampled ops")
+    parser.add_argument("--response-batch", default="",
+                        help="comma list of s (implies --decompose): also the response on the "
+                             "plain batch's first s images, G_s(θ_t+1) - G_s(θ_t), and GAR plus it "
+                             "(each normalized first)")
     parser.add_argument("--fd", default="",
                         help="comma list of δ: instead, GAR by a one-sided finite difference of "
                              "the per-example losses, (ℓ_n(θ + εG) - ℓ_n(θ)) / ε with ε = "
@@ -101,6 +108,13 @@ def main(argv=None) -> None:
         parser.error("--target-batches must be positive")
     kmax = ks[-1]
     fds = [float(e) for e in args.fd.split(",")] if args.fd else []
+    sizes = [int(s) for s in args.response_batch.split(",")] if args.response_batch else []
+    if sizes:
+        args.decompose = True
+        if args.control or args.fd or ks != [1]:
+            parser.error("--response-batch goes with none of --control, --fd, --target-batches")
+        if not all(0 < s <= config.batch_size for s in sizes):
+            parser.error(f"--response-batch sizes must be in 1..{config.batch_size}")
 
     @jax.jit
     def probe(state, key, images, labels, plain_images, plain_labels):
@@ -122,6 +136,11 @@ def main(argv=None) -> None:
         if args.decompose:  # the next batch's gradient before the step (θ_t): no response
             targets.append(grad_fn(state.params, state.batch_stats, plain[0], plain_labels[0],
                                    k_drop)[0])
+        for s in sizes:  # the response on the plain batch's first s images only
+            x, y = plain[0][:s], plain_labels[0][:s]
+            after = grad_fn(mid.params, mid.batch_stats, x, y, k_drop)[0]
+            before = grad_fn(state.params, state.batch_stats, x, y, k_drop)[0]
+            targets.append(jax.tree.map(jnp.subtract, after, before))
         own = variables(state.params, state.batch_stats)
         per_example = batchnorm.frozen_bn_loss_fn(setup.model, own, {"image": images,
                                                                      "label": labels},
@@ -185,8 +204,13 @@ def main(argv=None) -> None:
                 rewards["response"] = response
                 rewards["response - own"] = response - (base[:, 0] - base[:, -1])
         elif args.decompose:
-            rewards = {"dot G(t+1)": dots[:, 0], "dot G(t)": dots[:, -1],
-                       "dot G(t+1)-G(t)": dots[:, 0] - dots[:, -1]}
+            before = dots[:, len(ks)]  # targets: G(θ_t+1), G(θ_t), then one per size
+            rewards = {"dot G(t+1)": dots[:, 0], "dot G(t)": before,
+                       "dot G(t+1)-G(t)": dots[:, 0] - before}
+            unit = lambda r: (r - r.mean(1, keepdims=True)) / r.std(1, keepdims=True)
+            for j, s in enumerate(sizes):
+                rewards[f"response s={s}"] = dots[:, len(ks) + 1 + j]
+                rewards[f"GAR + resp s={s}"] = unit(dots[:, 0]) + unit(dots[:, len(ks) + 1 + j])
         elif ks == [1]:
             dot = dots[:, 0]
             rewards = {"dot": dot, "cos": dot / (norm + 1e-12),
