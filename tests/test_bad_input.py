@@ -16,7 +16,6 @@ must be refused. The experiment kinds are found from configs/*.py (one config pe
 has a config; every method module must have one.
 """
 import glob
-import importlib.util
 import os
 import sys
 import tempfile
@@ -25,18 +24,12 @@ import pytest
 from absl import flags
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+import config_files
 from gar_jax import main as cli_main
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = 300
 STATS = {"examples": 0, "refused": 0, "accepted": 0}
-
-
-def _load(path):
-    spec = importlib.util.spec_from_file_location("config_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 def _kinds() -> dict:
@@ -45,7 +38,7 @@ def _kinds() -> dict:
                    key=lambda p: ("digits" not in os.path.basename(p), p))
     kinds = {}
     for path in paths:
-        config = _load(path)
+        config = config_files.load_path(path)
         kind = config.get("experiment", None)
         if kind not in kinds:
             kinds[kind] = (path, cli_main.config_fields(config))

@@ -156,6 +156,21 @@ def test_a_workdir_of_an_older_version_is_refused_in_one_line(tmp_path):
         assert json.load(f)["ola"]["reward"] == "gar,nslr"
 
 
+def test_added_fields_are_the_options_defaults():
+    """engine.ADDED_FIELDS (what an old workdir's missing field means) and ola.Options (what an
+    old config's missing field means) give every added OLA option the same value."""
+    import dataclasses
+
+    from gar_jax.methods import ola
+    from gar_jax.train import engine
+
+    defaults_ = {f.name: f.default for f in dataclasses.fields(ola.Options)}
+    added = {k.partition(".")[2]: v for k, v in engine.ADDED_FIELDS.items()}
+    assert set(added) == {"target_ema", "gar_target", "before_weight", "fd_step"}
+    assert all(k.startswith("ola.") for k in engine.ADDED_FIELDS)
+    assert added == {k: defaults_[k] for k in added}
+
+
 def test_a_run_recorded_before_an_option_existed_resumes_at_its_old_behaviour(tmp_path):
     """A workdir whose config.json predates an option (engine.ADDED_FIELDS) is the same run
     at the option's old-behaviour value, and another run at any other value (one line)."""

@@ -1,5 +1,4 @@
 """experiments/compare/run.py: statistics, reading cells, resuming, methods not yet available."""
-import importlib.util
 import json
 import math
 import os
@@ -9,15 +8,11 @@ import pytest
 
 import config_files
 
-_PATH = os.path.join(os.path.dirname(__file__), "..", "experiments", "compare", "run.py")
 
 
 @pytest.fixture(scope="module")
 def compare():
-    spec = importlib.util.spec_from_file_location("compare_run", _PATH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_files.experiment("compare/run")
 
 
 def test_mean_ci_is_student_t_by_hand(compare):
@@ -185,10 +180,7 @@ def test_hostile_summary_gap_recovery_welch_and_learned_probabilities_by_hand(co
 
 
 def test_cost_plans_count_every_program_by_hand():
-    spec = importlib.util.spec_from_file_location(
-        "bench_cells", os.path.join(os.path.dirname(_PATH), "bench_cells.py"))
-    bench_cells = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench_cells)
+    bench_cells = config_files.experiment("compare/bench_cells")
     plan = bench_cells.plan
     assert plan("standard") == [("standard", 1000)]          # 200 epochs x 100 / 20
     assert plan("none") == [("none", 1000)]

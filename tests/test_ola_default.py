@@ -14,6 +14,7 @@ from gar_jax.errors import ConfigError
 from gar_jax.augment import ola_sampler
 from gar_jax.augment import spaces
 from gar_jax.methods import ola
+import config_files
 from config_files import load as load_config
 
 from test_ola_frozen_stats import SPACE, float64, pair_by_hand, pair_case  # noqa: F401 (fixture)
@@ -108,14 +109,7 @@ def test_rank_weights():
 
 def _bench_ola_cost():
     """experiments/bench_ola_cost.py as a module (experiments/ is no package)."""
-    import importlib.util
-    import os
-
-    path = os.path.join(os.path.dirname(__file__), "..", "experiments", "bench_ola_cost.py")
-    spec = importlib.util.spec_from_file_location("bench_ola_cost", path)
-    bench = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(bench)
-    return bench
+    return config_files.experiment("bench_ola_cost")
 
 
 def test_bench_default_row_copies_every_gar_choice():

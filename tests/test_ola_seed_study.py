@@ -2,22 +2,17 @@
 the median op and the keep curve of the destructive op (a resumed run's repeated epochs counted
 once), each variant's section written once and labelled partial; diagnose's pooled per-op
 weights against a hand computation."""
-import importlib.util
 import json
 import math
 import os
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
+import config_files
 
 
 def _module(name):
-    path = os.path.join(HERE, "..", "experiments", "ola", f"{name}.py")
-    spec = importlib.util.spec_from_file_location(f"ola_{name}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return config_files.experiment(f"ola/{name}")
 
 
 def _run(path, probs, keeps, acc=0.98, finished=True, ola=None):

@@ -1,7 +1,6 @@
 """The OLA training loop on tiny WRNs (WRN-10-1, 8x8 digits): 8 devices == 1 device on a
 GroupNorm model (layer-wise GAR on 8, the default jvp GAR in 2 chunks on 1), exact resume, the outputs of a run, the
 policy replay, and bad configs."""
-import importlib.util
 import json
 import os
 
@@ -187,11 +186,7 @@ def test_bad_configs_fail_before_compute(override, message):
 
 
 def _load_config(name, *args):
-    path = os.path.join(os.path.dirname(__file__), "..", "configs", name)
-    spec = importlib.util.spec_from_file_location(name[:-3], path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config(*args)
+    return config_files.load(name[:-3] + "".join(":" + a for a in args))
 
 
 def test_every_ola_config_validates():

@@ -1,5 +1,4 @@
 """Toy split experiment: splits, sampling, nets, the vmapped training, AUC table and runner."""
-import importlib.util
 import json
 import os
 
@@ -10,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import config_files
 from gar_jax import reinforce
 from gar_jax.data import sources
 from gar_jax.data import splits
@@ -21,10 +21,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def load_config(name="toy_split.py", **overrides):
-    spec = importlib.util.spec_from_file_location("cfg", os.path.join(REPO, "configs", name))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    config = module.get_config()
+    config = config_files.load_path(os.path.join(REPO, "configs", name))
     config.update_from_flattened_dict(overrides)  # "ola.reward": "gar" sets config.ola.reward
     return config
 

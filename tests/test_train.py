@@ -1,6 +1,5 @@
 """The training stack on 8 simulated CPU devices with tiny WRNs (WRN-10-1) on 8x8 digits."""
 import glob
-import importlib.util
 import json
 import math
 import os
@@ -301,10 +300,7 @@ def test_missing_tfds_dataset_fails_with_instructions(tmp_path):
 
 
 def _load_config(path, arg=None):
-    spec = importlib.util.spec_from_file_location("config_under_test", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config() if arg is None else module.get_config(arg)
+    return config_files.load_path(path, arg or "")
 
 
 def test_every_supervised_config_validates():

@@ -28,6 +28,8 @@ import os
 import re
 import statistics
 
+from gar_jax.train.engine import ADDED_FIELDS
+
 
 # The OLA settings a row records: a variant's rows must agree on them.
 SETTINGS = ("reward", "gar_method", "gar_convention", "num_chunks", "chunk_size",
@@ -63,13 +65,14 @@ def load_run(path: str) -> dict | None:
 
 
 def settings_of(ola_config: dict) -> dict:
-    """The row's `SETTINGS`, plus ``target_ema``, ``gar_target``, ``before_weight`` and
-    ``fd_step`` where they are not the paper's (fd_step: not the default's) (absent from runs made before they existed and from runs at the paper's
-    values, so that their rows agree)."""
+    """The row's `SETTINGS`, plus each OLA option added since the first runs (engine's
+    ``ADDED_FIELDS``: target_ema, gar_target, before_weight, fd_step) where it is not at its
+    old-behaviour value, so that rows of runs made before it existed and of runs at that value
+    agree."""
     settings = {k: ola_config.get(k) for k in SETTINGS}
-    for key, paper in (("target_ema", 0.0), ("gar_target", "next"), ("before_weight", 0.0),
-                       ("fd_step", 1e-5)):
-        if ola_config.get(key, paper) != paper:
+    for field, old in ADDED_FIELDS.items():
+        section, _, key = field.partition(".")
+        if section == "ola" and ola_config.get(key, old) != old:
             settings[key] = ola_config[key]
     return settings
 
