@@ -217,7 +217,8 @@ def test_simulated_policy_gradient_is_reinforce_of_the_sampler():
     np.testing.assert_allclose(g_rho[0], grads["keep_logits"], atol=1e-6)
 
 
-def _policy_run(path, epochs, planted_keeps, other_keep=0.5, p_k=(0.4, 0.3, 0.2, 0.1)):
+def _policy_run(path, epochs, planted_keeps, other_keep=0.5, p_k=(0.4, 0.3, 0.2, 0.1),
+                replace=None):
     """A finished run: policy_history.jsonl with the planted op (last of 15) at keep
     planted_keeps[e] in epoch e + 1 (one epoch written twice, as a resumed run does) and
     results.json naming the ops."""
@@ -230,9 +231,12 @@ def _policy_run(path, epochs, planted_keeps, other_keep=0.5, p_k=(0.4, 0.3, 0.2,
             if epoch == 2:  # the killed run's first record of epoch 2, then the resumed one
                 f.write(json.dumps({**record, "p_keep": [0.0] * 15}) + "\n")
             f.write(json.dumps(record) + "\n")
+    results = {"learned_policy": {"op_probability": {n: 0.1 for n in names[:-1]} | {
+        "sample_pairing": 0.0}, "destructive_op": "sample_pairing"}}
+    if replace is not None:
+        results["config"] = {"ola": {"replace": replace}}
     with open(os.path.join(path, "results.json"), "w") as f:
-        json.dump({"learned_policy": {"op_probability": {n: 0.1 for n in names[:-1]} | {
-            "sample_pairing": 0.0}, "destructive_op": "sample_pairing"}}, f)
+        json.dump(results, f)
 
 
 def test_polyak_readout_averages_the_second_half(tmp_path):
@@ -260,6 +264,22 @@ def test_polyak_readout_averages_the_second_half(tmp_path):
     out = readout.readouts(str(run), 0.0)
     mean = sum(op_probability(p_k, keeps(q)) for q in (0.1, 0.1, 0.9, 0.3)) / 4
     np.testing.assert_allclose(out["polyak"]["ratio"], mean[-1] / np.median(mean), rtol=1e-12)
+
+
+def test_polyak_readout_follows_the_runs_draw_without_replacement(tmp_path):
+    # ola.replace = False: P(a) = E[k] keep_a / A, proportional to keep_a, so the ratio to the
+    # median op is the keep ratio: 0.3 / 0.56 (the 8th of 0.30, 0.50, ..., 0.63). With
+    # replacement (the default, a run without the field) it is not.
+    readout = _module("polyak_readout")
+    _policy_run(str(tmp_path / "without"), 4, [0.1, 0.1, 0.9, 0.3], replace=False)
+    _policy_run(str(tmp_path / "with"), 4, [0.1, 0.1, 0.9, 0.3])
+    without = readout.readouts(str(tmp_path / "without"), 0.5)
+    assert without["final"]["ratio"] == pytest.approx(0.3 / 0.56, rel=1e-12)
+    # the mean of epochs 3-4: (0.9 + 0.3) / 2 = 0.6, now the median is the 8th of 0.50, ..., 0.59,
+    # 0.60, 0.60, 0.61, ...: 0.57
+    assert without["polyak"]["ratio"] == pytest.approx(0.6 / 0.57, rel=1e-12)
+    assert abs(readout.readouts(str(tmp_path / "with"), 0.5)["final"]["ratio"]
+               - 0.3 / 0.56) > 1e-3
 
 
 def test_polyak_readout_refuses_an_unfinished_run_in_one_line(tmp_path, capsys):

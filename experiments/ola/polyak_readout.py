@@ -1,6 +1,7 @@
 """The planted op read off an averaged policy instead of the final one (experiments/ola/README.md
 section 6h): for each finished destructive-op run, the probability that an image gets each op,
-P(a) = 1 - sum_k p(k) (1 - keep_a / A)^k (the sampler's draw with replacement, A ops), from
+P(a) = 1 - sum_k p(k) (1 - keep_a / A)^k (the sampler's draw with replacement, A ops; without,
+for runs with ``ola.replace = False``, P(a) = sum_k p(k) k keep_a / A), from
 every epoch's policy in policy_history.jsonl (the ensemble-averaged summary; a resumed run's
 repeated epochs counted once, the last record kept), then
 
@@ -36,12 +37,15 @@ def judge(probs: np.ndarray, planted: int) -> dict:
 def readouts(path: str, start: float = 0.5) -> dict:
     """{"final": judge, "polyak": judge, "results_rank": int, "epochs": int} of one run."""
     with open(os.path.join(path, "results.json"), encoding="utf-8") as f:
-        learned = json.load(f)["learned_policy"]
+        results = json.load(f)
+    learned = results["learned_policy"]
+    replace = results.get("config", {}).get("ola", {}).get("replace", True)
     names = list(learned["op_probability"])
     planted = names.index(learned["destructive_op"])
     history = report.read_history(path)  # a resumed run's repeated epochs: the last record
     probs = ola_sampler.op_probability_from([r["p_k"] for r in history],
-                                            [r["p_keep"] for r in history])  # [epochs, A]
+                                            [r["p_keep"] for r in history],
+                                            replace=replace)  # [epochs, A]
     first = int(np.floor(start * len(history)))
     ranked = sorted(names, key=learned["op_probability"].get)
     return {"final": judge(probs[-1], planted), "polyak": judge(probs[first:].mean(0), planted),
