@@ -73,7 +73,8 @@ def get_config():
                                    # 0 = this step's G alone, the paper's)
     c.ola.gar_target = "next"      # GAR against the next batch's gradient G (the paper's), or
                                    # "response": G minus that batch's gradient before the step
-                                   # (one more gradient a pair; experiments/ola/README.md 6i)
+                                   # (one more gradient a pair; experiments/ola/README.md 6i),
+                                   # or "both": the two rewards, each normalized, summed (6l)
     c.ola.before_weight = 0.0      # "response": plus this times that batch's gradient before
                                    # the step (1 = plain GAR)
     c.ola.learning_rate = 0.1      # Adam on the policy logits

@@ -158,8 +158,66 @@ def test_response_rewards_are_gar_against_the_steps_response(devices, alpha):
                      got, want)
 
 
+@pytest.mark.parametrize("devices,normalization", [(1, "sampler"), (8, "sampler"), (1, "batch")])
+def test_both_rewards_are_gar_plus_the_response_each_normalized(devices, normalization):
+    """gar_target = "both": GAR against G and GAR against G - G0, each normalized as REINFORCE
+    normalizes (per sampler, n - 1 std; or over the batch), summed; the model's update is
+    plain GAR's."""
+    model, mesh, tx, meta_tx, state, images, labels, sample, plain, _ = pair_case(devices)
+    policy = state.policy
+    key = jax.random.key(3)
+    opts = dict(reward_normalization=normalization)
+    core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx,
+                              ola.Options(gar_target="both", **opts))
+    next_core = ola.make_pair_core(model, tx, mesh, SPACE, meta_tx, ola.Options(**opts))
+    groups = ola_sampler.ensemble_size(policy) if normalization == "sampler" else 1
+    assert groups > 1 or normalization == "batch"
+
+    @jax.jit
+    def by_hand(state):
+        after, gar_against, grad_plain = pair_by_hand(model, mesh, tx, state, images, labels,
+                                                      plain, key)
+        before = grad_plain(state.params, state.batch_stats)
+        return gar_against(after), gar_against(jax.tree.map(jnp.subtract, after, before))
+
+    gar_rewards, response_rewards = (np.asarray(r, np.float64) for r in by_hand(state))
+
+    def unit(r):  # numpy, by hand: per sampler with the n - 1 std, or the batch's population std
+        r, ddof = r.reshape(groups, -1), 1 if normalization == "sampler" else 0
+        return ((r - r.mean(1, keepdims=True)) / r.std(1, ddof=ddof, keepdims=True)).reshape(-1)
+
+    rewards = unit(gar_rewards) + unit(response_rewards)
+    assert abs(np.corrcoef(gar_rewards, response_rewards)[0, 1]) < 0.99  # two rewards
+    want_policy, *_ = reinforce.reward_update(
+        meta_tx, policy, state.policy_opt_state, state.reward_stats,
+        lambda p: ola_sampler.log_prob(p, sample), jnp.asarray(rewards),
+        groups=groups if normalization == "sampler" else None)
+    (new, m), (new_next, _) = jax.jit(lambda s: (
+        core(s, images, sample, labels, plain, key),
+        next_core(s, images, sample, labels, plain, key)))(state)
+    np.testing.assert_allclose(m["reward_mean"], np.mean(rewards), atol=1e-10)
+    np.testing.assert_allclose(m["reward_std"], np.std(rewards), rtol=1e-10)
+    # What each op was told (the REINFORCE weights, by value: Adam's first step below only
+    # sees their signs), then the policy (float32: within an ulp, the reductions' order
+    # differs on 8 devices).
+    weights = unit(rewards) if normalization == "sampler" else (
+        (rewards - rewards.mean()) / rewards.std())
+    want = ola.op_reward_metrics(sample, jnp.asarray(weights), SPACE)
+    for name in SPACE.op_names:
+        np.testing.assert_allclose(m[f"op_weight/{name}"], want[f"op_weight/{name}"],
+                                   rtol=1e-6, atol=1e-7, err_msg=name)
+    assert max(abs(float(want[f"op_weight/{n}"])) for n in SPACE.op_names) > 0.05
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9),
+                 new.policy, want_policy)
+    assert np.abs(new.policy["keep_logits"] - new_next.policy["keep_logits"]).max() > 1e-4
+    for got, want in ((new.params, new_next.params), (new.batch_stats, new_next.batch_stats)):
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-14),
+                     got, want)
+
+
 @pytest.mark.parametrize("fields,needle", [
-    ({"gar_target": "before"}, "must be one of ('next', 'response')"),
+    ({"gar_target": "before"}, "must be one of ('next', 'response', 'both')"),
+    ({"gar_target": "both", "before_weight": 0.5}, "needs config.ola.gar_target='response'"),
     ({"gar_target": "response", "reward": "nslr"}, "needs config.ola.reward='gar'"),
     ({"gar_target": "response", "target_ema": 0.5}, "and config.ola.target_ema=0"),
     ({"gar_target": "response", "before_weight": 1.5}, "must be a number in [0, 1]"),

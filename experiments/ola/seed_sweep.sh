@@ -15,7 +15,8 @@
 # 0.2), gar_60ep (the default over 60 epochs instead of 30), gar_ema75 / gar_ema90 (GAR against
 # a moving average of the plain steps' G, decay 0.75 / 0.9), gar_response (GAR against the step's
 # response, ola.gar_target=response; gar_response25: plus 0.25 x the gradient before the step),
-# gar_fd (GAR by a finite difference of the per-example losses, ola.gar_method=fd) (default "gar,nslr,gar_contribution");
+# gar_fd (GAR by a finite difference of the per-example losses, ola.gar_method=fd), gar_both (GAR
+# and the response, each normalized, summed: ola.gar_target=both) (default "gar,nslr,gar_contribution");
 # CORE: the CPU core (default 1). It must be a session leader (setsid): it lowers its own autogroup's
 # priority to nice 19 (/proc/self/autogroup), which plain `nice` does not do across sessions;
 # SWEEP_NICE=n sets another value.
@@ -54,6 +55,7 @@ flags_of() {
     gar_response) echo "--config.ola.gar_target=response" ;;
     gar_response25) echo "--config.ola.gar_target=response --config.ola.before_weight=0.25" ;;
     gar_fd) echo "--config.ola.gar_method=fd" ;;
+    gar_both) echo "--config.ola.gar_target=both" ;;
     *) echo "seed_sweep.sh: unknown variant $1" >&2; return 2 ;;
   esac
 }

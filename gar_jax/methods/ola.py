@@ -28,7 +28,9 @@ as one function (`make_pair_step`):
    G - ∇L_{t+1}(θ_t), the plain batch's gradient after the step minus before it (one more
    gradient of the plain batch per pair): on digits the planted op's signal is there, and the
    rest of G is noise for it (section 6i); ``ola.before_weight`` = α adds α ∇L_{t+1}(θ_t) back
-   (α = 1 is G itself, plain GAR);
+   (α = 1 is G itself, plain GAR); ``ola.gar_target = "both"`` rewards with GAR and the
+   response each normalized as REINFORCE normalizes (per sampler or per batch), then summed (two
+   alignments of the rewarded images; section 6l);
 4. REINFORCE update of the policy (Adam, lr 0.1, b1 = 0, gradient value clipping at 5; the lr
    constant, or following the model's schedule: ``ola.lr_schedule``).
 
@@ -67,7 +69,8 @@ REWARDS = ("gar", "nslr")
 REWARD_NORMALIZATIONS = ("batch", "sampler")
 # What GAR is taken against: the next batch's gradient after the step (the paper's), or its
 # change by the step (the "response"; one more gradient a pair).
-GAR_TARGETS = ("next", "response")
+# "both": the two rewards, each normalized, summed.
+GAR_TARGETS = ("next", "response", "both")
 
 
 @flax.struct.dataclass
@@ -469,8 +472,8 @@ def make_pair_step(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
     active slots per image), p_k<k> and keep/<op> (the policy, averaged over the ensemble),
     op_applied/<op>, op_weight/<op>, op_weight_sq/<op> and, for GAR, op_rank_weight[_sq]/<op>
     (`op_reward_metrics`: what the policy was told about each op); with ``ola.target_ema``,
-    target_cosine (cos of G and the moving average); with ``ola.gar_target = "response"``,
-    response_ratio (the norm of GAR's direction over G's).
+    target_cosine (cos of G and the moving average); with ``ola.gar_target = "response"`` or
+    ``"both"``, response_ratio (the norm of the response's direction over G's).
     """
     augment = make_policy_augment(space, opts, standard)
     core = make_pair_core(model, tx, mesh, space, meta_tx, opts, standard=standard,
@@ -527,7 +530,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
             labels.shape[0], ola_sampler.ensemble_size(state.policy))
         k_standard, k_drop_aug, k_drop_plain = jax.random.split(key, 3)
         plain = standard(k_standard, batch_plain["image"])
-        if opts.gar_target == "response":  # the plain batch's gradient before the step
+        if opts.gar_target != "next":  # the plain batch's gradient before the step
             g0, _, _ = grad_fn(state.params, state.batch_stats, plain, batch_plain["label"],
                                k_drop_plain)
         # 1. The augmented step (and what its rewards need: a tape, BatchNorm statistics).
@@ -542,7 +545,9 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         # correction: a positive factor common to a step's rewards cancels in their per-step
         # normalization); 4. REINFORCE update of the policy.
         target = None  # the moving average, carried in the state
-        if opts.gar_target == "response":
+        groups = (ola_sampler.ensemble_size(state.policy)  # each sampler its own B/E rewards
+                  if opts.reward == "gar" and opts.reward_normalization == "sampler" else None)
+        if opts.gar_target != "next":
             alpha = opts.before_weight
             direction = jax.tree.map(lambda a, b: a - (1 - alpha) * b, g, g0)
         elif opts.target_ema:
@@ -552,10 +557,11 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         else:
             direction = g
         rewards = reward_fn(state, kept, images, labels, direction, m_plain["loss"])
+        if opts.gar_target == "both":  # GAR and the response, each as REINFORCE normalizes it
+            gar_rewards = reward_fn(state, kept, images, labels, g, m_plain["loss"])
+            rewards = _normalized(gar_rewards, groups) + _normalized(rewards, groups)
         learned = (sample if rewarded is None  # the policy learns from the rewarded ones only
                    else jax.tree.map(lambda x: x[rewarded], sample))
-        groups = (ola_sampler.ensemble_size(state.policy)  # each sampler its own B/E rewards
-                  if opts.reward == "gar" and opts.reward_normalization == "sampler" else None)
         policy, policy_opt_state, reward_stats, weights = reinforce.reward_update(
             meta_tx, state.policy, state.policy_opt_state, state.reward_stats,
             lambda p: ola_sampler.log_prob(p, learned, replace=opts.replace), rewards,
@@ -573,7 +579,7 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
                    "ops_applied": jnp.mean(jnp.sum(sample.active, axis=1))}
         if schedule is not None:
             metrics["learning_rate"] = schedule(state.step)
-        if opts.gar_target == "response":  # the direction's size relative to G
+        if opts.gar_target != "next":  # the response's size relative to G
             metrics["response_ratio"] = optax.tree.norm(direction) / jnp.maximum(
                 optax.tree.norm(g), 1e-30)
         if target is not None:  # how far the target has drifted from this step's G
@@ -586,6 +592,15 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         return new, metrics
 
     return core
+
+
+def _normalized(rewards: jax.Array, groups: Optional[int]) -> jax.Array:
+    """`rewards` normalized as `reinforce.reward_update` normalizes them (per group of the
+    batch, n - 1 std; or over the whole batch)."""
+    if groups:
+        return reinforce.normalize_rewards(rewards.reshape(groups, -1), axis=1,
+                                           unbiased=True).reshape(-1)
+    return reinforce.normalize_rewards(rewards)
 
 
 def rank_weights(rewards: jax.Array, groups: int = 1) -> jax.Array:
