@@ -16,7 +16,8 @@ device, and times these step pairs (two SGD steps, t on an augmented batch, t+1 
              "jvp/0.5", "jvp:32/0.5": the first half of every sampler's images, in chunks of 32);
   default    OLA as configs/cifar10_ola.py computes GAR (its gar_method, convention, store,
              chunks, reward fraction: printed); `response`: the default with
-             ``ola.gar_target = "response"`` (one more gradient of the plain batch a pair);
+             ``ola.gar_target = "response"`` (one more gradient of the plain batch a pair),
+             `both`: with ``ola.gar_target = "both"`` (that and a second alignment);
   direct     a direct meta-gradient through the SGD update (the paper's cheaper variant: re-use
              G and apply the chain rule through the update): per-op magnitudes of the
              differentiable (bilinear) ops of `gar_jax.augment.ops`, d L_{t+1}(θ_t - lr g_t(m))/dm
@@ -251,7 +252,7 @@ def bench_model(depth, width, batch, norm, reps, methods):
     }
     todo = []
     for name in methods:
-        # the paper's target for every OLA method ("default" / "response" then set their own)
+        # the paper's target for every OLA method ("default" / "response" / "both": their own)
         for field in ("target_ema", "gar_target", "before_weight", "fd_step"):
             config.ola[field] = getattr(ola.Options, field)
         if name == "fixed":
@@ -261,12 +262,12 @@ def bench_model(depth, width, batch, norm, reps, methods):
             todo.append(Method(name, "standard", core, init(fresh()), mesh))
         elif name == "nslr":  # OLA's pair without GAR (its reward is set below): the floor
             pass
-        elif name in ("default", "response"):  # whatever configs/cifar10_ola.py uses
+        elif name in ("default", "response", "both"):  # whatever configs/cifar10_ola.py uses
             default = defaults.load_config(CIFAR10_OLA).ola
             for field in GAR_FIELDS:
                 config.ola[field] = default[field]
-            if name == "response":
-                config.ola.gar_target = "response"
+            if name != "default":
+                config.ola.gar_target = name
             print(f"  {name:12s} = " + ", ".join(f"{f}={config.ola[f]}" for f in GAR_FIELDS),
                   flush=True)
         else:  # "layerwise[_frozen|_contrib]", "jvp[:chunk]", "vmap[:chunk]", each "[/fraction]"
@@ -376,8 +377,8 @@ def main():
                         help="comma-separated DEPTH-WIDTH:BATCH")
     parser.add_argument("--norm", default="batch", choices=["batch", "group"])
     parser.add_argument("--methods", default="fixed,exact,direct",
-                        help="fixed, nslr (OLA's pair without GAR), default, response, exact, "
-                             "layerwise[_frozen|_contrib|_lean], "
+                        help="fixed, nslr (OLA's pair without GAR), default, response, both, "
+                             "exact, layerwise[_frozen|_contrib|_lean], "
                              "jvp[:chunk], vmap[:chunk], direct")
     parser.add_argument("--reps", type=int, default=5, help="interleaved rounds (0: memory only)")
     parser.add_argument("--quick", action="store_true", help="WRN-10-1 at batch 16 (smoke test)")
