@@ -65,6 +65,47 @@ def test_seed_study_table(tmp_path):
     assert "| 101 |" in md and "| 100 |" not in md and "gar_contribution" not in md
 
 
+def test_paired_comparison_by_hand(tmp_path, capsys):
+    """--paired x,gar: the bar per seed, the sign test of the discordant seeds and the paired
+    accuracy difference, against a hand computation; a variant without runs is refused."""
+    study = _module("seed_study")
+    runs = tmp_path / "runs"
+    low = {"a": 0.04, "b": 0.05, "c": 0.06, "sample_pairing": 0.01}   # meets the bar
+    mid = {"a": 0.04, "b": 0.05, "c": 0.06, "sample_pairing": 0.055}  # 3rd, 1.05x: does not
+    # seed: (x's policy, x's accuracy, gar's policy, gar's accuracy)
+    cases = {1: (low, 0.99, low, 0.98), 2: (low, 0.97, mid, 0.98), 3: (low, 0.98, mid, 0.98),
+             4: (mid, 0.96, low, 0.99), 5: (mid, 0.95, mid, 0.97)}
+    for seed, (px, ax, pg, ag) in cases.items():
+        _run(str(runs / f"x_s{seed}"), px, [(1, 0.5)], acc=ax)
+        _run(str(runs / f"gar_s{seed}"), pg, [(1, 0.5)], acc=ag)
+    _run(str(runs / "gar_s6"), low, [(1, 0.5)])  # no x run: not paired
+    r = study.paired(study.collect(str(runs)), "x", "gar")
+    assert (r["seeds"], r["both"], r["only_variant"], r["only_base"], r["neither"]) == (
+        5, 1, 2, 1, 1)
+    assert r["sign_p"] == pytest.approx(1.0)  # 3 discordant, 1 the other way: 2 (1 + 3) / 8
+    # differences +1, -1, 0, -3, -2 points: mean -1, sample std sqrt(10 / 4), SE that / sqrt(5)
+    assert r["acc_diff_mean"] == pytest.approx(-1.0)
+    assert r["acc_diff_se"] == pytest.approx(math.sqrt(2.5 / 5))
+    assert r["acc_diff_t"] == pytest.approx(-1.0 / math.sqrt(0.5))
+    assert (r["better"], r["equal"], r["worse"]) == (1, 1, 3)
+    one_sided = {seed: dict(row, rank=1, ratio_to_median=0.1) for seed, row in
+                 study.collect(str(runs))["gar"].items()}
+    table = {"x": one_sided, "gar": {s: dict(v, rank=9) for s, v in one_sided.items()}}
+    assert study.paired(table, "x", "gar")["sign_p"] == pytest.approx(2 / 2 ** 6)  # 6 of 6
+    out = tmp_path / "out"
+    study.main(["--runs", str(runs), "--out", str(out), "--paired", "x,gar"])
+    md = (out / "seed_study.md").read_text()
+    assert "### x against gar, paired by seed" in md
+    assert "both meet it on 1, only x on 2, only gar on 1, neither on 1" in md
+    assert "-1.00 +- 0.71 points (mean +- SE; t = -1.4; 1 better, 1 equal, 3 worse)" in md
+    with pytest.raises(SystemExit) as e:
+        study.main(["--runs", str(runs), "--out", str(out), "--paired", "y,gar"])
+    assert "--paired names 'y', which has no runs" in str(e.value)
+    with pytest.raises(SystemExit):
+        study.main(["--runs", str(runs), "--out", str(out), "--paired", "x"])
+    assert "give two variants" in capsys.readouterr().err
+
+
 def test_kept_rows_fill_missing_seeds_and_must_match_the_settings(tmp_path):
     """--keep: an earlier seed_study.json supplies the seeds without a run (marked *), a run
     wins over a kept row of its seed, and a kept row of other settings is refused in one line."""

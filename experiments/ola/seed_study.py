@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import math
 import os
 import re
 import statistics
@@ -119,7 +120,55 @@ def summary(rows: dict) -> dict:
             "acc_mean": statistics.mean(accs), "acc_std": statistics.stdev(accs) if n > 1 else 0.0}
 
 
-def write_markdown(table: dict, path: str, header: str = "", seeds_planned: int = 0) -> None:
+def meets_bar(row: dict) -> bool:
+    """Issue 18's bar for one run: the planted op among the 3 lowest and at <= 0.6x the median."""
+    return row["rank"] <= 3 and row["ratio_to_median"] <= 0.6
+
+
+def paired(table: dict, variant: str, base: str) -> dict:
+    """`variant` against `base` on the seeds both finished: how many meet the bar in both, only
+    one, neither; the two-sided sign test of the discordant seeds (exact binomial, p = 1/2); the
+    test accuracy's paired difference (points): mean, standard error (n - 1), t = mean / SE."""
+    for name in (variant, base):
+        if name not in table:
+            raise SystemExit(f"seed_study: --paired names {name!r}, which has no runs "
+                             f"(variants: {', '.join(sorted(table))})")
+    seeds = sorted(set(table[variant]) & set(table[base]))
+    if len(seeds) < 2:
+        raise SystemExit(f"seed_study: --paired needs >= 2 seeds that both {variant} and {base} "
+                         f"finished, found {len(seeds)}")
+    a = [meets_bar(table[variant][s]) for s in seeds]
+    b = [meets_bar(table[base][s]) for s in seeds]
+    only_a = sum(x and not y for x, y in zip(a, b))
+    only_b = sum(y and not x for x, y in zip(a, b))
+    n, k = only_a + only_b, min(only_a, only_b)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    diff = [100 * (table[variant][s]["test_accuracy"] - table[base][s]["test_accuracy"])
+            for s in seeds]
+    mean = statistics.mean(diff)
+    se = statistics.stdev(diff) / math.sqrt(len(diff))
+    return {"seeds": len(seeds), "both": sum(x and y for x, y in zip(a, b)), "only_variant": only_a,
+            "only_base": only_b, "neither": sum(not x and not y for x, y in zip(a, b)),
+            "sign_p": p, "acc_diff_mean": mean, "acc_diff_se": se,
+            "acc_diff_t": mean / se if se > 0 else float("inf") * (mean or float("nan")),
+            "better": sum(d > 0 for d in diff), "equal": sum(d == 0 for d in diff),
+            "worse": sum(d < 0 for d in diff)}
+
+
+def paired_markdown(result: dict, variant: str, base: str) -> list:
+    r = result
+    return [f"### {variant} against {base}, paired by seed", "",
+            f"{r['seeds']} seeds, the bar (among the 3 lowest and <= 0.6x the median): both meet "
+            f"it on {r['both']}, only {variant} on {r['only_variant']}, only {base} on "
+            f"{r['only_base']}, neither on {r['neither']} (sign test of the discordant seeds, "
+            f"two-sided: p = {r['sign_p']:.3f}). Test accuracy, {variant} minus {base}: "
+            f"{r['acc_diff_mean']:+.2f} +- {r['acc_diff_se']:.2f} points (mean +- SE; t = "
+            f"{r['acc_diff_t']:.1f}; {r['better']} better, {r['equal']} equal, {r['worse']} "
+            f"worse).", ""]
+
+
+def write_markdown(table: dict, path: str, header: str = "", seeds_planned: int = 0,
+                   pairs: tuple = ()) -> None:
     """One section per variant (each exactly once), after `header`; with `seeds_planned`, a
     variant with fewer finished seeds is labelled partial."""
     lines = [header, ""] if header else []
@@ -144,6 +193,8 @@ def write_markdown(table: dict, path: str, header: str = "", seeds_planned: int 
                          f"{r['num_ops']} | {r['ratio_to_median']:.2f} | "
                          f"{100 * r['test_accuracy']:.2f} |")
         lines.append("")
+    for variant, base in pairs:
+        lines += paired_markdown(paired(table, variant, base), variant, base)
     with open(path, "w", encoding="utf-8") as f:
         f.write("\n".join(lines))
 
@@ -179,7 +230,15 @@ def main(argv=None):
     p.add_argument("--header", default="", help="markdown put before the tables")
     p.add_argument("--keep", default="", help="an earlier seed_study.json: its rows for the "
                    "seeds without a finished run in --runs")
+    p.add_argument("--paired", action="append", default=[], metavar="VARIANT,BASE",
+                   help="also compare VARIANT with BASE seed by seed (repeatable)")
     args = p.parse_args(argv)
+    pairs = []
+    for text in args.paired:
+        names = text.split(",")
+        if len(names) != 2 or not all(names):
+            p.error(f"--paired {text!r}: give two variants, VARIANT,BASE")
+        pairs.append(tuple(names))
     table = collect(args.runs)
     if args.keep:
         with open(args.keep, encoding="utf-8") as f:
@@ -194,7 +253,7 @@ def main(argv=None):
         raise SystemExit(f"seed_study: no finished <variant>_s<seed> runs in {args.runs}")
     os.makedirs(args.out, exist_ok=True)
     write_markdown(table, os.path.join(args.out, "seed_study.md"), args.header,
-                   args.seeds_planned)
+                   args.seeds_planned, tuple(pairs))
     with open(os.path.join(args.out, "seed_study.json"), "w", encoding="utf-8") as f:
         json.dump({v: {str(s): r for s, r in rows.items()} for v, rows in table.items()}, f,
                   indent=1)
