@@ -364,8 +364,9 @@ def _alignment_fn(model, mesh, method: str, chunk_size: Optional[int], num_chunk
             (params, batch_stats, bn_stats, images, labels, direction))
         per_example, batch = _frozen_local(model, params, batch_stats, bn_stats, images,
                                            labels, subset)
+        rewarded = batch["image"].shape[0]  # this device's rewarded examples, chunked
         return gar.alignment(per_example, params, batch, direction, method=method,
-                             chunk_size=chunk_size_for(images.shape[0], chunk_size, num_chunks))
+                             chunk_size=chunk_size_for(rewarded, chunk_size, num_chunks))
 
     return jax.shard_map(local, mesh=mesh,
                          in_specs=(P(), P(), P(DATA_AXIS), P(DATA_AXIS), P(DATA_AXIS), P()),
