@@ -4,7 +4,7 @@ first and a later update, 1 and 8 devices, float64); the model's update still us
 option off the state is the plain `OLAState` (so checkpoints written before the option restore);
 both states survive a checkpoint round trip; bad values are refused in one line. And
 ``ola.gar_target = "response"``: GAR against the plain batch's gradient after the step minus
-before it, against the same by hand."""
+before it, and ``"both"``: GAR and that, each normalized, summed, against the same by hand."""
 import jax
 import jax.numpy as jnp
 import ml_collections
