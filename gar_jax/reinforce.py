@@ -187,6 +187,15 @@ def policy_update(meta_tx: optax.GradientTransformation, params, opt_state, log_
     return optax.apply_updates(params, updates), opt_state
 
 
+def normalize_in_groups(rewards: jax.Array, groups: int | None = None) -> jax.Array:
+    """`reward_update`'s per-batch normalization of float[B] rewards: with `groups`, each of
+    `groups` equal consecutive groups on its own with the n − 1 std (OLA's samplers, as the
+    authors' ``torch.std``); without, the whole batch with the population std."""
+    if groups:
+        return normalize_rewards(rewards.reshape(groups, -1), axis=1, unbiased=True).reshape(-1)
+    return normalize_rewards(rewards)
+
+
 def reward_update(meta_tx: optax.GradientTransformation, params, opt_state, reward_stats,
                   log_prob_fn: Callable, rewards: jax.Array, *,
                   normalizer: RunningNormalizer | None = None, groups: int | None = None,
@@ -206,11 +215,8 @@ def reward_update(meta_tx: optax.GradientTransformation, params, opt_state, rewa
     if normalizer is not None:
         weights = normalizer.normalize(reward_stats, rewards)
         reward_stats = normalizer.update(reward_stats, rewards)
-    elif groups:
-        weights = normalize_rewards(rewards.reshape(groups, -1), axis=1,
-                                    unbiased=True).reshape(-1)
     else:
-        weights = normalize_rewards(rewards)
+        weights = normalize_in_groups(rewards, groups)
     params, opt_state = policy_update(meta_tx, params, opt_state, log_prob_fn, weights, at=at)
     return params, opt_state, reward_stats, weights
 

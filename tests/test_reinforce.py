@@ -198,3 +198,18 @@ def test_per_sampler_normalization_with_the_unbiased_std_by_hand():
     np.testing.assert_allclose(out[0], (first - first.mean()) / first.std(ddof=1), rtol=1e-6)
     np.testing.assert_array_equal(out[1], 0.0)
     np.testing.assert_allclose(np.std(out[0], ddof=1), 1.0, rtol=1e-6)
+
+
+def test_normalize_in_groups_by_hand():
+    """Per group with the n - 1 std ([1, 2, 3]: std 1; [10, 20, 30]: std 10), or the whole batch
+    with the population std."""
+    import numpy as np
+
+    from gar_jax import reinforce
+
+    r = jnp.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0])
+    np.testing.assert_allclose(reinforce.normalize_in_groups(r, 2), [-1, 0, 1, -1, 0, 1],
+                               rtol=1e-6)
+    x = np.array([1.0, 2.0, 3.0, 10.0, 20.0, 30.0])
+    np.testing.assert_allclose(reinforce.normalize_in_groups(r), (x - x.mean()) / x.std(),
+                               rtol=1e-6)

@@ -560,7 +560,8 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         rewards = reward_fn(state, kept, images, labels, direction, m_plain["loss"])
         if opts.gar_target == "both":  # GAR and the response, each as REINFORCE normalizes it
             gar_rewards = reward_fn(state, kept, images, labels, g, m_plain["loss"])
-            rewards = _normalized(gar_rewards, groups) + _normalized(rewards, groups)
+            rewards = (reinforce.normalize_in_groups(gar_rewards, groups)
+                       + reinforce.normalize_in_groups(rewards, groups))
         learned = (sample if rewarded is None  # the policy learns from the rewarded ones only
                    else jax.tree.map(lambda x: x[rewarded], sample))
         policy, policy_opt_state, reward_stats, weights = reinforce.reward_update(
@@ -593,15 +594,6 @@ def make_pair_core(model, tx, mesh, space: spaces.SearchSpace, meta_tx, opts: Op
         return new, metrics
 
     return core
-
-
-def _normalized(rewards: jax.Array, groups: Optional[int]) -> jax.Array:
-    """`rewards` normalized as `reinforce.reward_update` normalizes them (per group of the
-    batch, n - 1 std; or over the whole batch)."""
-    if groups:
-        return reinforce.normalize_rewards(rewards.reshape(groups, -1), axis=1,
-                                           unbiased=True).reshape(-1)
-    return reinforce.normalize_rewards(rewards)
 
 
 def rank_weights(rewards: jax.Array, groups: int = 1) -> jax.Array:
