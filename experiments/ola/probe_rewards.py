@@ -57,6 +57,11 @@ from gar_jax.train.checkpoint import Checkpointer
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def unit(r: np.ndarray) -> np.ndarray:
+    """Rewards [pairs, B] normalized over each pair's batch (population std), as OLA's default."""
+    return (r - r.mean(1, keepdims=True)) / r.std(1, keepdims=True)
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", help="workdir of a configs/digits_ola_destructive.py run")
@@ -207,7 +212,6 @@ def main(argv=None) -> None:
             before = dots[:, len(ks)]  # targets: G(θ_t+1), G(θ_t), then one per size
             rewards = {"dot G(t+1)": dots[:, 0], "dot G(t)": before,
                        "dot G(t+1)-G(t)": dots[:, 0] - before}
-            unit = lambda r: (r - r.mean(1, keepdims=True)) / r.std(1, keepdims=True)
             for j, s in enumerate(sizes):
                 rewards[f"response s={s}"] = dots[:, len(ks) + 1 + j]
                 rewards[f"GAR + resp s={s}"] = unit(dots[:, 0]) + unit(dots[:, len(ks) + 1 + j])
@@ -219,7 +223,7 @@ def main(argv=None) -> None:
         else:
             rewards = {f"dot G x{k}": dots[:, j] for j, k in enumerate(ks)}
         for name, r in rewards.items():
-            w = (r - r.mean(1, keepdims=True)) / r.std(1, keepdims=True)
+            w = unit(r)
             z = []
             for op in range(len(space)):
                 terms = ((active - 0.5) * ((ops == op) & drawn) * w[..., None]).sum(-1)

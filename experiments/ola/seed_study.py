@@ -150,7 +150,8 @@ def paired(table: dict, variant: str, base: str) -> dict:
     return {"seeds": len(seeds), "both": sum(x and y for x, y in zip(a, b)), "only_variant": only_a,
             "only_base": only_b, "neither": sum(not x and not y for x, y in zip(a, b)),
             "sign_p": p, "acc_diff_mean": mean, "acc_diff_se": se,
-            "acc_diff_t": mean / se if se > 0 else float("inf") * (mean or float("nan")),
+            "acc_diff_t": (mean / se if se > 0 else
+                           math.copysign(math.inf, mean) if mean else math.nan),
             "better": sum(d > 0 for d in diff), "equal": sum(d == 0 for d in diff),
             "worse": sum(d < 0 for d in diff)}
 
